@@ -1,0 +1,86 @@
+"""Input validation shared by :class:`rnnkit.Recurrent` and the torch.nn drop-ins.
+
+Every error names the argument and the expected and received shapes; nothing is broadcast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def check_input(x: object, input_size: int, weight: Tensor, dims: tuple[int, ...], layout: str) -> Tensor:
+    """``x`` must be a floating tensor of rank in ``dims`` with ``input_size`` features, on the
+    weights' device and of their dtype. ``layout`` names the expected shape in messages."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"input must be a Tensor or PackedSequence, got {type(x).__name__}")
+    if x.dim() not in dims:
+        raise ValueError(f"input must have shape {layout} ({' or '.join(map(str, dims))}-D), got {tuple(x.shape)}")
+    if x.size(-1) != input_size:
+        raise ValueError(
+            f"input.size(-1) must be equal to input_size. Expected {input_size}, got {x.size(-1)} "
+            f"(input shape {tuple(x.shape)})"
+        )
+    if x.dim() >= 2 and 0 in x.shape[:-1]:
+        raise ValueError(f"input has an empty time or batch dimension: shape {tuple(x.shape)}")
+    check_like(x, weight, "input")
+    return x
+
+
+def check_like(t: Tensor, weight: Tensor, name: str) -> None:
+    """Same dtype and device as the layer's weights (autocast may change the dtype)."""
+    if t.dtype != weight.dtype and not torch.is_autocast_enabled(t.device.type):
+        raise TypeError(
+            f"{name} dtype {t.dtype} does not match the layer's weight dtype {weight.dtype}; "
+            f"convert with {name}.to({weight.dtype}) or the layer with .to({t.dtype})"
+        )
+    if t.device != weight.device:
+        raise ValueError(f"{name} is on {t.device} but the layer's weights are on {weight.device}")
+
+
+def check_lengths(lengths: object, batch: int, steps: int) -> Tensor:
+    """``lengths`` (a 1-D integer tensor or sequence of ints) must hold ``batch`` values in
+    ``[1, steps]``. Returns an int64 CPU tensor."""
+    if isinstance(lengths, Tensor):
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
+        values = lengths.detach().to("cpu", torch.int64)
+    elif isinstance(lengths, Sequence) and all(isinstance(v, int) and not isinstance(v, bool) for v in lengths):
+        values = torch.tensor(list(lengths), dtype=torch.int64)
+    else:
+        raise TypeError(f"lengths must be a 1-D integer tensor or a list of ints, got {type(lengths).__name__}")
+    if values.dim() != 1 or values.numel() != batch:
+        raise ValueError(f"lengths must have shape ({batch},) (one per sequence), got {tuple(values.shape)}")
+    too_long = (values > steps).nonzero()
+    if too_long.numel():
+        b = int(too_long[0])
+        raise ValueError(f"lengths[{b}] = {int(values[b])} exceeds the sequence length {steps}")
+    too_short = (values < 1).nonzero()
+    if too_short.numel():
+        b = int(too_short[0])
+        raise ValueError(f"lengths[{b}] = {int(values[b])}: every sequence needs at least one step")
+    return values
+
+
+def check_state(
+    state: object, shapes: Sequence[tuple[int, ...]], weight: Tensor, name: str, batch_dim: int = 1
+) -> tuple[Tensor, ...]:
+    """A state is one tensor (one expected shape) or a tuple of them; each must match its shape
+    exactly. ``batch_dim`` is where the batch size sits, to name a batch mismatch as such."""
+    parts = (state,) if isinstance(state, Tensor) else state
+    if not isinstance(parts, tuple | list) or len(parts) != len(shapes) or not all(
+        isinstance(p, Tensor) for p in parts
+    ):
+        kind = "a Tensor" if len(shapes) == 1 else f"a tuple of {len(shapes)} Tensors"
+        raise TypeError(f"{name} must be {kind}, got {type(state).__name__}")
+    labels = [name] if len(shapes) == 1 else [f"{name}[{k}]" for k in range(len(shapes))]
+    for part, shape, label in zip(parts, shapes, labels, strict=True):
+        if tuple(part.shape) != tuple(shape):
+            hint = ""
+            if part.dim() == len(shape) and part.shape[batch_dim] != shape[batch_dim]:
+                hint = f" (batch size {part.shape[batch_dim]} does not match the input's {shape[batch_dim]})"
+            raise ValueError(f"{label} must have shape {tuple(shape)}, got {tuple(part.shape)}{hint}")
+        check_like(part, weight, label)
+    return tuple(parts)

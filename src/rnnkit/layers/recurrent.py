@@ -1,0 +1,117 @@
+"""``Recurrent``: any cell unfolded over time, stacked, bidirectional, with lengths."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from rnnkit.cells.base import RecurrentCell
+from rnnkit.layers.checks import check_input, check_lengths, check_state
+from rnnkit.layers.engine import BACKENDS, MERGES, PathReport, choose_path, merged_size, run_stack
+
+StateArg = Tensor | tuple[Tensor, ...]
+
+
+class Recurrent(nn.Module):
+    """Run any :class:`~rnnkit.cells.RecurrentCell` over a sequence.
+
+    Args:
+        cell: the layer-0 forward cell; the other layers and the reverse direction get fresh
+            cells of the same kind and options (``cell.replicate``).
+        num_layers: stacked layers; layer ``l > 0`` reads layer ``l - 1``'s merged output.
+        bidirectional: add a reverse direction per layer that reads each sequence from its own
+            last element backwards.
+        merge: how the two directions combine: ``"concat"`` (width 2O), ``"sum"``, ``"mul"``,
+            ``"ave"`` (width O).
+        dropout: dropout on each layer's output except the last, in training.
+        batch_first: input and output are ``(B, T, *)`` if True, else ``(T, B, *)``.
+        backend: ``"auto"`` (torch's fused kernels when the cells allow it, else the cells'
+            parallel scan if they have one, else the sequential scan), ``"fused"`` or
+            ``"parallel"`` (error if impossible), or ``"sequential"``.
+
+    Shapes (N = L * D with L layers and D directions, S_k the cell's state sizes):
+        x ``(B, T, I)``; state: a tensor ``(N, B, S_0)`` for one-tensor states (Elman, GRU) or a
+        tuple of ``(N, B, S_k)`` (LSTM: ``(h, c)``); lengths ``(B,)`` in ``[1, T]``.
+        Returns ``(output (B, T, D*O or O), final state)`` in the same form as ``state``;
+        outputs at padded steps are zero and final states are taken at each sequence's end.
+    """
+
+    def __init__(
+        self, cell: RecurrentCell, num_layers: int = 1, bidirectional: bool = False,
+        merge: str = "concat", dropout: float = 0.0, batch_first: bool = True, backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if not isinstance(cell, RecurrentCell):
+            raise TypeError(f"cell must be an rnnkit RecurrentCell, got {type(cell).__name__}")
+        if not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+        if merge not in MERGES:
+            raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.num_layers, self.bidirectional, self.merge = num_layers, bidirectional, merge
+        self.dropout, self.batch_first, self.backend = dropout, batch_first, backend
+        self.directions = 2 if bidirectional else 1
+        cells = []
+        for layer in range(num_layers):
+            in_size = cell.input_size if layer == 0 else merged_size(cell, self.directions, merge)
+            for d in range(self.directions):
+                cells.append(cell if layer == 0 and d == 0 else cell.replicate(in_size))
+        self.cells = nn.ModuleList(cells)  # index = layer * directions + direction
+        self.input_size = cell.input_size
+        self.output_size = merged_size(cell, self.directions, merge)
+
+    def _state_shapes(self, batch: int) -> list[tuple[int, int, int]]:
+        return [(len(self.cells), batch, s) for s in self.cells[0].state_sizes]
+
+    def _check(self, x: Tensor, state, lengths) -> tuple[Tensor, tuple[Tensor, ...] | None, Tensor | None]:
+        weight = next(self.cells[0].parameters())
+        layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
+        check_input(x, self.input_size, weight, (3,), layout)
+        x = x.transpose(0, 1) if self.batch_first else x  # (T, B, I)
+        steps, batch = x.shape[:2]
+        if state is not None:
+            state = check_state(state, self._state_shapes(batch), weight, "state")
+        if lengths is not None:
+            lengths = check_lengths(lengths, batch, steps).to(x.device)
+        return x, state, lengths
+
+    def explain(self, x: Tensor | None = None) -> PathReport:
+        """The scan this layer takes (for input ``x``, or a CPU input by default) and why the
+        faster ones do not apply."""
+        weight = next(self.cells[0].parameters())
+        probe = x if x is not None else weight.new_empty(0)
+        return choose_path(self.cells, probe, self.backend)
+
+    def forward(
+        self, x: Tensor, state: StateArg | None = None, lengths: Tensor | list[int] | None = None
+    ) -> tuple[Tensor, StateArg]:
+        x, state, lengths = self._check(x, state, lengths)
+        path = choose_path(self.cells, x, self.backend)
+        out, final = run_stack(
+            self.cells, x, state, lengths, num_layers=self.num_layers, directions=self.directions,
+            merge=self.merge, dropout=self.dropout, training=self.training, path=path.path,
+        )
+        if self.batch_first:
+            out = out.transpose(0, 1)  # (B, T, O)
+        return out, (final[0] if len(final) == 1 else final)
+
+    def step(self, x_t: Tensor, state: StateArg | None = None) -> tuple[Tensor, StateArg]:
+        """One time step for streaming: ``x_t (B, I)`` -> ``(y_t (B, O), state)``. Feeding a
+        sequence step by step equals one :meth:`forward` call on the whole of it."""
+        if self.bidirectional:
+            raise ValueError("a bidirectional layer reads the future and cannot be stepped; use forward()")
+        weight = next(self.cells[0].parameters())
+        check_input(x_t, self.input_size, weight, (2,), "(batch, features)")
+        out, final = self.forward(x_t.unsqueeze(1 if self.batch_first else 0), state)
+        return out.squeeze(1 if self.batch_first else 0), final
+
+    def extra_repr(self) -> str:
+        parts = [f"num_layers={self.num_layers}", f"bidirectional={self.bidirectional}"]
+        if self.bidirectional:
+            parts.append(f"merge={self.merge!r}")
+        if self.dropout:
+            parts.append(f"dropout={self.dropout}")
+        parts += [f"batch_first={self.batch_first}", f"backend={self.backend!r}"]
+        return ", ".join(parts)
