@@ -4,5 +4,6 @@ from rnnkit.cells.base import GatedWeightsCell, RecurrentCell, State
 from rnnkit.cells.elman import ElmanCell
 from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.lstm import LSTMCell
+from rnnkit.cells.registry import CELLS, cell_names, make_cell
 
-__all__ = ["ElmanCell", "GRUCell", "GatedWeightsCell", "LSTMCell", "RecurrentCell", "State"]
+__all__ = ["CELLS", "ElmanCell", "GRUCell", "GatedWeightsCell", "LSTMCell", "RecurrentCell", "State", "cell_names", "make_cell"]
