@@ -6,4 +6,7 @@ from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.lstm import LSTMCell
 from rnnkit.cells.registry import CELLS, cell_names, make_cell
 
-__all__ = ["CELLS", "ElmanCell", "GRUCell", "GatedWeightsCell", "LSTMCell", "RecurrentCell", "State", "cell_names", "make_cell"]
+__all__ = [
+    "CELLS", "ElmanCell", "GRUCell", "GatedWeightsCell", "LSTMCell", "RecurrentCell", "State", "cell_names",
+    "make_cell",
+]

@@ -15,7 +15,6 @@ add:
 
 from __future__ import annotations
 
-
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
@@ -71,11 +70,10 @@ class _DropIn:
 
     # -- forward ------------------------------------------------------------------------------
     def _state_shapes(self, batch: int | None) -> list[tuple[int, ...]]:
+        """hx shapes: (N, B, S) for batched input, (N, S) for unbatched (``batch`` None)."""
         n = self.num_layers * (2 if self.bidirectional else 1)
-        h = (n, batch, self.proj_size or self.hidden_size) if batch is not None else (n, self.proj_size or self.hidden_size)
-        if self.mode != "LSTM":
-            return [h]
-        return [h, (n, batch, self.hidden_size) if batch is not None else (n, self.hidden_size)]
+        sizes = [self.proj_size or self.hidden_size] + ([self.hidden_size] if self.mode == "LSTM" else [])
+        return [(n, s) if batch is None else (n, batch, s) for s in sizes]
 
     def forward(self, input, hx=None, *, lengths=None):
         weight = self._flat_weights[0]

@@ -46,10 +46,11 @@ def choose_path(cells: Sequence[RecurrentCell], x: Tensor, backend: str) -> Path
         rejected["fused"] = reason
     else:
         rejected["fused"] = f"backend={backend!r} was requested"
-    parallel = [c for c in cells if getattr(c, "parallel_scan", None) is None]
-    if not parallel:
+    serial_only = [c for c in cells if getattr(c, "parallel_scan", None) is None]
+    if not serial_only:
         return PathReport("parallel (whole-sequence scan in time)", rejected)
-    rejected["parallel"] = f"{type(parallel[0]).__name__} has no parallel_scan (its step depends nonlinearly on the state)"
+    name = type(serial_only[0]).__name__
+    rejected["parallel"] = f"{name} has no parallel_scan (its step depends nonlinearly on the state)"
     if backend == "parallel":
         raise ValueError(f"backend='parallel' was requested but {rejected['parallel']}")
     return PathReport("sequential", rejected)
