@@ -1,0 +1,143 @@
+"""Pieces the models share: token-or-vector input, lengths and masks, and stepping a stack of
+cells one time step at a time (generation is O(T): one ``cell.step`` per layer per token).
+
+State forms. :class:`rnnkit.Recurrent` takes and returns its state *stacked*: a tensor
+``(N, B, S)`` or a tuple of ``(N, B, S_k)`` (N = L * D). Decoders keep it *flat*: a tuple of
+``L * K`` tensors ``(B, S_k)`` (entry ``l * K + k`` is layer l's state entry k), so that every tensor
+of a decoding state has the batch first and beam search reorders all of them with one
+``index_select(0, ...)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.layers.checks import check_lengths
+from rnnkit.layers.recurrent import Recurrent
+from rnnkit.models.config import RecurrentConfig
+
+__all__ = [
+    "InputLayer", "check_tokens", "flat_state", "length_mask", "prepare_lengths", "require_unidirectional",
+    "stacked_state", "step_stack", "zero_flat_state",
+]
+
+StackedState = Tensor | tuple[Tensor, ...]
+
+
+# -- lengths and masks -------------------------------------------------------------------------
+def prepare_lengths(lengths: Tensor | list[int] | None, batch: int, steps: int, device: torch.device) -> Tensor | None:
+    """Validate ``lengths`` (each in ``[1, steps]``) and put them on ``device`` as int64."""
+    if lengths is None:
+        return None
+    return check_lengths(lengths, batch, steps).to(device)
+
+
+def length_mask(lengths: Tensor | None, batch: int, steps: int, device: torch.device) -> Tensor:
+    """``mask[b, t] = t < lengths[b]``: ``(B, T)`` bool, all True without lengths."""
+    if lengths is None:
+        return torch.ones(batch, steps, dtype=torch.bool, device=device)
+    return torch.arange(steps, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def check_tokens(x: object, vocab_size: int, name: str = "tokens", dims: int = 2) -> Tensor:
+    """``x`` must be an integer tensor of rank ``dims`` with ids in ``[0, vocab_size)``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a Tensor of token ids, got {type(x).__name__}")
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer token ids, got dtype {x.dtype}")
+    if x.dim() != dims:
+        layout = "(batch, time)" if dims == 2 else "(batch,)"
+        raise ValueError(f"{name} must have shape {layout}, got {tuple(x.shape)}")
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocab_size):
+        raise ValueError(f"{name} must hold ids in [0, {vocab_size}), got values in [{int(x.min())}, {int(x.max())}]")
+    return x
+
+
+class InputLayer(nn.Module):
+    """Token ids ``(B, T)`` through an embedding, or feature vectors ``(B, T, I)`` as they are.
+
+    Exactly one of ``input_size`` (vectors) and ``vocab_size`` (tokens; ``embedding_dim`` wide,
+    ``padding_idx`` gets a zero, frozen embedding) is given. ``output_size`` is what the
+    recurrent layer reads.
+    """
+
+    def __init__(
+        self, input_size: int | None = None, vocab_size: int | None = None, embedding_dim: int | None = None,
+        padding_idx: int | None = None,
+    ) -> None:
+        super().__init__()
+        if (input_size is None) == (vocab_size is None):
+            raise ValueError(
+                f"give exactly one of input_size (feature vectors) and vocab_size (token ids), got "
+                f"input_size={input_size!r}, vocab_size={vocab_size!r}"
+            )
+        self.vocab_size = vocab_size
+        if vocab_size is not None:
+            if embedding_dim is None:
+                raise ValueError("vocab_size needs embedding_dim (the width of the token embedding)")
+            self.embedding: nn.Embedding | None = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
+            self.output_size = embedding_dim
+        else:
+            if embedding_dim is not None or padding_idx is not None:
+                raise ValueError("embedding_dim/padding_idx only apply to token input (vocab_size)")
+            self.embedding = None
+            self.output_size = int(input_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.embedding is not None:
+            return self.embedding(check_tokens(x, self.vocab_size, "x"))  # (B, T, E)
+        if not isinstance(x, Tensor) or x.dim() != 3 or not x.is_floating_point():
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be a float tensor (batch, time, {self.output_size}), got {shape}")
+        if x.size(-1) != self.output_size:
+            raise ValueError(f"x.size(-1) must equal input_size. Expected {self.output_size}, got {x.size(-1)}")
+        return x
+
+    def extra_repr(self) -> str:
+        return f"tokens, vocab_size={self.vocab_size}" if self.embedding is not None else f"vectors, {self.output_size}"
+
+
+def require_unidirectional(config: RecurrentConfig, who: str) -> None:
+    if config.bidirectional:
+        raise ValueError(
+            f"{who} generates left to right and cannot use a bidirectional layer (it would read the future); "
+            "set bidirectional=False"
+        )
+
+
+# -- stepping a stack one time step at a time ----------------------------------------------------
+def flat_state(state: StackedState, num_layers: int) -> tuple[Tensor, ...]:
+    """Stacked ``(L, B, S_k)`` entries -> flat tuple of ``L * K`` tensors ``(B, S_k)``."""
+    parts = (state,) if isinstance(state, Tensor) else tuple(state)
+    return tuple(p[layer] for layer in range(num_layers) for p in parts)
+
+
+def stacked_state(flat: tuple[Tensor, ...], num_entries: int) -> StackedState:
+    """Flat tuple -> the stacked form :class:`rnnkit.Recurrent` takes (inverse of :func:`flat_state`)."""
+    parts = tuple(torch.stack(flat[k::num_entries]) for k in range(num_entries))  # each (L, B, S_k)
+    return parts[0] if num_entries == 1 else parts
+
+
+def step_stack(rnn: Recurrent, x_t: Tensor, flat: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One time step of a unidirectional stack through the cell contract.
+
+    ``x_t (B, I)``, ``flat`` as in :func:`flat_state`. Returns the top layer's ``y_t (B, O)`` and
+    the new flat state; equal to ``rnn.forward`` on a one-step sequence (same dropout between
+    layers), without its per-call checks and scan selection.
+    """
+    k = len(rnn.cells[0].state_sizes)
+    new: list[Tensor] = []
+    y = x_t
+    for layer, cell in enumerate(rnn.cells):
+        y, st = cell.step(cell.project_input(y), flat[layer * k : (layer + 1) * k])
+        new.extend(st)
+        if rnn.dropout > 0.0 and rnn.training and layer < len(rnn.cells) - 1:
+            y = F.dropout(y, rnn.dropout, training=True)
+    return y, tuple(new)
+
+
+def zero_flat_state(rnn: Recurrent, batch: int, like: Tensor) -> tuple[Tensor, ...]:
+    return tuple(s for cell in rnn.cells for s in cell.initial_state(batch, device=like.device, dtype=like.dtype))

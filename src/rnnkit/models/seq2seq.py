@@ -1,0 +1,212 @@
+"""Many-to-many with unequal lengths: an encoder-decoder with attention.
+
+Symbols: B batch, S source steps, T target steps, V target vocabulary, E embedding width, M the
+encoder's output width (memory), O the decoder's output width, L decoder layers.
+
+Encoder (Sutskever et al. 2014, bidirectional as in Bahdanau et al. 2015): ``m_{1..S}, h_enc =
+Encoder(Embed(x))``; padded source steps are masked out of every attention. Bridge: the decoder's
+initial state (and initial attention query) is ``tanh(W_b [h_enc of the last layer, every
+direction and state entry] + b_b)`` (Bahdanau et al.'s ``s_0 = tanh(W_s h_1)``, generalised to
+any cell). Decoder step t, from the previous token ``y_{t-1}`` (``bos_id`` at t = 1):
+
+    "bahdanau":  c_t, a_t = Attn(q_{t-1}, m);   q_t, s_t = Dec([Embed(y_{t-1}); c_t], s_{t-1})
+                 logits_t = W_o [q_t; c_t]                         (q_0 comes from the bridge)
+    "dot"/"general" (Luong et al. 2015):
+                 q_t, s_t = Dec(Embed(y_{t-1}) [; h~_{t-1} with input_feeding], s_{t-1})
+                 c_t, a_t = Attn(q_t, m);   h~_t = tanh(W_c [c_t; q_t]);   logits_t = W_o h~_t
+
+Deviation: Bahdanau's deep output with maxout is a single linear layer here. In training,
+``forward`` feeds the true previous token with probability ``teacher_forcing`` per sequence and
+step (Williams & Zipser 1989; scheduled sampling, Bengio et al. 2015), else the model's own
+argmax. With Luong attention, no input feeding and full teacher forcing the decoder runs as one
+whole-sequence :class:`rnnkit.Recurrent` call (its fast scan) instead of step by step; a test
+checks the two agree.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.models._common import (
+    InputLayer,
+    check_tokens,
+    length_mask,
+    prepare_lengths,
+    require_unidirectional,
+    stacked_state,
+    step_stack,
+)
+from rnnkit.models.attention import ATTENTIONS, make_attention
+from rnnkit.models.config import RecurrentConfig, as_config
+from rnnkit.models.decoding import Decoded, DecodeState, beam_search, greedy_search
+
+__all__ = ["Seq2Seq"]
+
+
+class Seq2Seq(nn.Module):
+    """Encoder-decoder with Bahdanau (additive) or Luong (dot/general) attention.
+
+    Args:
+        src_vocab_size, tgt_vocab_size: vocabularies of source and target token ids.
+        encoder, decoder: :class:`RecurrentConfig` (the encoder may be bidirectional; the decoder
+            may not). Any registered cell, and different cells for the two.
+        attention: ``"bahdanau"``, ``"dot"`` (needs decoder output width = memory width) or
+            ``"general"``.
+        embedding_dim: E, for both vocabularies; attention_size: A of additive attention
+            (default O); input_feeding: Luong's feeding of ``h~_{t-1}`` into the next step.
+        bos_id, eos_id, pad_id: target ids that start, end and pad a sequence.
+
+    ``forward(src (B, S), tgt (B, T), src_lengths (B,) | None, teacher_forcing=1.0)`` returns the
+    logits ``(B, T, V)`` predicting ``tgt`` (which should end with ``eos_id``, padded with
+    ``pad_id``); :meth:`greedy` and :meth:`beam_search` return :class:`Decoded` with attention
+    ``(B, T_out, S)`` for plotting.
+    """
+
+    def __init__(
+        self, src_vocab_size: int, tgt_vocab_size: int, encoder: RecurrentConfig | dict | None = None,
+        decoder: RecurrentConfig | dict | None = None, *, attention: str = "bahdanau", embedding_dim: int = 64,
+        attention_size: int | None = None, input_feeding: bool = False, bos_id: int = 1, eos_id: int = 2,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        enc_cfg, dec_cfg = as_config(encoder, "encoder"), as_config(decoder, "decoder")
+        require_unidirectional(dec_cfg, "the Seq2Seq decoder")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+        for name, value in (("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id)):
+            if not 0 <= value < tgt_vocab_size:
+                raise ValueError(f"{name}={value} is not a target token id (tgt_vocab_size={tgt_vocab_size})")
+        self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
+        self.attention_kind, self.input_feeding = attention, input_feeding
+        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        self.luong = attention != "bahdanau"
+
+        self.src_embed = InputLayer(vocab_size=src_vocab_size, embedding_dim=embedding_dim, padding_idx=pad_id)
+        self.encoder = enc_cfg.build(embedding_dim)
+        self.tgt_embed = nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
+        memory_size = self.encoder.output_size  # M
+        out_size = dec_cfg.output_size()  # O
+        if self.luong:
+            dec_in = embedding_dim + (out_size if input_feeding else 0)
+        else:
+            dec_in = embedding_dim + memory_size
+        self.decoder = dec_cfg.build(dec_in)
+        self.attention = make_attention(attention, out_size, memory_size, attention_size)
+        if self.luong:
+            self.combine = nn.Linear(memory_size + out_size, out_size)  # W_c
+            self.out = nn.Linear(out_size, tgt_vocab_size)  # W_o
+        else:
+            self.combine = None
+            self.out = nn.Linear(out_size + memory_size, tgt_vocab_size)
+        self.out_size, self.memory_size = out_size, memory_size
+
+        enc_cell, dec_cell = self.encoder.cells[0], self.decoder.cells[0]
+        self._enc_entries, self._dec_entries = len(enc_cell.state_sizes), len(dec_cell.state_sizes)
+        bridge_in = enc_cfg.directions * sum(enc_cell.state_sizes)
+        self._dec_splits = [s for _ in range(dec_cfg.num_layers) for s in dec_cell.state_sizes]
+        if not self.luong:
+            self._dec_splits.append(out_size)  # q_0, the first attention query
+        self.bridge = nn.Linear(bridge_in, sum(self._dec_splits))  # W_b, b_b
+
+    # -- encoder ---------------------------------------------------------------------------------
+    def encode(self, src: Tensor, src_lengths: Tensor | list[int] | None = None) -> tuple[Tensor, Tensor, DecodeState]:
+        """``(memory (B, S, M), mask (B, S), initial decoder state)``."""
+        check_tokens(src, self.src_vocab_size, "src")
+        B, S = src.shape
+        lengths = prepare_lengths(src_lengths, B, S, src.device)
+        memory, h_enc = self.encoder(self.src_embed(src), lengths=lengths)  # (B, S, M)
+        mask = length_mask(lengths, B, S, src.device)
+        D = self.encoder.directions
+        parts = (h_enc,) if isinstance(h_enc, Tensor) else h_enc  # each (L_enc * D, B, S_k)
+        top = torch.cat([p[-D:].transpose(0, 1).reshape(B, -1) for p in parts], dim=1)  # (B, D * sum S_k)
+        init = torch.tanh(self.bridge(top)).split(self._dec_splits, dim=1)
+        if self.luong:  # h~_0 = 0 (read only with input feeding)
+            return memory, mask, (top.new_zeros(B, self.out_size), *init)
+        return memory, mask, (init[-1], *init[:-1])  # (q_0 (B, O), *flat decoder state)
+
+    # -- one decoder step ------------------------------------------------------------------------
+    def _step(self, tok: Tensor, state: DecodeState, memory: Tensor, mask: Tensor, prepared: Tensor):
+        """``tok (N,)``, ``state = (q or h~ (N, O), *flat decoder state)`` -> logits, state, attention."""
+        prev, rnn_state = state[0], state[1:]
+        emb = self.tgt_embed(tok)  # (N, E)
+        if self.luong:
+            x = torch.cat([emb, prev], dim=1) if self.input_feeding else emb
+            y, rnn_state = step_stack(self.decoder, x, rnn_state)  # (N, O)
+            ctx, a = self.attention(y.unsqueeze(1), memory, mask, prepared)  # (N, 1, M), (N, 1, S)
+            h_tilde = torch.tanh(self.combine(torch.cat([ctx.squeeze(1), y], dim=1)))  # (N, O)
+            return self.out(h_tilde), (h_tilde, *rnn_state), a.squeeze(1)
+        ctx, a = self.attention(prev.unsqueeze(1), memory, mask, prepared)
+        ctx = ctx.squeeze(1)  # (N, M)
+        y, rnn_state = step_stack(self.decoder, torch.cat([emb, ctx], dim=1), rnn_state)
+        return self.out(torch.cat([y, ctx], dim=1)), (y, *rnn_state), a.squeeze(1)
+
+    def _step_fn(self, memory: Tensor, mask: Tensor):
+        prepared = self.attention.prepare(memory)
+        return lambda tok, state: self._step(tok, state, memory, mask, prepared)
+
+    # -- training --------------------------------------------------------------------------------
+    def forward(
+        self, src: Tensor, tgt: Tensor, src_lengths: Tensor | list[int] | None = None, teacher_forcing: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        check_tokens(tgt, self.tgt_vocab_size, "tgt")
+        if tgt.size(0) != src.size(0):
+            raise ValueError(f"tgt has batch size {tgt.size(0)} but src has {src.size(0)}")
+        if not 0.0 <= teacher_forcing <= 1.0:
+            raise ValueError(f"teacher_forcing must be in [0, 1], got {teacher_forcing}")
+        memory, mask, state = self.encode(src, src_lengths)
+        B, T = tgt.shape
+        inputs = torch.cat([tgt.new_full((B, 1), self.bos_id), tgt[:, :-1]], dim=1)  # (B, T): y_{t-1}
+        if self.luong and not self.input_feeding and teacher_forcing == 1.0:
+            return self._forward_whole(inputs, memory, mask, state)
+        step = self._step_fn(memory, mask)
+        logits = []
+        tok = inputs[:, 0]
+        for t in range(T):
+            lg, state, _ = step(tok, state)
+            logits.append(lg)
+            if t + 1 < T:
+                tok = inputs[:, t + 1]
+                if teacher_forcing < 1.0:
+                    own = lg.detach().argmax(-1)
+                    keep = torch.rand(B, device=tgt.device, generator=generator) < teacher_forcing
+                    tok = torch.where(keep, tok, own)
+        return torch.stack(logits, dim=1)  # (B, T, V)
+
+    def _forward_whole(self, inputs: Tensor, memory: Tensor, mask: Tensor, state: DecodeState) -> Tensor:
+        """Teacher-forced Luong decoding without input feeding: every step's input is known, so
+        the decoder runs once over the whole target and attention is one batched product."""
+        init = stacked_state(state[1:], self._dec_entries)
+        ys, _ = self.decoder(self.tgt_embed(inputs), init)  # (B, T, O)
+        ctx, _ = self.attention(ys, memory, mask)  # (B, T, M)
+        return self.out(torch.tanh(self.combine(torch.cat([ctx, ys], dim=-1))))  # (B, T, V)
+
+    # -- inference -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def greedy(self, src: Tensor, src_lengths: Tensor | list[int] | None = None, max_len: int = 50) -> Decoded:
+        """Greedy decoding: tokens ``(B, T_out)``, lengths, scores and attention ``(B, T_out, S)``."""
+        memory, mask, state = self.encode(src, src_lengths)
+        return greedy_search(self._step_fn(memory, mask), state, batch_size=src.size(0), bos_id=self.bos_id,
+                             eos_id=self.eos_id, pad_id=self.pad_id, max_len=max_len)
+
+    @torch.no_grad()
+    def beam_search(
+        self, src: Tensor, src_lengths: Tensor | list[int] | None = None, beam_width: int = 4, max_len: int = 50,
+        length_penalty: float = 0.0,
+    ) -> Decoded:
+        """Beam search with the GNMT length penalty exponent ``length_penalty`` (alpha); the best
+        hypothesis per sequence, with its attention ``(B, T_out, S)``. ``beam_width=1`` is greedy."""
+        memory, mask, state = self.encode(src, src_lengths)
+        K = beam_width
+        if not isinstance(K, int) or K < 1:
+            raise ValueError(f"beam_width must be a positive int, got {beam_width!r}")
+        memory, mask = memory.repeat_interleave(K, 0), mask.repeat_interleave(K, 0)  # (B*K, S, M), (B*K, S)
+        state = tuple(s.repeat_interleave(K, 0) for s in state)
+        return beam_search(self._step_fn(memory, mask), state, batch_size=src.size(0), beam_width=K,
+                           bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id, max_len=max_len,
+                           alpha=length_penalty)
+
+    def extra_repr(self) -> str:
+        return f"attention={self.attention_kind!r}, input_feeding={self.input_feeding}, bos/eos/pad=" \
+               f"{self.bos_id}/{self.eos_id}/{self.pad_id}"
