@@ -1,0 +1,122 @@
+"""Seq2Seq: shapes, source masking, teacher forcing, the whole-sequence path, greedy vs beam."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rnnkit.cells.registry import cell_names
+from rnnkit.models import RecurrentConfig, Seq2Seq
+
+SRC_LEN = [6, 2, 4]
+
+
+def make(attention: str = "bahdanau", enc: RecurrentConfig | None = None, dec: RecurrentConfig | None = None,
+         **kw) -> Seq2Seq:
+    enc = enc or RecurrentConfig("gru", 6, 1, True)
+    dec = dec or RecurrentConfig("lstm", 12 if attention == "dot" else 7)
+    return Seq2Seq(11, 9, enc, dec, attention=attention, embedding_dim=5, **kw).eval()
+
+
+def batch():
+    B, S = len(SRC_LEN), max(SRC_LEN)
+    mask = torch.arange(S).unsqueeze(0) < torch.tensor(SRC_LEN).unsqueeze(1)
+    src = torch.randint(3, 11, (B, S))
+    garbage = torch.where(mask, src, torch.randint(3, 11, (B, S)))
+    return src, garbage, mask, torch.randint(3, 9, (B, 4))
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "dot", "general"])
+def test_shapes_and_padded_source_never_matters(attention: str) -> None:
+    model = make(attention)
+    src, garbage, mask, tgt = batch()
+    logits = model(src, tgt, SRC_LEN)
+    assert logits.shape == (3, 4, 9)
+    torch.testing.assert_close(model(garbage, tgt, SRC_LEN), logits)
+    for decode in (lambda s: model.greedy(s, SRC_LEN, max_len=5),
+                   lambda s: model.beam_search(s, SRC_LEN, beam_width=3, max_len=5)):
+        out, out2 = decode(src), decode(garbage)
+        assert torch.equal(out.tokens, out2.tokens)
+        T = out.tokens.size(1)
+        assert out.attention.shape == (3, T, 6)
+        assert torch.all(out.attention[~mask.unsqueeze(1).expand(3, T, 6)] == 0)  # no weight on padding
+        live = torch.arange(T).unsqueeze(0) < out.lengths.unsqueeze(1)
+        torch.testing.assert_close(out.attention.sum(-1)[live], torch.ones(int(live.sum())))
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "dot", "general"])
+@pytest.mark.parametrize("enc_cell,dec_cell", [("lstm", "gru"), ("rnn", "lstm"), ("gru", "rnn_relu")])
+def test_beam_width_one_equals_greedy(attention: str, enc_cell: str, dec_cell: str) -> None:
+    model = make(attention, RecurrentConfig(enc_cell, 6, 2, True), RecurrentConfig(dec_cell, 12, 2),
+                 input_feeding=attention != "bahdanau")
+    src = batch()[0]
+    g = model.greedy(src, SRC_LEN, max_len=7)
+    b = model.beam_search(src, SRC_LEN, beam_width=1, max_len=7, length_penalty=0.6)
+    assert torch.equal(g.tokens, b.tokens) and torch.equal(g.lengths, b.lengths)
+    torch.testing.assert_close(g.scores, b.scores)
+    torch.testing.assert_close(g.attention, b.attention)
+
+
+def test_wider_beam_never_scores_below_greedy() -> None:
+    model = make("general")
+    src = batch()[0]
+    g = model.greedy(src, SRC_LEN, max_len=6)
+    b = model.beam_search(src, SRC_LEN, beam_width=6, max_len=6)
+    assert torch.all(b.scores >= g.scores - 1e-5)
+
+
+@pytest.mark.parametrize("attention", ["dot", "general"])
+def test_whole_sequence_path_equals_stepping(attention: str) -> None:
+    model = make(attention)
+    src, _, _, tgt = batch()
+    fast = model(src, tgt, SRC_LEN)  # Luong, no input feeding, full teacher forcing: one Recurrent call
+    memory, mask, state = model.encode(src, SRC_LEN)
+    step = model._step_fn(memory, mask)
+    prev = torch.cat([torch.full((3, 1), model.bos_id), tgt[:, :-1]], 1)
+    slow = []
+    for t in range(4):
+        lg, state, _ = step(prev[:, t], state)
+        slow.append(lg)
+    torch.testing.assert_close(fast, torch.stack(slow, 1), atol=1e-5, rtol=1e-4)
+
+
+def test_teacher_forcing_zero_feeds_back_the_argmax() -> None:
+    model = make("bahdanau")
+    src, _, _, tgt = batch()
+    free = model(src, tgt, SRC_LEN, teacher_forcing=0.0)
+    g = model.greedy(src, SRC_LEN, max_len=4)
+    # where greedy has not ended, free-running logits pick exactly the greedy tokens
+    for b in range(3):
+        L = int(g.lengths[b])
+        assert free[b, :L].argmax(-1).tolist() == g.tokens[b, :L].tolist()
+    forced = model(src, tgt, SRC_LEN, teacher_forcing=1.0)
+    assert not torch.allclose(free, forced)
+
+
+@pytest.mark.parametrize("cell", cell_names())
+def test_any_registered_cell_trains_one_step(cell: str) -> None:
+    model = make("bahdanau", RecurrentConfig(cell, 6, 2, True, "sum"), RecurrentConfig(cell, 6, 2)).train()
+    src, _, _, tgt = batch()
+    loss = torch.nn.functional.cross_entropy(model(src, tgt, SRC_LEN, teacher_forcing=0.5).flatten(0, 1),
+                                             tgt.flatten())
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_seq2seq_errors() -> None:
+    with pytest.raises(ValueError, match="bidirectional"):
+        Seq2Seq(5, 5, decoder=RecurrentConfig("gru", 4, bidirectional=True))
+    with pytest.raises(ValueError, match="attention must be one of"):
+        Seq2Seq(5, 5, attention="cosine")
+    with pytest.raises(ValueError, match="same width"):
+        Seq2Seq(5, 5, RecurrentConfig("gru", 4, bidirectional=True), RecurrentConfig("gru", 4), attention="dot")
+    with pytest.raises(ValueError, match="eos_id=7 is not a target token id"):
+        Seq2Seq(5, 5, eos_id=7)
+    model = make()
+    src, _, _, tgt = batch()
+    with pytest.raises(ValueError, match=r"src must hold ids in \[0, 11\)"):
+        model(src + 20, tgt)
+    with pytest.raises(ValueError, match="teacher_forcing must be in"):
+        model(src, tgt, teacher_forcing=1.5)
+    with pytest.raises(ValueError, match="beam_width must be a positive int"):
+        model.beam_search(src, beam_width=0)
