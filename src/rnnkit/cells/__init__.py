@@ -4,9 +4,10 @@ from rnnkit.cells.base import GatedWeightsCell, RecurrentCell, State
 from rnnkit.cells.elman import ElmanCell
 from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.lstm import LSTMCell
+from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell
 from rnnkit.cells.registry import CELLS, cell_names, make_cell
 
 __all__ = [
-    "CELLS", "ElmanCell", "GRUCell", "GatedWeightsCell", "LSTMCell", "RecurrentCell", "State", "cell_names",
-    "make_cell",
+    "CELLS", "ElmanCell", "GRUCell", "GatedWeightsCell", "LSTMCell", "MinGRUCell", "MinLSTMCell", "RecurrentCell",
+    "State", "cell_names", "make_cell",
 ]

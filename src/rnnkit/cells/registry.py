@@ -13,6 +13,7 @@ from rnnkit.cells.base import RecurrentCell
 from rnnkit.cells.elman import ElmanCell
 from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.lstm import LSTMCell
+from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell
 
 #: name -> (cell class, fixed keyword arguments)
 CELLS: dict[str, tuple[type[RecurrentCell], dict[str, Any]]] = {
@@ -20,6 +21,8 @@ CELLS: dict[str, tuple[type[RecurrentCell], dict[str, Any]]] = {
     "rnn_relu": (ElmanCell, {"nonlinearity": "relu"}),
     "gru": (GRUCell, {}),
     "lstm": (LSTMCell, {}),
+    "mingru": (MinGRUCell, {}),
+    "minlstm": (MinLSTMCell, {}),
 }
 
 

@@ -1,0 +1,173 @@
+"""minGRU / minLSTM: the step is the paper's equations; every parallel scan equals the step loop
+(values and gradients, with lengths, stacked and bidirectional through Recurrent); no inf/nan at
+T = 65,536."""
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.cells import make_cell
+from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell, g, log_g
+from rnnkit.scan.sequential import sequential_scan
+
+F64 = torch.float64
+CELLS = [MinGRUCell, MinLSTMCell]
+SCANS = ["log", "linear", "auto"]
+
+
+def test_g_and_log_g():
+    x = torch.linspace(-30, 30, 601, dtype=F64)
+    expected = torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
+    torch.testing.assert_close(g(x), expected)
+    torch.testing.assert_close(log_g(x), expected.log())
+    assert (g(x) > 0).all()
+
+
+def test_steps_are_the_papers_equations():
+    x, h = torch.randn(4, 3, dtype=F64), torch.randn(4, 5, dtype=F64)
+    gru = MinGRUCell(3, 5, dtype=F64)
+    W, bias = gru.weight_ih, gru.bias_ih
+    z = torch.sigmoid(x @ W[:5].t() + bias[:5])
+    h_tilde = g(x @ W[5:].t() + bias[5:])
+    y, (s,) = gru(x, h)
+    torch.testing.assert_close(y, (1 - z) * h + z * h_tilde)
+    assert s is y
+
+    lstm = MinLSTMCell(3, 5, dtype=F64)
+    W, bias = lstm.weight_ih, lstm.bias_ih
+    f = torch.sigmoid(x @ W[:5].t() + bias[:5])
+    i = torch.sigmoid(x @ W[5:10].t() + bias[5:10])
+    h_tilde = g(x @ W[10:].t() + bias[10:])
+    y, _ = lstm(x, h)
+    torch.testing.assert_close(y, f / (f + i) * h + i / (f + i) * h_tilde)
+
+
+@pytest.mark.parametrize("cls", CELLS)
+def test_log_coefficients_are_the_logs_of_the_coefficients(cls):
+    cell = cls(3, 4, dtype=F64)
+    x_proj = cell.project_input(torch.randn(50, 2, 3, dtype=F64) * 10)  # saturated gates too
+    a, b = cell.coefficients(x_proj)
+    log_a, log_b = cell.log_coefficients(x_proj)
+    torch.testing.assert_close(log_a, a.log())
+    torch.testing.assert_close(log_b, b.log())
+
+
+@pytest.mark.parametrize("cls", CELLS)
+@pytest.mark.parametrize("scan", SCANS)
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_parallel_scan_equals_step_loop(cls, scan, dtype):
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    cell = cls(3, 6, scan=scan, dtype=dtype)
+    x_proj = cell.project_input(torch.randn(90, 4, 3, dtype=dtype))
+    h0 = torch.randn(4, 6, dtype=dtype)
+    lengths = torch.tensor([90, 1, 45, 70])
+    for lens in (None, lengths):
+        y, (s,) = cell.parallel_scan(x_proj, (h0,), lens)
+        y_ref, (s_ref,) = sequential_scan(cell, x_proj, (h0,), lens)
+        torch.testing.assert_close(y, y_ref, rtol=tol, atol=tol)
+        torch.testing.assert_close(s, s_ref, rtol=tol, atol=tol)
+
+
+def _pair(cls, scan, dtype, **layer):
+    par = rnnkit.Recurrent(cls(3, 5, scan=scan, dtype=dtype), backend="parallel", **layer)
+    seq = rnnkit.Recurrent(cls(3, 5, scan=scan, dtype=dtype), backend="sequential", **layer)
+    seq.load_state_dict(par.state_dict())
+    return par, seq
+
+
+@pytest.mark.parametrize("cls", CELLS)
+@pytest.mark.parametrize("scan", ["log", "linear"])
+def test_recurrent_stacked_bidirectional_with_lengths(cls, scan):
+    par, seq = _pair(cls, scan, torch.float32, num_layers=2, bidirectional=True)
+    assert str(par.explain()).startswith("path: parallel")
+    x = torch.randn(4, 40, 3)
+    state = torch.randn(4, 4, 5)  # (L * D, B, H)
+    lengths = torch.tensor([40, 3, 17, 1])
+    y, s = par(x, state, lengths)
+    y_ref, s_ref = seq(x, state, lengths)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s, s_ref, rtol=1e-5, atol=1e-5)
+    assert (y[1, 3:] == 0).all()
+
+
+@pytest.mark.parametrize("cls", CELLS)
+def test_streaming_steps_equal_one_parallel_call(cls):
+    layer = rnnkit.Recurrent(cls(3, 5), num_layers=2, backend="parallel")
+    x = torch.randn(2, 30, 3)
+    y, s = layer(x)
+    state, ys = None, []
+    for t in range(30):
+        y_t, state = layer.step(x[:, t], state)
+        ys.append(y_t)
+    torch.testing.assert_close(torch.stack(ys, 1), y, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state, s, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", CELLS)
+@pytest.mark.parametrize("scan", ["log", "linear"])
+def test_gradients_equal_the_sequential_reference(cls, scan):
+    par, seq = _pair(cls, scan, F64, num_layers=2, bidirectional=True)
+    x = torch.randn(3, 25, 3, dtype=F64)
+    state = torch.randn(4, 3, 5, dtype=F64)
+    lengths = torch.tensor([25, 9, 1])
+    grads = []
+    for layer in (par, seq):
+        xs, s0 = x.clone().requires_grad_(), state.clone().requires_grad_()
+        y, s = layer(xs, s0, lengths)
+        weight = torch.linspace(-1, 1, y.numel(), dtype=F64).view_as(y)  # a loss that sees every output
+        ((y * weight).sum() + (s**2).sum()).backward()
+        grads.append([xs.grad, s0.grad] + [p.grad for p in layer.parameters()])
+    for gp, gs in zip(*grads, strict=True):
+        torch.testing.assert_close(gp, gs, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("cls", CELLS)
+@pytest.mark.parametrize("scan", ["log", "linear"])
+def test_gradcheck(cls, scan):
+    cell = cls(2, 3, scan=scan, dtype=F64)
+    x_proj = torch.randn(12, 2, cell.gates * 3, dtype=F64, requires_grad=True)
+    h0 = torch.randn(2, 3, dtype=F64, requires_grad=True)
+    lengths = torch.tensor([12, 5])
+
+    def run(xp, h):
+        y, (last,) = cell.parallel_scan(xp, (h,), lengths)
+        return y, last
+
+    assert torch.autograd.gradcheck(run, (x_proj, h0))
+
+
+@pytest.mark.parametrize("cls", CELLS)
+@pytest.mark.parametrize("scan", ["log", "linear"])
+def test_stable_at_65536_steps(cls, scan):
+    T = 65536
+    cell = cls(2, 4, scan=scan)
+    x = torch.randn(T, 2, 2) * 8  # large pre-activations: saturated gates, long memories
+    x.requires_grad_()
+    y, (s,) = cell.parallel_scan(cell.project_input(x), cell.initial_state(2))
+    assert torch.isfinite(y).all() and torch.isfinite(s).all()
+    (y.mean() + s.sum()).backward()
+    assert torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in cell.parameters())
+    with torch.no_grad():  # against float64 arithmetic
+        ref, _ = cell.double().parallel_scan(cell.project_input(x.double()), cell.initial_state(2))
+    torch.testing.assert_close(y.double(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_registry_replicate_and_paths():
+    cell = make_cell("mingru", 3, 4, scan="log", bias=False)
+    assert isinstance(cell, MinGRUCell) and cell.bias_ih is None and cell.scan == "log"
+    assert isinstance(make_cell("minlstm", 3, 4), MinLSTMCell)
+    copy = cell.replicate(7)
+    assert (copy.input_size, copy.scan, copy.bias_ih) == (7, "log", None)
+    report = rnnkit.Recurrent(MinLSTMCell(3, 4)).explain()  # backend="auto"
+    assert report.path.startswith("parallel") and "no vendor kernel" in report.rejected["fused"]
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="scan must be one of"):
+        MinGRUCell(3, 4, scan="fast")
+    cell = MinLSTMCell(3, 4)
+    with pytest.raises(ValueError, match=r"x_proj must have shape \(T, B, 12\)"):
+        cell.parallel_scan(torch.randn(5, 2, 8), cell.initial_state(2))
+    with pytest.raises(ValueError, match=r"state\[0\] must have shape \(2, 4\)"):
+        cell.parallel_scan(torch.randn(5, 2, 12), (torch.zeros(3, 4),))
