@@ -1,0 +1,28 @@
+"""Shared timing for the benchmark scripts: warm up, then time the candidates interleaved (so
+drift in machine load hits all of them alike) and report medians."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def time_interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each function, measured round-robin."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def parse_size(text: str) -> tuple[int, int, int, int]:
+    """``"B32,T256,I256,H256"`` -> (32, 256, 256, 256)."""
+    parts = dict((p[0].upper(), int(p[1:])) for p in text.split(","))
+    return parts["B"], parts["T"], parts["I"], parts["H"]

@@ -1,0 +1,68 @@
+"""Forward+backward time of rnnkit.RNN/GRU/LSTM against torch.nn's, measured side by side.
+
+    python benchmarks/layers.py                       # the reference sizes
+    python benchmarks/layers.py --sizes B16,T128,I64,H64 --repeats 5
+
+For each size and cell: torch.nn, rnnkit on the fused path (backend="auto": the same vendor
+kernel, through rnnkit's checks) and rnnkit's engine (backend="sequential": rnnkit cells in a
+Python loop). Prints medians and ratios to torch.nn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+import rnnkit  # noqa: E402
+from common import parse_size, time_interleaved  # noqa: E402
+
+PAIRS = {"RNN": (nn.RNN, rnnkit.RNN), "GRU": (nn.GRU, rnnkit.GRU), "LSTM": (nn.LSTM, rnnkit.LSTM)}
+
+
+def step_fn(layer: nn.Module, x: torch.Tensor):
+    def run() -> None:
+        out, _ = layer(x)
+        out.sum().backward()
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["B32,T256,I256,H256", "B8,T2048,I128,H128"])
+    parser.add_argument("--cells", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats}, fwd+bwd")
+    print(f"{'size':<22}{'cell':<6}{'torch.nn ms':>12}{'fused ms':>10}{'ratio':>7}{'engine ms':>11}{'ratio':>7}")
+    for size in args.sizes:
+        B, T, I, H = parse_size(size)
+        x = torch.randn(T, B, I)
+        for name in args.cells:
+            torch_cls, ours_cls = PAIRS[name]
+            ref = torch_cls(I, H)
+            fused = ours_cls(I, H)
+            engine = ours_cls(I, H, backend="sequential")
+            fused.load_state_dict(ref.state_dict())
+            engine.load_state_dict(ref.state_dict())
+            times = time_interleaved(
+                {"torch": step_fn(ref, x), "fused": step_fn(fused, x), "engine": step_fn(engine, x)}, args.repeats
+            )
+            t0 = times["torch"]
+            print(
+                f"{size:<22}{name:<6}{t0 * 1e3:>12.1f}{times['fused'] * 1e3:>10.1f}{times['fused'] / t0:>7.2f}"
+                f"{times['engine'] * 1e3:>11.1f}{times['engine'] / t0:>7.2f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
