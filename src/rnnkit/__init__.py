@@ -4,11 +4,13 @@ Cells (one step each), scans (how steps run over time), and layers (:class:`Recu
 cell; :class:`RNN`, :class:`GRU`, :class:`LSTM` as drop-ins for torch.nn's).
 """
 
-from rnnkit.cells import ElmanCell, GRUCell, LSTMCell, RecurrentCell, make_cell
+from rnnkit.cells import ElmanCell, GRUCell, LSTMCell, MinGRUCell, MinLSTMCell, RecurrentCell, make_cell
 from rnnkit.layers import GRU, LSTM, RNN, PathReport, Recurrent
+from rnnkit.scan.deer import DeerGRUCell
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GRU", "LSTM", "RNN", "ElmanCell", "GRUCell", "LSTMCell", "PathReport", "Recurrent", "RecurrentCell", "make_cell",
+    "GRU", "LSTM", "RNN", "DeerGRUCell", "ElmanCell", "GRUCell", "LSTMCell", "MinGRUCell", "MinLSTMCell", "PathReport",
+    "Recurrent", "RecurrentCell", "make_cell",
 ]
