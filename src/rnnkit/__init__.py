@@ -14,3 +14,21 @@ __all__ = [
     "GRU", "LSTM", "RNN", "DeerGRUCell", "ElmanCell", "GRUCell", "LSTMCell", "MinGRUCell", "MinLSTMCell", "PathReport",
     "Recurrent", "RecurrentCell", "make_cell",
 ]
+
+# the five sequence topologies (rnnkit.models)
+from rnnkit.models import (  # noqa: E402
+    Forecaster,
+    Generator,
+    LinearChainCRF,
+    OneToOne,
+    RecurrentConfig,
+    Seq2Seq,
+    SequenceClassifier,
+    SequenceRegressor,
+    SequenceTagger,
+)
+
+__all__ += [
+    "Forecaster", "Generator", "LinearChainCRF", "OneToOne", "RecurrentConfig", "Seq2Seq", "SequenceClassifier",
+    "SequenceRegressor", "SequenceTagger",
+]
