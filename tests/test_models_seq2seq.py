@@ -120,3 +120,13 @@ def test_seq2seq_errors() -> None:
         model(src, tgt, teacher_forcing=1.5)
     with pytest.raises(ValueError, match="beam_width must be a positive int"):
         model.beam_search(src, beam_width=0)
+
+
+def test_float64_model_decodes_in_float64() -> None:
+    model = make("bahdanau").double()
+    src = batch()[0]
+    g = model.greedy(src, SRC_LEN, max_len=5)
+    b = model.beam_search(src, SRC_LEN, beam_width=1, max_len=5)
+    assert g.scores.dtype == torch.float64 and g.attention.dtype == torch.float64
+    torch.testing.assert_close(g.scores, b.scores)
+    assert "attention='bahdanau'" in repr(model)

@@ -56,6 +56,11 @@ def length_penalty(lengths: Tensor, alpha: float) -> Tensor:
     return ((5.0 + lengths.to(torch.float32)) / 6.0) ** alpha
 
 
+def _log_probs(logits: Tensor) -> Tensor:
+    """``log softmax`` in at least float32 (half-precision logits are promoted, float64 kept)."""
+    return torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+
+
 def _check(max_len: int, batch_size: int, state: DecodeState, rows: int) -> None:
     if not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"max_len must be a positive int, got {max_len!r}")
@@ -80,10 +85,10 @@ def _rollout(
     tokens, attns = [], []
     for _ in range(max_len):
         logits, state, attn = step_fn(tok, state)
-        logp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
+        logp = _log_probs(logits)  # (B, V)
         nxt = choose(logits)
         live = ~done
-        scores = scores + torch.where(live, logp.gather(1, nxt.unsqueeze(1)).squeeze(1), 0.0)
+        scores = scores.to(logp.dtype) + torch.where(live, logp.gather(1, nxt.unsqueeze(1)).squeeze(1), 0.0)
         tok = torch.where(live, nxt, pad_id)
         lengths = lengths + live.long()
         tokens.append(tok)
@@ -155,9 +160,10 @@ def beam_search(
     for _ in range(max_len):
         logits, state, attn = step_fn(tok, state)
         V = logits.size(-1)
-        logp = torch.log_softmax(logits.float(), dim=-1).view(B, K, V)
+        logp = _log_probs(logits).view(B, K, V)
+        scores = scores.to(logp.dtype)
         # a finished hypothesis continues only with pad_id, at no cost
-        frozen = torch.full((V,), float("-inf"), device=logp.device)
+        frozen = torch.full((V,), float("-inf"), device=logp.device, dtype=logp.dtype)
         frozen[pad_id] = 0.0
         logp = torch.where(done.unsqueeze(-1), frozen, logp)
         cand = scores.unsqueeze(-1) + logp  # (B, K, V)

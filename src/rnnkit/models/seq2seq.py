@@ -197,10 +197,10 @@ class Seq2Seq(nn.Module):
     ) -> Decoded:
         """Beam search with the GNMT length penalty exponent ``length_penalty`` (alpha); the best
         hypothesis per sequence, with its attention ``(B, T_out, S)``. ``beam_width=1`` is greedy."""
-        memory, mask, state = self.encode(src, src_lengths)
         K = beam_width
         if not isinstance(K, int) or K < 1:
             raise ValueError(f"beam_width must be a positive int, got {beam_width!r}")
+        memory, mask, state = self.encode(src, src_lengths)
         memory, mask = memory.repeat_interleave(K, 0), mask.repeat_interleave(K, 0)  # (B*K, S, M), (B*K, S)
         state = tuple(s.repeat_interleave(K, 0) for s in state)
         return beam_search(self._step_fn(memory, mask), state, batch_size=src.size(0), beam_width=K,
@@ -208,5 +208,5 @@ class Seq2Seq(nn.Module):
                            alpha=length_penalty)
 
     def extra_repr(self) -> str:
-        return f"attention={self.attention_kind!r}, input_feeding={self.input_feeding}, bos/eos/pad=" \
-               f"{self.bos_id}/{self.eos_id}/{self.pad_id}"
+        ids = f"bos_id={self.bos_id}, eos_id={self.eos_id}, pad_id={self.pad_id}"
+        return f"attention={self.attention_kind!r}, input_feeding={self.input_feeding}, {ids}"
