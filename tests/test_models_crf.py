@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from rnnkit.models.crf import LinearChainCRF
+from rnnkit.models.crf import LinearChainCRF, crf_log_partition, crf_score
 
 
 def brute_force(crf: LinearChainCRF, emissions: torch.Tensor, length: int) -> tuple[torch.Tensor, list[int], float]:
@@ -88,3 +88,14 @@ def test_crf_errors() -> None:
         crf.log_partition(torch.zeros(1, 3, 3), torch.tensor([[False, False, False]]))
     with pytest.raises(ValueError, match=r"tags at unpadded steps must be in \[0, 3\)"):
         crf(torch.zeros(1, 2, 3), torch.tensor([[0, 3]]))
+
+
+def test_gradcheck_log_likelihood_float64() -> None:
+    def ll(emissions, start, transitions, end):
+        return crf_score(emissions, tags, mask, start, transitions, end) - crf_log_partition(
+            emissions, mask, start, transitions, end)
+
+    tags = torch.randint(3, (2, 4))
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)
+    inputs = [torch.randn(*shape, dtype=torch.float64, requires_grad=True) for shape in [(2, 4, 3), (3,), (3, 3), (3,)]]
+    assert torch.autograd.gradcheck(ll, inputs)

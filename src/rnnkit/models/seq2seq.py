@@ -77,6 +77,8 @@ class Seq2Seq(nn.Module):
         for name, value in (("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id)):
             if not 0 <= value < tgt_vocab_size:
                 raise ValueError(f"{name}={value} is not a target token id (tgt_vocab_size={tgt_vocab_size})")
+        if not 0 <= pad_id < src_vocab_size:
+            raise ValueError(f"pad_id={pad_id} is not a source token id (src_vocab_size={src_vocab_size})")
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         self.attention_kind, self.input_feeding = attention, input_feeding
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
@@ -102,7 +104,7 @@ class Seq2Seq(nn.Module):
         self.out_size, self.memory_size = out_size, memory_size
 
         enc_cell, dec_cell = self.encoder.cells[0], self.decoder.cells[0]
-        self._enc_entries, self._dec_entries = len(enc_cell.state_sizes), len(dec_cell.state_sizes)
+        self._dec_entries = len(dec_cell.state_sizes)
         bridge_in = enc_cfg.directions * sum(enc_cell.state_sizes)
         self._dec_splits = [s for _ in range(dec_cfg.num_layers) for s in dec_cell.state_sizes]
         if not self.luong:
