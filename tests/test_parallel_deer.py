@@ -59,8 +59,9 @@ def _grads(layer_or_fn, params, x, h0, lengths):
     return grads
 
 
-def test_implicit_gradients_equal_bptt():
-    cell = DeerGRUCell(5, 6, tol=1e-12, max_iter=300, dtype=F64)
+@pytest.mark.parametrize("bias", [True, False])
+def test_implicit_gradients_equal_bptt(bias):
+    cell = DeerGRUCell(5, 6, bias=bias, tol=1e-12, max_iter=300, dtype=F64)
     x, h0 = torch.randn(80, 3, 5, dtype=F64), torch.randn(3, 6, dtype=F64)
     lengths = torch.tensor([80, 41, 1])
     params = list(cell.parameters())

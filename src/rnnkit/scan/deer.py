@@ -23,12 +23,19 @@ after ``max_iter`` iterations (or diverged to inf/nan, which quasi-DEER can), a
 Gradients: the implicit-function theorem, not differentiation through the iterations. At the
 solution, the adjoint ``lam_t = dL/dh_t`` (total) solves ``lam_t = grad_t + J_{t+1}^T lam_{t+1}``,
 a linear recurrence backwards in time with the transposed Jacobian. It is solved by the same
-quasi-Newton iteration (a reversed diagonal scan for ``d``, plus one batched vector-Jacobian
-product ``J^T lam`` for all ``t`` at once per iteration), then one more batched VJP gives the
-gradients of ``x_proj``, ``h0``, ``weight_hh`` and ``bias_hh``. These equal the sequential (BPTT)
-gradients to the tolerance; if the adjoint does not converge, backward falls back to BPTT with
-the same warning. Not implemented: full-Jacobian DEER, ELK's damping/trust region (Gonzalez et
-al.), ParaRNN's block-diagonal Newton (2025).
+quasi-Newton iteration (a reversed diagonal scan for ``d``, plus the product ``J^T lam`` for all
+``t`` at once, written out as one GEMM: see :class:`GRULinearization`), then one more product
+gives the gradients of ``x_proj``, ``h0``, ``weight_hh`` and ``bias_hh``. These equal the
+sequential (BPTT) gradients to the tolerance; if the adjoint does not converge, backward falls
+back to BPTT with the same warning.
+
+Cost: each iteration does about the arithmetic of one sequential GRU pass (a ``(T*B, H) x (H, 3H)``
+GEMM plus elementwise work), but with no step waiting for the previous one. It pays off where
+there is parallel hardware to fill (a GPU, long T); on a few CPU cores it is slower than the
+fused GRU kernel (see ``benchmarks/parallel.py``).
+
+Not implemented: full-Jacobian DEER, ELK's damping/trust region (Gonzalez et al.), ParaRNN's
+block-diagonal Newton (Danieli et al., 2025).
 
 Shapes: T steps, B batch, H hidden; ``x_proj (T, B, 3H)`` = ``cell.project_input(x)``,
 ``h0 (B, H)``, ``lengths (B,)``.
@@ -49,7 +56,10 @@ from rnnkit.cells.gru import GRUCell
 from rnnkit.scan.parallel import linear_scan
 from rnnkit.scan.sequential import length_mask, sequential_scan
 
-__all__ = ["DeerGRUCell", "DeerNotConverged", "DeerSolution", "deer_gru", "deer_solve"]
+__all__ = [
+    "DeerGRUCell", "DeerNotConverged", "DeerSolution", "GRULinearization", "deer_gru", "deer_solve", "gru_eval",
+    "gru_linearize",
+]
 
 
 class DeerNotConverged(RuntimeWarning):
@@ -63,13 +73,27 @@ class DeerSolution(NamedTuple):
     delta: float  # max |h^(i) - h^(i-1)| at the last iteration
 
 
-def gru_eval(cell: GRUCell, x_proj: Tensor, h_prev: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """``f(h_prev_t, x_t)`` for all ``t`` at once and the diagonal ``d_t`` of its Jacobian.
+class GRULinearization(NamedTuple):
+    """The GRU at a trajectory ``h_prev``: ``f`` and what its Jacobian ``J_t = df_t/dh_{t-1}`` needs.
 
-    The same math as :meth:`GRUCell.step` (a test asserts it), unrolled to expose the gates the
-    Jacobian needs. ``x_proj (T, B, 3H)``, ``h_prev (T, B, H)``, ``mask (T, B, 1)`` or None:
-    where False, the step is the identity (``f = h_prev``, ``d = 1``). Returns ``(f, d)``, each
-    ``(T, B, H)``; ``d`` carries no graph.
+    With ``hh = h_prev W_hh^T + b_hh`` (blocks r, z, n) and ``c_k = df/d(hh block k)`` per unit:
+    ``J_t^T lam = z * lam + (lam * c) W_hh`` (one GEMM for all t), ``d = z + sum_k c_k w_k`` with
+    ``w_k`` the diagonal of block k of ``W_hh``. Masked (finished) steps have ``z = 1, c = 0``.
+    """
+
+    f: Tensor  # (T, B, H) f(h_prev_t, x_t)
+    d: Tensor  # (T, B, H) diagonal of J_t
+    z: Tensor  # (T, B, H) update gate
+    c: Tensor  # (T, B, 3, H) sensitivities to the r, z, n blocks of hh
+    c_xn: Tensor  # (T, B, H) sensitivity to the n block of x_proj (= c_n / r)
+
+
+@torch.no_grad()
+def gru_linearize(cell: GRUCell, x_proj: Tensor, h_prev: Tensor, mask: Tensor | None = None) -> GRULinearization:
+    """The GRU step for all ``t`` at once, unrolled to expose the gates the Jacobian needs.
+
+    The same math as :meth:`GRUCell.step` (a test asserts it). ``x_proj (T, B, 3H)``, ``h_prev
+    (T, B, H)``, ``mask (T, B, 1)`` or None: where False, the step is the identity.
     """
     H = cell.hidden_size
     hh = F.linear(h_prev, cell.weight_hh, cell.bias_hh)  # (T, B, 3H): r, z, n blocks
@@ -78,14 +102,33 @@ def gru_eval(cell: GRUCell, x_proj: Tensor, h_prev: Tensor, mask: Tensor | None 
     hn = hh[..., 2 * H :]
     n = torch.tanh(torch.addcmul(x_proj[..., 2 * H :], r, hn))  # (T, B, H)
     f = torch.lerp(n, h_prev, z)  # (1 - z) * n + z * h_prev
-    with torch.no_grad():
-        w_r, w_z, w_n = cell.weight_hh.view(3, H, H).diagonal(dim1=1, dim2=2)  # (H,) each
-        dn = (1 - n * n) * (r * (1 - r) * w_r * hn + r * w_n)
-        d = z + (h_prev - n) * (z * (1 - z) * w_z) + (1 - z) * dn
+    c = torch.empty(*f.shape[:2], 3, H, dtype=f.dtype, device=f.device)  # (T, B, 3, H)
+    c_xn = (1 - z) * (1 - n * n)  # df/d(n pre-activation)
+    torch.mul(c_xn * hn, r * (1 - r), out=c[..., 0, :])  # through r
+    torch.mul(h_prev - n, z * (1 - z), out=c[..., 1, :])  # through z
+    torch.mul(c_xn, r, out=c[..., 2, :])  # through hn
     if mask is not None:
         f = torch.where(mask, f, h_prev)
-        d = torch.where(mask, d, 1.0)
-    return f, d
+        z = torch.where(mask, z, 1.0)
+        c.masked_fill_(~mask.unsqueeze(-1), 0.0)
+        c_xn.masked_fill_(~mask, 0.0)
+    w_r, w_z, w_n = cell.weight_hh.view(3, H, H).diagonal(dim1=1, dim2=2)  # (H,) each
+    d = torch.addcmul(torch.addcmul(torch.addcmul(z, c[..., 0, :], w_r), c[..., 1, :], w_z), c[..., 2, :], w_n)
+    return GRULinearization(f, d, z, c, c_xn)
+
+
+def gru_eval(cell: GRUCell, x_proj: Tensor, h_prev: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(f, d)``: the GRU step for all ``t`` at once and the diagonal of its Jacobian, ``(T, B, H)`` each."""
+    lin = gru_linearize(cell, x_proj, h_prev, mask)
+    return lin.f, lin.d
+
+
+def _jacobian_t_vec(cell: GRUCell, lin: GRULinearization, lam: Tensor) -> tuple[Tensor, Tensor]:
+    """``(J_t^T lam_t for all t, dL/dhh)``: ``(T, B, H)`` and ``(T*B, 3H)``."""
+    T, B, H = lam.shape
+    g_hh = (lam.unsqueeze(-2) * lin.c).view(T * B, 3 * H)  # (T*B, 3H)
+    v = torch.addmm((lam * lin.z).view(T * B, H), g_hh, cell.weight_hh)  # (T*B, 3H) @ (3H, H)
+    return v.view(T, B, H), g_hh
 
 
 def _shift(h: Tensor, h0: Tensor) -> Tensor:
@@ -125,7 +168,8 @@ def deer_solve(
         delta = float("inf")
         for it in range(1, max_iter + 1):
             h_prev = _shift(h, h0)  # (T, B, H)
-            f, d = gru_eval(cell, x_proj, h_prev, mask)
+            lin = gru_linearize(cell, x_proj, h_prev, mask)
+            f, d = lin.f, lin.d
             new, _ = linear_scan(d, torch.addcmul(f, d, h_prev, value=-1.0), h0)  # d h_{t-1} + (f - d h^(i)_{t-1})
             delta = float((new - h).abs().max())
             h = new
@@ -162,11 +206,10 @@ class _ImplicitGRU(torch.autograd.Function):
     def backward(ctx, grad_h):
         x_proj, h0, h = ctx.saved_tensors
         cell, mask = ctx.cell, ctx.mask
-        params = [p for p in (cell.weight_hh, cell.bias_hh) if p is not None]
-        with torch.enable_grad():
-            xp = x_proj.detach().requires_grad_()
-            hp = _shift(h, h0).detach().requires_grad_()
-            f, d = gru_eval(cell, xp, hp, mask)
+        T, B, H = h.shape
+        hp = _shift(h, h0)  # (T, B, H)
+        lin = gru_linearize(cell, x_proj, hp, mask)
+        d = lin.d
         d_next = torch.zeros_like(d)  # d_{t+1}: carries lam_{t+1} back to step t
         d_next[:-1] = d[1:]
         lam = torch.zeros_like(grad_h)
@@ -184,24 +227,28 @@ class _ImplicitGRU(torch.autograd.Function):
                 break
             if not math.isfinite(delta):
                 break
-            v = torch.autograd.grad(f, hp, lam, retain_graph=True)[0]
+            v, _ = _jacobian_t_vec(cell, lin, lam)
         if ctx.stats is not None:
             ctx.stats.update(backward_iterations=iterations, backward_converged=converged)
         if converged:
-            g_xp, g_hp, *g_params = torch.autograd.grad(f, [xp, hp, *params], lam)
-            g_h0 = g_hp[0]
+            v, g_hh = _jacobian_t_vec(cell, lin, lam)  # (T, B, H), (T*B, 3H) = dL/dhh
+            g_h0 = v[0]
+            g_xp = g_hh.view(T, B, 3 * H).clone()  # r, z blocks: same as hh's
+            g_xp[..., 2 * H :] = lam * lin.c_xn  # n block: x_proj enters outside r * (...)
+            g_w = g_hh.t() @ hp.reshape(T * B, H)  # (3H, T*B) @ (T*B, H)
+            g_b = g_hh.sum(0) if cell.bias_hh is not None else None
         else:
             warnings.warn(
                 f"quasi-DEER adjoint did not converge in max_iter={ctx.max_iter} iterations; "
                 "backward falls back to sequential BPTT", DeerNotConverged, stacklevel=2,
             )
+            params = [p for p in (cell.weight_hh, cell.bias_hh) if p is not None]
             with torch.enable_grad():
                 xp = x_proj.detach().requires_grad_()
                 h0_leaf = h0.detach().requires_grad_()
                 traj = _trajectory(cell, xp, h0_leaf, mask)
-                g_xp, g_h0, *g_params = torch.autograd.grad(traj, [xp, h0_leaf, *params], grad_h)
-        g_w = g_params[0]
-        g_b = g_params[1] if cell.bias_hh is not None else None
+                g_xp, g_h0, g_w, *g_b = torch.autograd.grad(traj, [xp, h0_leaf, *params], grad_h)
+            g_b = g_b[0] if g_b else None
         return None, g_xp, g_h0, g_w, g_b, None, None, None, None, None
 
 
