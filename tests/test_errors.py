@@ -106,3 +106,11 @@ def test_cell_errors():
         rnnkit.make_cell("lsmt", I, H)
     with pytest.raises(ValueError, match=r"takes no option\(s\) \['proj_size'\]"):
         rnnkit.make_cell("gru", I, H, proj_size=2)
+
+
+def test_device_mismatch_names_both_devices():
+    # "meta" stands in for a second device on a CPU-only machine
+    with pytest.raises(ValueError, match=r"input is on meta but the layer's weights are on cpu"):
+        rnnkit.GRU(I, H)(torch.empty(4, 2, I, device="meta"))
+    with pytest.raises(ValueError, match=r"hx is on meta but the layer's weights are on cpu"):
+        rnnkit.GRU(I, H)(torch.randn(4, 2, I), torch.empty(1, 2, H, device="meta"))
