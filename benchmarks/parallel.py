@@ -1,0 +1,117 @@
+"""Parallel-in-time recurrences against torch.nn.GRU: forward + backward, same process.
+
+For each T, times one training step (forward, ``sum`` loss, backward into the parameters) of
+``torch.nn.GRU`` (oneDNN on CPU, cuDNN on GPU), and of ``rnnkit.Recurrent`` with ``MinGRUCell``,
+``MinLSTMCell`` (parallel scans) and ``DeerGRUCell`` (quasi-DEER GRU, ``backend="parallel"``),
+all at batch B, input I and hidden H. Prints the median of ``--repeats`` runs after
+``--warmup`` runs, and ``speedup = t(torch.nn.GRU) / t(case)`` (> 1: faster than torch).
+
+    python benchmarks/parallel.py                      # T in 256 1024 4096, B=8, H=128 (~2 min on 2 cores)
+    python benchmarks/parallel.py --full               # T in 256 1024 4096 16384
+    python benchmarks/parallel.py --T 512 2048 --cases mingru deer --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+
+import rnnkit
+from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell
+from rnnkit.scan.deer import DeerGRUCell, DeerNotConverged
+
+DEFAULT_T = [256, 1024, 4096]
+FULL_T = [256, 1024, 4096, 16384]
+CASES = ("mingru", "minlstm", "deer")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_times(fns: dict, device: torch.device, warmup: int, repeats: int) -> dict[str, float]:
+    """Median seconds per function. Repeats are interleaved (one run of each case per round) so
+    that load from other processes on a shared machine falls on all cases alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def train_step(module: torch.nn.Module, x: torch.Tensor):
+    def run() -> None:
+        module.zero_grad(set_to_none=True)
+        out, _ = module(x)
+        out.sum().backward()
+
+    return run
+
+
+def build(case: str, input_size: int, hidden: int, device: torch.device, args) -> torch.nn.Module:
+    if case == "mingru":
+        cell = MinGRUCell(input_size, hidden, scan=args.scan, device=device)
+    elif case == "minlstm":
+        cell = MinLSTMCell(input_size, hidden, scan=args.scan, device=device)
+    else:
+        cell = DeerGRUCell(input_size, hidden, tol=args.tol, max_iter=args.max_iter, device=device)
+    return rnnkit.Recurrent(cell, batch_first=False, backend="parallel")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--T", type=int, nargs="+", default=None, help=f"sequence lengths (default {DEFAULT_T})")
+    parser.add_argument("--full", action="store_true", help=f"T in {FULL_T}")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--input", type=int, default=None, help="input size (default: hidden)")
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    parser.add_argument("--scan", choices=("auto", "log", "linear"), default="auto", help="minGRU/minLSTM scan")
+    parser.add_argument("--tol", type=float, default=1e-5, help="quasi-DEER tolerance")
+    parser.add_argument("--max-iter", type=int, default=100, help="quasi-DEER iteration cap")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    steps = args.T or (FULL_T if args.full else DEFAULT_T)
+    B, H = args.batch, args.hidden
+    I = args.input or H
+    print(f"# device={device} threads={torch.get_num_threads()} torch={torch.__version__} B={B} I={I} H={H} "
+          f"fwd+bwd, median of {args.repeats} after {args.warmup} warm-up; speedup = t(torch.nn.GRU) / t(case)")
+    torch.manual_seed(0)
+    names = {"gru": "torch.nn.GRU", "mingru": "minGRU", "minlstm": "minLSTM", "deer": "quasi-DEER GRU"}
+    for T in steps:
+        x = torch.randn(T, B, I, device=device)
+        modules = {"gru": torch.nn.GRU(I, H, device=device)}
+        modules.update({case: build(case, I, H, device, args) for case in args.cases})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DeerNotConverged)
+            times = median_times({k: train_step(m, x) for k, m in modules.items()}, device, args.warmup, args.repeats)
+        for case, t in times.items():
+            extra = ""
+            if case == "deer":
+                stats = modules[case].cells[0].stats
+                extra = (f"  (newton iters fwd {stats.get('iterations')}, bwd {stats.get('backward_iterations')}"
+                         f"{', FELL BACK to sequential' if caught else ''})")
+            speedup = times["gru"] / t
+            print(f"T={T:6d}  {names[case]:15s} {t * 1e3:10.1f} ms  speedup {speedup:5.2f}x{extra}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
