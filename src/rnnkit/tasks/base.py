@@ -1,0 +1,144 @@
+"""The task contract, its config, and the registry.
+
+A :class:`Task` bundles everything one application needs: the data (bundled or a user file),
+the model (from a :class:`TaskConfig`), the loss, the metric and baselines on the same held-out
+split, predictions for new inputs, a picture, and example inputs for ONNX export. Training,
+evaluation and the run directory are the same for every task (:mod:`rnnkit.tasks.runner`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from rnnkit.data.bundled import DatasetInfo
+
+__all__ = ["TASKS", "Prepared", "Task", "TaskConfig", "get_task", "register"]
+
+
+@dataclass
+class TaskConfig:
+    """Settings every task shares; each task overrides some defaults (``Task.defaults``)."""
+
+    cell: str = "lstm"  # any registered cell: rnn, rnn_relu, gru, lstm, mingru, minlstm, ...
+    hidden: int = 64  # hidden width per layer (and direction)
+    layers: int = 1  # stacked recurrent layers
+    bidirectional: bool = False  # encoders/taggers/classifiers only; generators are always left to right
+    embedding: int = 64  # token embedding width
+    epochs: int = 5  # passes over the training split
+    batch_size: int = 32
+    lr: float = 3e-3  # Adam learning rate
+    clip: float = 1.0  # gradient-norm clipping (Pascanu et al. 2013)
+    max_train: int = 0  # cap on training examples; 0 = all
+    seed: int = 0  # data split, initialisation and order
+    data: str = ""  # a user file instead of the bundled data ("" = bundled); format per task
+    devices: int = 1  # processes (DDP when > 1)
+    accelerator: str = "cpu"  # cpu | gpu | auto
+    progress: bool = True  # rich progress bar
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Prepared:
+    """A task's data: examples per split (task-specific form) and ``meta``: JSON-able state
+    (vocabularies, scaling) that the model and predictions need, saved in the run directory."""
+
+    train: list[Any]
+    val: list[Any]
+    test: list[Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Task:
+    """One application. Subclasses set the class attributes and implement the methods."""
+
+    name: str = ""
+    title: str = ""
+    topology: str = ""  # e.g. "many-to-one"
+    dataset: DatasetInfo
+    metric: str = ""  # the headline metric's key in evaluate()'s dict
+    higher_is_better: bool = True
+    baseline: str = ""  # the headline baseline's key in baselines()'s dict
+    user_format: str = ""  # what --data PATH must contain
+    defaults: dict[str, Any] = {}
+    picture_name: str = "picture.png"
+
+    def config(self, **overrides: Any) -> TaskConfig:
+        """The task's defaults with ``overrides`` (None values ignored); unknown names raise."""
+        unknown = sorted(set(overrides) - set(TaskConfig.field_names()))
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown}; known: {TaskConfig.field_names()}")
+        values = {**self.defaults, **{k: v for k, v in overrides.items() if v is not None}}
+        return TaskConfig(**values)
+
+    # -- data --------------------------------------------------------------------------------
+    def prepare(self, cfg: TaskConfig) -> Prepared:
+        raise NotImplementedError
+
+    def length(self, example: Any) -> int:
+        """Length used to bucket examples into batches."""
+        return 1
+
+    def collate(self, examples: list[Any], meta: dict[str, Any]) -> dict[str, Tensor]:
+        """A batch dict with at least ``"x"`` and ``"y"`` tensors."""
+        raise NotImplementedError
+
+    # -- model -------------------------------------------------------------------------------
+    def build(self, cfg: TaskConfig, meta: dict[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    # -- results -----------------------------------------------------------------------------
+    def evaluate(self, model: nn.Module, examples: list[Any], meta: dict[str, Any]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def baselines(self, data: Prepared) -> dict[str, float]:
+        raise NotImplementedError
+
+    def beats(self, ours: float, base: float, margin: float = 0.0) -> bool:
+        """Whether ``ours`` is better than ``base`` by at least ``margin`` (in the metric's units)."""
+        return ours >= base + margin if self.higher_is_better else ours <= base - margin
+
+    def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
+        """One output line per input line (the ``--data`` format's input column / plain text)."""
+        raise NotImplementedError
+
+    def picture(self, model: nn.Module, data: Prepared, path: Path) -> Path | None:
+        return None
+
+    def export_inputs(self, model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, tuple[Tensor, ...], list[str]]:
+        """``(module to export, example inputs, input names)``: the model's batch forward pass."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"task": self.name, "title": self.title, "topology": self.topology, "metric": self.metric,
+                "higher_is_better": self.higher_is_better, "baseline": self.baseline, "data": self.dataset.to_dict(),
+                "user_format": self.user_format}
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register(task_cls: type[Task]) -> type[Task]:
+    TASKS[task_cls.name] = task_cls()
+    return task_cls
+
+
+def get_task(name: str) -> Task:
+    from rnnkit.tasks import _load_all
+
+    _load_all()
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+    return TASKS[name]

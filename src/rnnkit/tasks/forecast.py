@@ -1,0 +1,161 @@
+"""Time-series forecasting (many-to-many): yearly sunspots, one step ahead.
+
+Model: :class:`rnnkit.Forecaster` (Graves 2013 for real values): ``pred[t]`` estimates the value
+at ``t + 1`` from everything up to ``t``; trained with MSE on windows of the training years
+(standardised by the training mean and deviation). Metric: MAE (and RMSE) of one-step-ahead
+forecasts over the held-out last years, each made from the true history before it. Baselines on
+the same years: naive (``y_{t-1}``) and seasonal naive (``y_{t-m}``, ``m`` the lag of the highest
+autocorrelation of the training span between 2 and a quarter of its length: 11 years for
+sunspots, the solar cycle).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rnnkit.data.bundled import SUNSPOTS, sunspots
+from rnnkit.data.readers import DataError, read_lines, read_table
+from rnnkit.models import Forecaster, RecurrentConfig
+from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
+from rnnkit.tasks.plots import plot_series
+
+__all__ = ["ForecastTask", "seasonal_period"]
+
+WINDOW = 48  # training window (steps)
+
+
+def seasonal_period(train: np.ndarray) -> int:
+    """The lag in ``[2, len/4]`` with the highest autocorrelation of ``train``."""
+    x = train - train.mean()
+    lags = range(2, max(3, len(x) // 4))
+    acf = [float(np.dot(x[:-k], x[k:]) / np.dot(x, x)) for k in lags]
+    return int(list(lags)[int(np.argmax(acf))])
+
+
+def _read_series(path: str) -> tuple[list[float], list[str]]:
+    p = Path(path)
+    if p.suffix.lower() in (".csv", ".tsv", ".tab"):
+        rows = read_table(p, ["value"])
+        pairs = [(line, row["value"]) for line, row in rows]
+    else:
+        pairs = read_lines(p)
+    values = []
+    for line, text in pairs:
+        try:
+            values.append(float(text.strip()))
+        except ValueError:
+            raise DataError(p, line, f"value {text.strip()!r} is not a number") from None
+    if len(values) < 40:
+        raise DataError(p, None, f"has {len(values)} values; forecasting needs at least 40")
+    return values, [str(i) for i in range(len(values))]
+
+
+@register
+class ForecastTask(Task):
+    name = "forecast"
+    title = "sunspot forecasting"
+    topology = "many-to-many (Forecaster)"
+    dataset = SUNSPOTS
+    metric, higher_is_better, baseline = "mae", False, "naive_mae"
+    user_format = ("CSV/TSV with a numeric 'value' column (one row per time step, in order), or plain text with "
+                   "one number per line; the last 10% is the test span, the 10% before it validation")
+    defaults = dict(hidden=32, epochs=40, batch_size=16, lr=5e-3, cell="lstm")
+    picture_name = "forecast.png"
+
+    def prepare(self, cfg: TaskConfig) -> Prepared:
+        if cfg.data:
+            values, labels = _read_series(cfg.data)
+            n = len(values)
+            n_test = n_val = max(5, n // 10)
+        else:
+            years, v = sunspots()
+            values, labels = v.tolist(), [str(int(y)) for y in years]
+            n_test, n_val = 30, 40
+        series = np.asarray(values, dtype=np.float64)
+        n = len(series)
+        val_start, test_start = n - n_test - n_val, n - n_test
+        mean, std = float(series[:val_start].mean()), float(series[:val_start].std() or 1.0)
+        meta = {"series": series.tolist(), "labels": labels, "mean": mean, "std": std, "val_start": val_start,
+                "test_start": test_start, "period": seasonal_period(series[:val_start])}
+        w = min(WINDOW, val_start // 2)
+        train = [(s, s + w, 0) for s in range(0, val_start - w + 1)]  # (start, end, loss from)
+        if cfg.max_train:
+            train = train[: cfg.max_train]
+        val = [(max(0, e - w), e, e - 1 - max(0, e - w)) for e in range(val_start + 1, test_start + 1)]
+        test = list(range(test_start, n))  # indices to forecast, one step ahead
+        return Prepared(train, val, test, meta)
+
+    def length(self, example: Any) -> int:
+        return example[1] - example[0]
+
+    def collate(self, examples: list[Any], meta: dict[str, Any]) -> dict[str, Tensor]:
+        z = (torch.tensor(meta["series"], dtype=torch.float32) - meta["mean"]) / meta["std"]
+        T = max(e - s for s, e, _ in examples) - 1
+        x = torch.zeros(len(examples), T, 1)
+        y = torch.zeros(len(examples), T, 1)
+        mask = torch.zeros(len(examples), T, dtype=torch.bool)
+        lengths = torch.zeros(len(examples), dtype=torch.long)
+        for i, (s, e, frm) in enumerate(examples):
+            L = e - s - 1
+            x[i, :L, 0], y[i, :L, 0] = z[s : e - 1], z[s + 1 : e]
+            mask[i, frm:L] = True
+            lengths[i] = L
+        return {"x": x, "y": y, "lengths": lengths, "mask": mask}
+
+    def build(self, cfg: TaskConfig, meta: dict[str, Any]) -> nn.Module:
+        rc = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden, num_layers=cfg.layers)
+        return Forecaster(1, rc)
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        pred = model(batch["x"], lengths=batch["lengths"])  # (B, T, 1)
+        m = batch["mask"]
+        return ((pred - batch["y"]).squeeze(-1)[m] ** 2).mean()
+
+    @torch.no_grad()
+    def one_step(self, model: nn.Module, meta: dict[str, Any]) -> np.ndarray:
+        """One-step forecasts for every step ``1..n-1`` from the true history (original units)."""
+        z = (torch.tensor(meta["series"], dtype=torch.float32) - meta["mean"]) / meta["std"]
+        pred = model(z.view(1, -1, 1)).view(-1).numpy()  # pred[t] estimates step t + 1
+        return np.concatenate([[np.nan], pred[:-1] * meta["std"] + meta["mean"]])
+
+    def evaluate(self, model: nn.Module, examples: list[Any], meta: dict[str, Any]) -> dict[str, float]:
+        idx = np.asarray(examples)
+        err = self.one_step(model, meta)[idx] - np.asarray(meta["series"])[idx]
+        return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean()))}
+
+    def baselines(self, data: Prepared) -> dict[str, float]:
+        s, idx, m = np.asarray(data.meta["series"]), np.asarray(data.test), data.meta["period"]
+        naive, seasonal = s[idx - 1] - s[idx], s[idx - m] - s[idx]
+        return {"naive_mae": float(np.abs(naive).mean()), "seasonal_naive_mae": float(np.abs(seasonal).mean()),
+                "naive_rmse": float(np.sqrt((naive**2).mean())), "period": float(m)}
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
+        """The input lines are a history (one number per line); prints the next 5 values."""
+        try:
+            hist = torch.tensor([float(v) for v in lines if v.strip()], dtype=torch.float32)
+        except ValueError as err:
+            raise ValueError(f"forecast input must be one number per line: {err}") from None
+        if hist.numel() < 2:
+            raise ValueError("forecast needs a history of at least 2 numbers")
+        z = ((hist - meta["mean"]) / meta["std"]).view(1, -1, 1)
+        out = model.forecast(z, 5).view(-1) * meta["std"] + meta["mean"]
+        return [f"{v:.3f}" for v in out.tolist()]
+
+    def picture(self, model: nn.Module, data: Prepared, path: Path) -> Path:
+        meta, idx = data.meta, np.asarray(data.test)
+        s = np.asarray(meta["series"])
+        lo = max(0, idx[0] - 40)
+        pred = self.one_step(model, meta)
+        x = [float(v) if v.replace(".", "").isdigit() else i for i, v in enumerate(meta["labels"])]
+        return plot_series(x[lo:], {"truth": s[lo:], "naive (last value)": s[idx - 1], "ours (one step)": pred[idx]},
+                           path, f"{self.title}: one-step forecasts on the held-out span (MAE ours vs naive)")
+
+    def export_inputs(self, model, meta):
+        z = (torch.tensor(meta["series"][:60], dtype=torch.float32) - meta["mean"]) / meta["std"]
+        return model, (z.view(1, -1, 1),), ["x"]

@@ -1,0 +1,82 @@
+"""Pictures for the run directory: learning curves, confusion matrices, heat maps, series."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plot_confusion", "plot_heatmap", "plot_learning_curve", "plot_series"]
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_learning_curve(history: str | Path, path: str | Path, title: str = "") -> Path:
+    """Train loss per logged step and validation loss per validation, from Lightning's CSV."""
+    train, val = [], []
+    with open(history) as f:
+        for row in csv.DictReader(f):
+            step = int(row.get("step") or 0)
+            if row.get("train_loss"):
+                train.append((step, float(row["train_loss"])))
+            if row.get("val_loss"):
+                val.append((step, float(row["val_loss"])))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss", alpha=0.7)
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"learning curve: {title}")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: str | Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * len(labels), 1 + 0.5 * len(labels)))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_heatmap(weights: np.ndarray, xlabels: Sequence[str], ylabels: Sequence[str], path: str | Path,
+                 title: str) -> Path:
+    """E.g. attention: rows = output steps, columns = input steps."""
+    fig, ax = plt.subplots(figsize=(1.5 + 0.35 * len(xlabels), 1.2 + 0.35 * len(ylabels)))
+    ax.imshow(weights, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(xlabels)), xlabels, rotation=90)
+    ax.set_yticks(range(len(ylabels)), ylabels)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_series(x: Sequence[float], series: dict[str, Sequence[float]], path: str | Path, title: str,
+                xlabel: str = "") -> Path:
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for name, ys in series.items():
+        ax.plot(x[-len(ys):], ys, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend()
+    return _save(fig, path)
