@@ -1,0 +1,190 @@
+"""Sequence tagging (many-to-many, equal lengths): named entities in tweets (WNUT 2016, BIO).
+
+Model: a word embedding plus a word-shape embedding (capitalisation, digits, @, #, URL) into a
+bidirectional :class:`rnnkit.SequenceTagger` with a linear-chain CRF (Huang, Xu & Yu 2015;
+Lample et al. 2016). Metrics: entity F1 (exact span and type, as CoNLL's conlleval) and token
+accuracy on held-out tweets. Baseline on the same split: each word's most frequent training tag
+(``O`` for unseen words), repaired to valid BIO.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rnnkit.data.bundled import WNUT16, wnut16
+from rnnkit.data.collate import pad
+from rnnkit.data.readers import read_blocks
+from rnnkit.data.text import split_three
+from rnnkit.data.vocab import Vocab
+from rnnkit.models import RecurrentConfig, SequenceTagger
+from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
+from rnnkit.tasks.plots import plot_heatmap
+
+__all__ = ["ShapeTagger", "TaggingTask", "entity_f1", "spans", "word_shape"]
+
+SHAPES = ["<pad>", "lower", "Title", "UPPER", "mixed", "digit", "punct", "@", "#", "url", "other"]
+
+
+def word_shape(w: str) -> int:
+    if w.startswith("http") or w.startswith("www."):
+        s = "url"
+    elif w.startswith("@"):
+        s = "@"
+    elif w.startswith("#"):
+        s = "#"
+    elif w.isdigit():
+        s = "digit"
+    elif not any(c.isalnum() for c in w):
+        s = "punct"
+    elif w.islower():
+        s = "lower"
+    elif w.isupper():
+        s = "UPPER"
+    elif w[:1].isupper() and w[1:].islower():
+        s = "Title"
+    elif any(c.isalpha() for c in w):
+        s = "mixed"
+    else:
+        s = "other"
+    return SHAPES.index(s)
+
+
+def spans(tags: list[str]) -> set[tuple[int, int, str]]:
+    """``(start, end, type)`` entity spans of a BIO sequence; an ``I-`` without ``B-`` starts one."""
+    out, start, kind = set(), None, None
+    for i, t in enumerate([*tags, "O"]):
+        if start is not None and not (t.startswith("I-") and t[2:] == kind):
+            out.add((start, i, kind))
+            start = None
+        if t.startswith("B-") or (t.startswith("I-") and start is None):
+            start, kind = i, t[2:]
+    return out
+
+
+def entity_f1(pred: list[list[str]], gold: list[list[str]]) -> float:
+    tp = n_pred = n_gold = 0
+    for p, g in zip(pred, gold, strict=True):
+        ps, gs = spans(p), spans(g)
+        tp, n_pred, n_gold = tp + len(ps & gs), n_pred + len(ps), n_gold + len(gs)
+    return 0.0 if tp == 0 else 2 * tp / (n_pred + n_gold)
+
+
+class ShapeTagger(nn.Module):
+    """``[Embed(word); Embed(shape)]`` into a :class:`SequenceTagger`; ``x`` is ``(B, T, 2)`` ids
+    (word, shape). ``forward`` returns the emissions ``(B, T, K)``."""
+
+    def __init__(self, num_tags: int, config: RecurrentConfig, vocab_size: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.words = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.shapes = nn.Embedding(len(SHAPES), 16, padding_idx=0)
+        self.drop = nn.Dropout(0.25)
+        self.tagger = SequenceTagger(num_tags, config, input_size=embedding_dim + 16, crf=True)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.drop(torch.cat([self.words(x[..., 0]), self.shapes(x[..., 1])], dim=-1))  # (B, T, E + 16)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self.tagger(self.features(x), lengths)
+
+    def loss(self, x: Tensor, tags: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self.tagger.loss(self.features(x), tags, lengths)
+
+    def decode(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self.tagger.decode(self.features(x), lengths)
+
+
+@register
+class TaggingTask(Task):
+    name = "tagging"
+    title = "named entities in tweets"
+    topology = "many-to-many equal (SequenceTagger + CRF)"
+    dataset = WNUT16
+    metric, higher_is_better, baseline = "entity_f1", True, "most_frequent_tag_entity_f1"
+    user_format = ("CoNLL-style text: one 'token<TAB>tag' per line, a blank line between sentences, UTF-8; "
+                   "any tag set (BIO tags get entity F1); split 80/10/10 by a seeded shuffle")
+    defaults = dict(hidden=64, embedding=64, epochs=12, batch_size=32, lr=5e-3, bidirectional=True)
+    picture_name = "tags.png"
+
+    def prepare(self, cfg: TaskConfig) -> Prepared:
+        sents = ([([t for t, _ in rows], [g for _, g in rows]) for _, rows in read_blocks(cfg.data, 2)]
+                 if cfg.data else wnut16())
+        train, val, test = split_three(sents, seed=cfg.seed)
+        if cfg.max_train:
+            train = train[: cfg.max_train]
+        vocab = Vocab.build(([w.lower() for w in ws] for ws, _ in train), min_freq=1)
+        tags = sorted({t for _, ts in train for t in ts})
+        return Prepared(train, val, test, {"vocab": vocab.to_dict(), "tags": tags})
+
+    def length(self, example: Any) -> int:
+        return len(example[0])
+
+    def encode(self, words: list[str], vocab: Vocab) -> Tensor:
+        return torch.tensor([[vocab.stoi.get(w.lower(), vocab.unk_id), word_shape(w)] for w in words])
+
+    def collate(self, examples: list[Any], meta: dict[str, Any]) -> dict[str, Tensor]:
+        vocab = Vocab.from_dict(meta["vocab"])
+        index = {t: i for i, t in enumerate(meta["tags"])}
+        x, lengths = pad([self.encode(ws, vocab) for ws, _ in examples])  # (B, T, 2)
+        y = torch.zeros_like(x[..., 0])  # (B, T); no tags when predicting
+        for i, (_, ts) in enumerate(examples):
+            y[i, : len(ts)] = torch.tensor([index.get(t, index.get("O", 0)) for t in ts], dtype=torch.long)
+        return {"x": x, "y": y, "lengths": lengths}
+
+    def build(self, cfg: TaskConfig, meta: dict[str, Any]) -> nn.Module:
+        rc = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden, num_layers=cfg.layers,
+                             bidirectional=cfg.bidirectional)
+        return ShapeTagger(len(meta["tags"]), rc, len(meta["vocab"]["itos"]), cfg.embedding)
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        return model.loss(batch["x"], batch["y"], batch["lengths"])
+
+    def tag(self, model: nn.Module, sentences: list[list[str]], meta: dict[str, Any]) -> list[list[str]]:
+        out = []
+        for i in range(0, len(sentences), 128):
+            b = self.collate([(ws, []) for ws in sentences[i : i + 128]], meta)
+            ids = model.decode(b["x"], b["lengths"])
+            out += [[meta["tags"][int(t)] for t in row[:n]] for row, n in zip(ids, b["lengths"], strict=True)]
+        return out
+
+    def evaluate(self, model: nn.Module, examples: list[Any], meta: dict[str, Any]) -> dict[str, float]:
+        pred = self.tag(model, [ws for ws, _ in examples], meta)
+        gold = [ts for _, ts in examples]
+        acc = np.mean([p == g for ps, gs in zip(pred, gold, strict=True) for p, g in zip(ps, gs, strict=True)])
+        return {"entity_f1": entity_f1(pred, gold), "token_accuracy": float(acc)}
+
+    def baselines(self, data: Prepared) -> dict[str, float]:
+        counts: dict[str, Counter] = defaultdict(Counter)
+        for ws, ts in data.train:
+            for w, t in zip(ws, ts, strict=True):
+                counts[w.lower()][t] += 1
+        pred = []
+        for ws, _ in data.test:
+            tags = [counts[w.lower()].most_common(1)[0][0] if w.lower() in counts else "O" for w in ws]
+            pred.append(tags)
+        gold = [ts for _, ts in data.test]
+        acc = np.mean([p == g for ps, gs in zip(pred, gold, strict=True) for p, g in zip(ps, gs, strict=True)])
+        return {"most_frequent_tag_entity_f1": entity_f1(pred, gold), "most_frequent_tag_token_accuracy": float(acc)}
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
+        """Each input line is a whitespace-tokenised sentence; prints ``word/TAG`` pairs."""
+        sents = [line.split() for line in lines if line.split()]
+        return [" ".join(f"{w}/{t}" for w, t in zip(ws, ts, strict=True))
+                for ws, ts in zip(sents, self.tag(model, sents, meta), strict=True)]
+
+    @torch.no_grad()
+    def picture(self, model: nn.Module, data: Prepared, path: Path) -> Path:
+        ws = max(data.test[:50], key=lambda e: len(spans(e[1])))[0][:25]
+        b = self.collate([(ws, [])], data.meta)
+        probs = model(b["x"], b["lengths"])[0].softmax(-1).numpy().T  # (K, T)
+        return plot_heatmap(probs, ws, data.meta["tags"], path, f"{self.title}: per-token tag probabilities")
+
+    def export_inputs(self, model, meta):
+        ws = "Going to the Empire State Building with @john tomorrow".split()
+        return model, (self.encode(ws, Vocab.from_dict(meta["vocab"])).unsqueeze(0),), ["words_and_shapes"]
