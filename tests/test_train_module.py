@@ -210,3 +210,38 @@ def test_nonfinite_step_is_skipped_on_request(mode):
     for a, b in zip(poison.before, poison.after, strict=True):
         assert torch.equal(a, b)  # the poisoned step moved nothing
     assert all(math.isfinite(float(p.sum())) for p in module.parameters())
+
+
+def test_gradient_flow_monitor_records_and_plots(tmp_path):
+    from rnnkit.train import GradientFlowMonitor
+
+    torch.manual_seed(0)
+    probe = next(iter(_loader(1, steps=9)))
+    monitor = GradientFlowMonitor(2, probe_batch=probe, probe_every_n_steps=3, jacobian_iters=3,
+                                  out_dir=str(tmp_path))
+    _trainer(6, [monitor]).fit(TrainModule(Tagger(), "mse"), _loader())
+    assert [s for s, _ in monitor.layer_norms] == [0, 2, 4]
+    assert set(monitor.layer_norms[0][1]) == {"rnn.cells.0", "head"}
+    assert [s for s, _ in monitor.timestep_norms] == [1, 3, 6]
+    per_cell = monitor.timestep_norms[0][1]["rnn"]
+    assert len(per_cell) == 1 and len(per_cell[0]) == 9  # (cells, T)
+    assert all(v > 0 for v in monitor.jacobian_norms[0][1]["rnn"])
+    for name in ["grad_norms.png", "timestep_grad_norms.png", "jacobian_norms.png", "gradflow.json"]:
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_fit_logs_checkpoints_and_stops_early(tmp_path):
+    from rnnkit.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    module = TrainModule(Tagger(), "mse", optim=OptimConfig(lr=1e-2), metrics={"mae": "mae"})
+    cfg = TrainConfig(max_steps=40, out_dir=str(tmp_path), val_every_n_steps=2, early_stop_below=1e9,
+                      checkpoint_every_n_steps=2, grad_monitor_every=1)
+    trainer = fit(module, _loader(), _loader(2, seed=1), cfg)
+    assert trainer.global_step == 2  # the first validation is below the threshold: stop there
+    assert "val_mae" in trainer.callback_metrics
+    run = tmp_path / "rnnkit"
+    assert "val_loss" in (run / "csv" / "version_0" / "metrics.csv").read_text()
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert (run / "checkpoints" / "last.ckpt" / "weights.safetensors").is_file()
+    assert (run / "gradflow" / "grad_norms.png").is_file()

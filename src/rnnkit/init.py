@@ -44,6 +44,7 @@ __all__ = [
     "INITIALISERS",
     "chrono_init_",
     "forget_gate_bias_",
+    "gate_layouts",
     "identity_recurrent_",
     "initialise_",
     "orthogonal_recurrent_",
@@ -105,6 +106,11 @@ def _blocks(module: nn.Module) -> Iterator[_Block]:
                 name or type(m).__name__, layout, m.weight_hh, getattr(m, "bias_ih", None),
                 getattr(m, "bias_hh", None), getattr(m, "nonlinearity", "tanh") == "relu",
             )
+
+
+def gate_layouts(module: nn.Module) -> list[str]:
+    """The gate layout of every recurrence the initialisers can see in ``module`` (``"ifgo"``...)."""
+    return [b.layout for b in _blocks(module)]
 
 
 def _all_blocks(module: nn.Module, what: str) -> list[_Block]:

@@ -84,12 +84,18 @@ class ResumableLoader(DataLoader):
         self, dataset: Dataset, batch_size: int = 1, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
         **kwargs: Any,
     ) -> None:
-        sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, drop_last=drop_last)
         # the iterator's base seed (for workers) comes from this generator, never the global RNG,
         # so creating an iterator does not shift the random stream that dropout draws from
         kwargs.setdefault("generator", torch.Generator().manual_seed(seed))
-        super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **kwargs)
-        self.seed = seed
+        if kwargs.get("batch_sampler") is not None:  # Lightning re-creating the loader to predict
+            kwargs.pop("sampler", None)
+            super().__init__(dataset, **kwargs)
+        else:
+            sampler = kwargs.pop("sampler", None) or EpochSampler(
+                len(dataset), shuffle=shuffle, seed=seed, drop_last=drop_last
+            )
+            super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **kwargs)
+        self.seed, self.shuffle = seed, shuffle
         self._progress: Callable[[], tuple[int, int]] | None = None
 
     def bind(self, progress: Callable[[], tuple[int, int]]) -> None:
@@ -97,12 +103,16 @@ class ResumableLoader(DataLoader):
         self._progress = progress
 
     def state_dict(self) -> dict[str, int]:
+        if not isinstance(self.sampler, EpochSampler):
+            return {"epoch": 0, "consumed": 0, "seed": self.seed, "batches": len(self)}
         epoch, consumed = self._progress() if self._progress is not None else (self.sampler.epoch, 0)
         return {"epoch": int(epoch), "consumed": int(consumed), "seed": self.seed, "batches": len(self)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state.get("seed") != self.seed:
             raise ValueError(f"ResumableLoader: the checkpoint's data seed {state.get('seed')} is not {self.seed}")
+        if not isinstance(self.sampler, EpochSampler):
+            return
         epoch, consumed = int(state["epoch"]), int(state["consumed"])
         if consumed >= len(self):
             epoch, consumed = epoch + 1, 0
