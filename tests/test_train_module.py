@@ -245,3 +245,33 @@ def test_fit_logs_checkpoints_and_stops_early(tmp_path):
     assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
     assert (run / "checkpoints" / "last.ckpt" / "weights.safetensors").is_file()
     assert (run / "gradflow" / "grad_norms.png").is_file()
+
+
+def test_stateful_tbptt_carries_state_across_batches_and_resets_per_sample():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(2)
+    x1, x2 = torch.randn(3, 8, 2, generator=g), torch.randn(3, 8, 2, generator=g)
+    reset = torch.tensor([False, True, False])
+    batches = [{"x": x1, "y": torch.zeros(3, 8)}, {"x": x2, "y": torch.zeros(3, 8), "reset": reset}]
+    module = TrainModule(Tagger(), "mse", optim=OptimConfig(name="sgd", lr=1e-12),  # weights stay put
+                         tbptt=TBPTTConfig(3, carry_across_batches=True))
+    _trainer(6).fit(module, torch.utils.data.DataLoader(batches, batch_size=None))  # 2 batches x 3 chunks
+    with torch.no_grad():
+        _, h1 = module.model(x1)
+        h1 = h1.clone()
+        h1[:, 1] = 0.0  # sample 1 starts a new stream in batch 2
+        _, want = module.model(x2, h1)
+    torch.testing.assert_close(module._carried, want, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        _, not_reset = module.model(x2, module.model(x1)[1])
+    assert torch.allclose(want[:, 0], not_reset[:, 0]) and not torch.allclose(want[:, 1], not_reset[:, 1])
+
+
+def test_mixed_precision_bf16_on_cpu():
+    torch.manual_seed(0)
+    module = TrainModule(Tagger("lstm"), "mse", optim=OptimConfig(lr=1e-2))
+    trainer = L.Trainer(max_steps=3, precision="bf16-mixed", accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, _loader())
+    assert trainer.global_step == 3 and math.isfinite(float(trainer.callback_metrics["train_loss"]))
+    assert module.model.head.weight.dtype == torch.float32  # autocast: the weights stay float32
