@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(p)
         p.set_defaults(_run=run)
+    from rnnkit.tasks_cli import add_task_commands  # train, evaluate, predict, export, tasks
+
+    add_task_commands(sub)
     return parser
 
 

@@ -70,6 +70,7 @@ class Task:
     baseline: str = ""  # the headline baseline's key in baselines()'s dict
     user_format: str = ""  # what --data PATH must contain
     defaults: dict[str, Any] = {}
+    data_keys: tuple[str, ...] = ()  # meta entries that describe the data, not the model (replaced on evaluate)
     picture_name: str = "picture.png"
 
     def config(self, **overrides: Any) -> TaskConfig:

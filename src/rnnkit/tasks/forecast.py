@@ -66,6 +66,7 @@ class ForecastTask(Task):
                    "one number per line; the last 10% is the test span, the 10% before it validation")
     defaults = dict(hidden=32, epochs=40, batch_size=16, lr=5e-3, cell="lstm")
     picture_name = "forecast.png"
+    data_keys = ("series", "labels", "val_start", "test_start", "period")
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
         if cfg.data:

@@ -1,0 +1,179 @@
+"""The task subcommands of ``rnnkit``: train, evaluate, predict, export, tasks.
+
+``add_task_commands(subparsers)`` adds them to the ``rnnkit`` parser (:mod:`rnnkit.cli`);
+``python -m rnnkit.tasks_cli`` runs them on their own. Every option of :class:`TaskConfig` is a
+flag of ``rnnkit train`` (``--hidden 128 --cell gru``); unset flags keep the task's defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from typing import Any
+
+__all__ = ["add_task_commands", "main"]
+
+HELP = {
+    "cell": "recurrent cell: rnn, rnn_relu, gru, lstm, mingru, minlstm, ... (any registered name)",
+    "hidden": "hidden width per layer", "layers": "stacked recurrent layers",
+    "bidirectional": "bidirectional encoder/tagger/classifier (--no-bidirectional to turn off)",
+    "embedding": "token embedding width", "epochs": "passes over the training split", "batch_size": "batch size",
+    "lr": "Adam learning rate", "clip": "gradient-norm clipping threshold (0: off)",
+    "max_train": "cap on training examples (0: all)", "seed": "seed of the split, initialisation and order",
+    "data": "your own data file instead of the bundled dataset (format: `rnnkit tasks --task NAME`)",
+    "devices": "processes (DDP when > 1)", "accelerator": "cpu, gpu or auto", "progress": "progress bar",
+}
+
+
+def _task_names() -> list[str]:
+    from rnnkit.tasks import TASKS, _load_all
+
+    _load_all()
+    return list(TASKS)
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    from rnnkit.tasks.base import TaskConfig
+
+    for f in fields(TaskConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=HELP[f.name])
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
+            p.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(), help=HELP[f.name])
+
+
+def add_task_commands(subparsers: Any) -> None:
+    """Add ``train``, ``evaluate``, ``predict``, ``export`` and ``tasks`` to an argparse subparsers object."""
+    names = _task_names()
+    p = subparsers.add_parser("train", help="train a task on its bundled data or --data PATH",
+                              description="Train TASK; writes a run directory (config, weights, metrics, plots).")
+    p.add_argument("task", choices=names)
+    _add_config_flags(p)
+    p.add_argument("--out", default="runs", help="parent of the run directory (default: runs)")
+    p.add_argument("--name", default=None, help="run directory name (default: the task's name)")
+    p.set_defaults(func=_train, _run=run)
+
+    p = subparsers.add_parser("evaluate", help="score a trained run on held-out data, with its baselines")
+    p.add_argument("run", help="run directory written by `rnnkit train`")
+    p.add_argument("--data", default=None, help="score on this file's test split instead of the run's data")
+    p.set_defaults(func=_evaluate, _run=run)
+
+    p = subparsers.add_parser("predict", help="run a trained model on lines of a file or stdin")
+    p.add_argument("run", help="run directory written by `rnnkit train`")
+    p.add_argument("input", nargs="?", default="-", help="input file, one example per line (default: stdin)")
+    p.set_defaults(func=_predict, _run=run)
+
+    p = subparsers.add_parser("export", help="export a trained model to ONNX and check it in onnxruntime")
+    p.add_argument("run", help="run directory written by `rnnkit train`")
+    p.add_argument("--out", default=None, help="ONNX file (default: RUN/model.onnx)")
+    p.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference from PyTorch")
+    p.set_defaults(func=_export, _run=run)
+
+    p = subparsers.add_parser("tasks", help="list the tasks with their data, metric and baseline")
+    p.add_argument("--task", choices=names, default=None, help="show one task in full, with its --data format")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_tasks, _run=run)
+
+
+def _report(task, metrics: dict[str, float], baselines: dict[str, float]) -> str:
+    ours, base = metrics[task.metric], baselines[task.baseline]
+    verdict = "beats" if task.beats(ours, base) else "does NOT beat"
+    lines = [f"{task.name}: {task.metric} = {ours:.4g} ({verdict} baseline {task.baseline} = {base:.4g})"]
+    lines += [f"  ours     {k} = {v:.4g}" for k, v in metrics.items()]
+    lines += [f"  baseline {k} = {v:.4g}" for k, v in baselines.items()]
+    return "\n".join(lines)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rnnkit.tasks import get_task
+    from rnnkit.tasks.base import TaskConfig
+    from rnnkit.tasks.runner import train_task
+
+    task = get_task(args.task)
+    cfg = task.config(**{k: getattr(args, k) for k in TaskConfig.field_names()})
+    result = train_task(task, cfg, args.out, args.name)
+    print(_report(task, result.metrics, result.baselines))
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.runner import load_run
+
+    task, cfg, meta, model = load_run(args.run)
+    if args.data:
+        cfg.data = args.data
+    data = task.prepare(cfg)
+    meta = {**meta, **{k: data.meta[k] for k in task.data_keys}}
+    data.meta = meta
+    print(_report(task, task.evaluate(model, data.test, meta), task.baselines(data)))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from rnnkit.data.readers import read_lines
+    from rnnkit.tasks.runner import load_run
+
+    task, _, meta, model = load_run(args.run)
+    lines = sys.stdin.read().splitlines() if args.input == "-" else [t for _, t in read_lines(args.input)]
+    for out in task.predict(model, meta, lines):
+        print(out)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from rnnkit.export import export_run
+
+    path, diff = export_run(args.run, args.out, atol=args.atol)
+    print(f"wrote {path}; onnxruntime matches PyTorch to {diff:.2g} (max abs difference)")
+    return 0
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from rnnkit.tasks import TASKS, _load_all
+
+    _load_all()
+    chosen = [TASKS[args.task]] if args.task else list(TASKS.values())
+    if args.json:
+        print(json.dumps([t.describe() for t in chosen], indent=1))
+        return 0
+    for t in chosen:
+        d = t.dataset
+        print(f"{t.name:10s} {t.title} [{t.topology}]")
+        print(f"{'':10s} data:     {d.name}: {d.source}")
+        print(f"{'':10s} size:     {d.size}; licence: {d.licence}")
+        print(f"{'':10s} split:    {d.split}")
+        print(f"{'':10s} metric:   {t.metric} ({'higher' if t.higher_is_better else 'lower'} is better); "
+              f"baseline: {t.baseline}")
+        print(f"{'':10s} install:  {d.install}")
+        if args.task:
+            print(f"{'':10s} --data:   {t.user_format}")
+            print(f"{'':10s} defaults: {t.config().to_dict()}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Call a parsed subcommand; data problems exit with status 2 and a message naming the file and line."""
+    from rnnkit.data.bundled import DataUnavailable
+    from rnnkit.data.readers import DataError
+
+    try:
+        return args.func(args)
+    except (DataError, DataUnavailable, FileNotFoundError) as err:
+        print(f"rnnkit {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rnnkit", description="RNN tasks on real bundled data.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_task_commands(sub)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
