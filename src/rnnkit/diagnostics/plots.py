@@ -62,14 +62,20 @@ def _norm(values: Sequence[float], normalise: bool) -> np.ndarray:
 
 
 def plot_layer_norms(
-    history: Sequence[tuple[int, Mapping[str, float]]], path: str | os.PathLike, *, title: str = ""
+    history: Sequence[tuple[int, Mapping[str, float]]], path: str | os.PathLike, *, title: str = "",
+    smooth: int = 1,
 ) -> Path:
-    """Per-layer gradient norm against the optimizer step (log scale), one line per layer."""
+    """Per-layer gradient norm against the optimizer step (log scale), one line per layer;
+    ``smooth > 1`` draws the running geometric mean over that many records."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     layers = sorted({k for _, norms in history for k in norms})
     steps = [s for s, _ in history]
-    for layer in layers:
-        ax.plot(steps, [norms.get(layer, np.nan) for _, norms in history], label=layer)
+    styles = ["-", "--", ":", "-."]
+    for k, layer in enumerate(layers):
+        v = np.log(np.asarray([norms.get(layer, np.nan) for _, norms in history], dtype=np.float64))
+        if smooth > 1 and len(v) >= smooth:
+            v = np.convolve(v, np.ones(smooth) / smooth, mode="same")
+        ax.plot(steps, np.exp(v), styles[(k // 10) % len(styles)], label=layer)
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("||dL/dθ_layer||")

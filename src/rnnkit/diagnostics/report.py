@@ -178,7 +178,9 @@ def run_diagnose(cfg: DiagnoseConfig, *, echo: Any = print) -> list[RunResult]:
 
 
 def _fmt(v: float) -> str:
-    return "n/a" if not math.isfinite(v) else f"{v:.2e}"
+    if not math.isfinite(v):
+        return "n/a"
+    return "0 (underflow)" if v == 0 else f"{v:.2e}"
 
 
 def table_rows(results: list[RunResult]) -> list[list[str]]:
@@ -228,8 +230,8 @@ def write_report(results: list[RunResult], cfg: DiagnoseConfig) -> Path:
                       title=f"T={steps}: recurrent Jacobian spectral norm along the sequence")
         norms = _merge_layer_norms(runs)
         if norms:
-            plot_layer_norms(norms, out / f"grad_norms_T{steps}.png",
-                             title=f"T={steps}: gradient norm per layer during training (before clipping)")
+            plot_layer_norms(norms, out / f"grad_norms_T{steps}.png", smooth=5,
+                             title=f"T={steps}: recurrent layer's gradient norm in training (before clipping)")
         lines += ["", f"## T = {steps}", "",
                   f"![gradient by distance](gradflow_T{steps}.png)", f"![validation MSE](loss_T{steps}.png)",
                   f"![Jacobian norm](jacobian_T{steps}.png)", f"![layer gradient norms](grad_norms_T{steps}.png)"]
@@ -239,10 +241,11 @@ def write_report(results: list[RunResult], cfg: DiagnoseConfig) -> Path:
 
 
 def _merge_layer_norms(runs: list[RunResult]) -> list[tuple[int, dict[str, float]]]:
-    """One series per (cell, layer): ``"lstm rnn.cells.0"``..."""
+    """One series per cell and recurrent layer: ``"lstm rnn.cells.0"``... (the read-out left out)."""
     merged: dict[int, dict[str, float]] = {}
     for r in runs:
         for step, norms in r.layer_norms:
             for layer, v in norms.items():
-                merged.setdefault(step, {})[f"{r.cell} {layer}"] = v
+                if layer.startswith("rnn."):
+                    merged.setdefault(step, {})[f"{r.cell} {layer}"] = v
     return sorted(merged.items())
