@@ -115,8 +115,10 @@ def fit(module: TrainModule, train: Any, val: Any = None, cfg: TrainConfig | Non
     """Seed, build the trainer and fit; resume from ``cfg.resume`` if set. Returns the trainer."""
     cfg = cfg or TrainConfig()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    loaders = [x for x in (train, val) if x is not None]
-    plain = any(not isinstance(x, ResumableLoader) for x in loaders)
+    # A ResumableLoader shards itself over DDP ranks; Lightning must not wrap it a second time.
+    # (Lightning's flag covers every loader: a plain validation loader is then read whole by
+    # every rank, which gives the same averaged metrics at some redundant cost.)
+    plain = not isinstance(train, ResumableLoader)
     trainer = build_trainer(cfg, callbacks=callbacks, distributed_sampler=plain, **overrides)
     trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=cfg.resume)
     return trainer
