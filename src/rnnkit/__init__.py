@@ -5,6 +5,9 @@ cell; :class:`RNN`, :class:`GRU`, :class:`LSTM` as drop-ins for torch.nn's).
 """
 
 from rnnkit.cells import ElmanCell, GRUCell, LSTMCell, MinGRUCell, MinLSTMCell, RecurrentCell, make_cell
+from rnnkit.cells.indrnn import IndRNNCell
+from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
+from rnnkit.cells.peephole import PeepholeLSTMCell
 from rnnkit.layers import GRU, LSTM, RNN, PathReport, Recurrent
 from rnnkit.scan.deer import DeerGRUCell
 
@@ -14,6 +17,7 @@ __all__ = [
     "GRU", "LSTM", "RNN", "DeerGRUCell", "ElmanCell", "GRUCell", "LSTMCell", "MinGRUCell", "MinLSTMCell", "PathReport",
     "Recurrent", "RecurrentCell", "make_cell",
 ]
+__all__ += ["IndRNNCell", "LayerNormGRUCell", "LayerNormLSTMCell", "PeepholeLSTMCell"]
 
 # the five sequence topologies (rnnkit.models)
 from rnnkit.models import (  # noqa: E402

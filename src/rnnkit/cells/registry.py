@@ -12,8 +12,11 @@ from typing import Any
 from rnnkit.cells.base import RecurrentCell
 from rnnkit.cells.elman import ElmanCell
 from rnnkit.cells.gru import GRUCell
+from rnnkit.cells.indrnn import IndRNNCell
+from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.cells.lstm import LSTMCell
 from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell
+from rnnkit.cells.peephole import PeepholeLSTMCell
 
 #: name -> (cell class, fixed keyword arguments)
 CELLS: dict[str, tuple[type[RecurrentCell], dict[str, Any]]] = {
@@ -23,6 +26,10 @@ CELLS: dict[str, tuple[type[RecurrentCell], dict[str, Any]]] = {
     "lstm": (LSTMCell, {}),
     "mingru": (MinGRUCell, {}),
     "minlstm": (MinLSTMCell, {}),
+    "layernorm_lstm": (LayerNormLSTMCell, {}),
+    "layernorm_gru": (LayerNormGRUCell, {}),
+    "peephole_lstm": (PeepholeLSTMCell, {}),
+    "indrnn": (IndRNNCell, {}),
 }
 
 

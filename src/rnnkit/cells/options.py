@@ -1,0 +1,155 @@
+"""Options shared by rnnkit's custom cells: recurrent (variational) dropout, zoneout, and the
+forget-gate initialisers.
+
+Recurrent dropout (Gal & Ghahramani, "A theoretically grounded application of dropout in recurrent
+neural networks", NeurIPS 2016). The recurrent input of the matmul is masked with one mask per
+sequence, the same at every step::
+
+    a_t = (h_{t-1} * m) W_hh^T,   m ~ Bernoulli(1 - p) / (1 - p),  m of shape (B, R), drawn once
+
+The mask never touches ``h`` elsewhere (a GRU's ``z * h_{t-1}`` keeps the clean state). In eval
+mode ``m = 1``. Gal & Ghahramani also drop the input with a per-sequence mask; for that use
+dropout on ``x`` (``torch.nn.Dropout1d`` over time-major features) before the layer.
+
+Zoneout (Krueger et al., "Zoneout: regularizing RNNs by randomly preserving hidden activations",
+ICLR 2017). Each state entry ``s`` (``h`` and ``c`` for an LSTM) keeps its previous value with
+probability ``p_s``, per unit and per step::
+
+    s_t = d_t * s_{t-1} + (1 - d_t) * s~_t,   d_t ~ Bernoulli(p_s)   (training)
+    s_t = p_s * s_{t-1} + (1 - p_s) * s~_t                          (eval: the expectation)
+
+where ``s~_t`` is what the cell would have produced. As in the paper, an LSTM's ``h~_t`` is
+computed from the un-zoned ``c~_t``.
+
+How the masks reach a step. Zoneout masks are independent per step, so ``project_input`` (which
+sees every step at once) draws them in training and appends them as extra columns of ``x_proj``;
+``step`` splits them off again (:meth:`SequenceOptions.split_noise`). The recurrent-dropout mask
+belongs to a sequence: a driver calls ``begin_sequence(batch, device, dtype)`` before the first
+step (:func:`rnnkit.scan.sequential_scan` and the fast engine do); a cell stepped by hand without
+it draws a mask at the first step that finds none for its batch size and keeps it until the next
+``begin_sequence``. Both engines draw the same masks in the same order, so under one seed the
+fast engine and the plain loop see identical noise.
+
+Forget-gate initialisers (``forget_bias``, ``chrono_init``) call :mod:`rnnkit.init`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["SequenceOptions"]
+
+Keep = Tensor | float | None
+
+
+class SequenceOptions:
+    """Mixin for :class:`~rnnkit.cells.RecurrentCell` subclasses (put it first in the bases).
+
+    The cell calls :meth:`_init_options` in its constructor, :meth:`_append_noise` at the end
+    of ``project_input``, and in ``step``: :meth:`split_noise`, :meth:`recurrent_input` on the
+    state it multiplies by ``weight_hh``, and :meth:`zoneout_state` on the new state.
+    """
+
+    recurrent_dropout: float
+    zoneout: tuple[float, ...]
+    _dropout_mask: Tensor | None
+
+    def _init_options(self, recurrent_dropout: float, zoneout: float | Sequence[float]) -> None:
+        if not isinstance(recurrent_dropout, int | float) or not 0.0 <= recurrent_dropout < 1.0:
+            raise ValueError(f"recurrent_dropout must be a probability in [0, 1), got {recurrent_dropout!r}")
+        entries = len(self.state_sizes)
+        rates = (zoneout,) * entries if isinstance(zoneout, int | float) else tuple(zoneout)
+        if len(rates) != entries or not all(isinstance(p, int | float) and 0.0 <= p <= 1.0 for p in rates):
+            names = {1: "(h,)", 2: "(h, c)"}.get(entries, f"{entries} state entries")
+            raise ValueError(
+                f"zoneout must be a probability in [0, 1] or one per state entry {names}, got {zoneout!r}"
+            )
+        self.recurrent_dropout = float(recurrent_dropout)
+        self.zoneout = tuple(float(p) for p in rates)
+        self._dropout_mask = None
+
+    def _init_gates(self, forget_bias: float | None, chrono_init: int | None) -> None:
+        """Apply :func:`rnnkit.init.forget_gate_bias_` or :func:`rnnkit.init.chrono_init_`."""
+        if forget_bias is not None and chrono_init is not None:
+            raise ValueError("give forget_bias or chrono_init, not both (chrono_init sets the forget-gate bias)")
+        if forget_bias is None and chrono_init is None:
+            return
+        if getattr(self, "bias_ih", None) is None:
+            raise ValueError("forget_bias/chrono_init set gate biases; this cell was built with bias=False")
+        from rnnkit import init  # the initialisers live above the cells; import on use
+
+        if forget_bias is not None:
+            init.forget_gate_bias_(self, float(forget_bias))
+        else:
+            init.chrono_init_(self, int(chrono_init))
+
+    def _option_repr(self) -> dict:
+        return {"recurrent_dropout": self.recurrent_dropout, "zoneout": self.zoneout}
+
+    # -- recurrent dropout -------------------------------------------------------------------
+    def begin_sequence(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> None:
+        """Draw the per-sequence recurrent-dropout mask ``(batch, R)`` (none in eval mode)."""
+        self._dropout_mask = None
+        if self.training and self.recurrent_dropout > 0.0:
+            p = self.recurrent_dropout
+            ref = self.weight_hh
+            shape = (batch, self.state_sizes[0])
+            device = ref.device if device is None else device
+            dtype = ref.dtype if dtype is None else dtype
+            # drawn in float32 whatever the dtype, so float32 and float64 runs share masks
+            keep = torch.rand(shape, device=device) >= p
+            self._dropout_mask = keep.to(dtype).div_(1.0 - p)
+
+    def dropout_mask(self, batch: int) -> Tensor | None:
+        """The current sequence's mask, drawn now if this batch size has none (training only)."""
+        if not (self.training and self.recurrent_dropout > 0.0):
+            return None
+        mask = self._dropout_mask
+        if mask is None or mask.size(0) != batch:
+            self.begin_sequence(batch)
+        return self._dropout_mask
+
+    def recurrent_input(self, h: Tensor) -> Tensor:
+        """``h * m``: what the recurrent matmul reads."""
+        mask = self.dropout_mask(h.size(0))
+        return h if mask is None else h * mask
+
+    # -- zoneout -----------------------------------------------------------------------------
+    def _noise_width(self) -> int:
+        if not self.training:
+            return 0
+        return sum(s for s, p in zip(self.state_sizes, self.zoneout, strict=True) if p > 0.0)
+
+    def _append_noise(self, x_proj: Tensor) -> Tensor:
+        """In training, append the zoneout keep masks ``d`` (one column block per zoned state
+        entry) to ``x_proj (..., P)``: ``(..., P + sum S_k)``."""
+        if self._noise_width() == 0:
+            return x_proj
+        lead = x_proj.shape[:-1]
+        masks = [
+            (torch.rand((*lead, s), device=x_proj.device) < p).to(x_proj.dtype)
+            for s, p in zip(self.state_sizes, self.zoneout, strict=True) if p > 0.0
+        ]
+        return torch.cat([x_proj, *masks], dim=-1)
+
+    def split_noise(self, x_proj: Tensor) -> tuple[Tensor, list[Keep]]:
+        """``x_proj`` without the zoneout columns, and per state entry its keep factor: a 0/1 mask
+        ``(..., S_k)`` in training, the rate ``p`` in eval, or None where zoneout is off."""
+        width = self._noise_width()
+        if width == 0:
+            return x_proj, [p if p > 0.0 else None for p in self.zoneout]
+        core = x_proj[..., : x_proj.size(-1) - width]
+        masks = iter(x_proj[..., x_proj.size(-1) - width :].split(
+            [s for s, p in zip(self.state_sizes, self.zoneout, strict=True) if p > 0.0], dim=-1
+        ))
+        return core, [next(masks) if p > 0.0 else None for p in self.zoneout]
+
+    @staticmethod
+    def zoneout_state(new: tuple[Tensor, ...], old: tuple[Tensor, ...], keeps: list[Keep]) -> tuple[Tensor, ...]:
+        """``d * old + (1 - d) * new`` per state entry (unchanged where the keep factor is None)."""
+        return tuple(n if k is None else torch.lerp(n, o, k) for n, o, k in zip(new, old, keeps, strict=True))
