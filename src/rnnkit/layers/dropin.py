@@ -10,15 +10,26 @@ add:
 * ``ValueError``/``TypeError`` that name the argument and shapes, before any kernel runs;
 * ``backend=``: ``"auto"``/``"fused"`` run torch's vendor kernels (oneDNN on CPU, cuDNN on GPU);
   ``"sequential"`` runs rnnkit's engine with rnnkit cells bound to these very parameters;
-* ``explain()``: which path a call takes and why.
+* ``explain()``: which path a call takes and why;
+* custom variants by keyword (``LSTM``: ``layer_norm``, ``peephole``, ``recurrent_dropout``,
+  ``zoneout``, ``layer_norm_eps``; ``GRU``: the same without ``peephole``). Any of them moves the
+  layer off the vendor kernel onto rnnkit's fast engine, running
+  :class:`~rnnkit.cells.LayerNormLSTMCell`/:class:`~rnnkit.cells.LayerNormGRUCell`. The shared
+  weights keep torch's names; the new ones are ``ln_ih_weight_l{k}``, ``ln_hh_weight_l{k}``,
+  ``ln_cell_weight_l{k}``, ``ln_cell_bias_l{k}``, ``peephole_weight_l{k}`` (``_reverse`` for the
+  reverse direction), so a ``torch.nn.LSTM`` state dict loads with ``strict=False``;
+* ``forget_bias=``/``chrono_init=`` (LSTM, GRU): forget-gate initialisation (:mod:`rnnkit.init`);
+  it changes values only, so the vendor kernel still runs.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import ElmanCell, GRUCell, LSTMCell, RecurrentCell
+from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.layers.checks import check_input, check_lengths, check_state
 from rnnkit.layers.engine import BACKENDS, PathReport, choose_path, run_stack
 
@@ -28,12 +39,73 @@ class _DropIn:
 
     _cell_type: type[RecurrentCell]
 
+    _variant_type: type[RecurrentCell] | None = None
+
     def _init_backend(self, backend: str) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
         self._engine_key: tuple[int, ...] | None = None
         self._engine_cells: list[RecurrentCell] = []
+        self._extra_names: list[str] = []
+
+    def _init_variant(self, variant: dict, forget_bias: float | None, chrono_init: int | None) -> None:
+        """Switch to the variant cell if any option is on, registering its extra parameters."""
+        def on(key, value) -> bool:
+            if key == "zoneout":
+                return any(p != 0 for p in (value if isinstance(value, tuple | list) else (value,)))
+            return key != "eps" and bool(value)
+
+        self.variant = {k: v for k, v in variant.items() if k == "eps" or on(k, v)}
+        self._gate_init = (forget_bias, chrono_init)
+        if set(self.variant) - {"eps"}:
+            self.variant.setdefault("layer_norm", False)
+            self._cell_type = self._variant_type
+            ref = self._flat_weights[0]
+            for cell, suffix in zip(self._layer_cells(ref.device, ref.dtype), self._suffixes(), strict=True):
+                for name, p in cell.named_parameters():
+                    if not hasattr(self, name + suffix):
+                        self.register_parameter(name + suffix, p)
+                        self._extra_names.append(name + suffix)
+        else:
+            self.variant = {}
+        self._reset_extras()
+
+    def _suffixes(self) -> list[str]:
+        directions = 2 if self.bidirectional else 1
+        return [f"_l{layer}" + ("_reverse" if d else "") for layer in range(self.num_layers) for d in range(directions)]
+
+    def _layer_cells(self, device, dtype=None) -> list[RecurrentCell]:
+        directions = 2 if self.bidirectional else 1
+        out = self.proj_size or self.hidden_size
+        return [
+            self._cell_type(self.input_size if layer == 0 else directions * out, self.hidden_size,
+                            **self._cell_kwargs(), device=device, dtype=dtype)
+            for layer in range(self.num_layers) for _ in range(directions)
+        ]
+
+    def _reset_extras(self) -> None:
+        """LN gains 1 and shifts 0 (peepholes keep torch's uniform init), then the gate init."""
+        with torch.no_grad():
+            for name in getattr(self, "_extra_names", []):
+                if name.startswith("ln_"):
+                    getattr(self, name).fill_(1.0 if "_weight_" in name else 0.0)
+        forget_bias, chrono_init = getattr(self, "_gate_init", (None, None))
+        if forget_bias is not None and chrono_init is not None:
+            raise ValueError("give forget_bias or chrono_init, not both (chrono_init sets the forget-gate bias)")
+        if forget_bias is not None or chrono_init is not None:
+            from rnnkit import init
+
+            if not self.bias:
+                raise ValueError("forget_bias/chrono_init set gate biases; this layer was built with bias=False")
+            if forget_bias is not None:
+                init.forget_gate_bias_(self, float(forget_bias))
+            else:
+                init.chrono_init_(self, int(chrono_init))
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        self._reset_extras()
 
     # -- rnnkit cells viewing this module's parameters ----------------------------------------
     def _cell_kwargs(self) -> dict:
@@ -43,23 +115,22 @@ class _DropIn:
         """rnnkit cells bound to this module's current parameter tensors (rebuilt if they were
         replaced, e.g. by ``.to()`` or ``torch.func.functional_call``); not registered as
         submodules, so they add nothing to ``state_dict`` or ``parameters()``."""
-        current = [getattr(self, name) for name in self._flat_weights_names]
+        current = [getattr(self, name) for name in [*self._flat_weights_names, *self._extra_names]]
         key = tuple(id(w) for w in current)
         if key != self._engine_key:
-            cells = []
-            directions = 2 if self.bidirectional else 1
-            out = self.proj_size or self.hidden_size
-            for layer in range(self.num_layers):
-                in_size = self.input_size if layer == 0 else directions * out
-                for d in range(directions):
-                    cell = self._cell_type(in_size, self.hidden_size, **self._cell_kwargs(), device="meta")
-                    suffix = f"_l{layer}" + ("_reverse" if d else "")
-                    for name in list(cell._parameters):
-                        if cell._parameters[name] is not None:
-                            cell._parameters[name] = getattr(self, name + suffix)
-                    cells.append(cell)
+            cells = self._layer_cells("meta")
+            for cell, suffix in zip(cells, self._suffixes(), strict=True):
+                for name in list(cell._parameters):
+                    if cell._parameters[name] is not None:
+                        cell._parameters[name] = getattr(self, name + suffix)
             self._engine_cells, self._engine_key = cells, key
+        for cell in self._engine_cells:
+            cell.train(self.training)  # not submodules: .train()/.eval() do not reach them
         return self._engine_cells
+
+    def extra_repr(self) -> str:
+        parts = [super().extra_repr()] + [f"{k}={v!r}" for k, v in getattr(self, "variant", {}).items()]
+        return ", ".join(parts + ([f"backend={self.backend!r}"] if self.backend != "auto" else []))
 
     def explain(self, input: Tensor | None = None) -> PathReport:
         """The path this layer takes for ``input`` and why faster ones do not apply."""
@@ -156,26 +227,50 @@ class RNN(_DropIn, nn.RNN):
 
 
 class GRU(_DropIn, nn.GRU):
-    """``torch.nn.GRU`` plus ``lengths=``, ``backend=`` and ``explain()``."""
+    """``torch.nn.GRU`` plus ``lengths=``, ``backend=``, ``explain()`` and the variants
+    ``layer_norm``, ``recurrent_dropout``, ``zoneout`` (see :class:`~rnnkit.cells.LayerNormGRUCell`),
+    ``forget_bias``/``chrono_init`` (on the update gate z)."""
 
     _cell_type = GRUCell
+    _variant_type = LayerNormGRUCell
 
-    def __init__(self, *args, backend: str = "auto", **kwargs) -> None:
+    def __init__(
+        self, *args, backend: str = "auto", layer_norm: bool = False, recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0, layer_norm_eps: float = 1e-5, forget_bias: float | None = None,
+        chrono_init: int | None = None, **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._init_backend(backend)
+        variant = dict(layer_norm=layer_norm, recurrent_dropout=recurrent_dropout, zoneout=zoneout, eps=layer_norm_eps)
+        self._init_variant(variant, forget_bias, chrono_init)
+
+    def _cell_kwargs(self) -> dict:
+        return {"bias": self.bias, **self.variant} if self.variant else {"bias": self.bias}
 
 
 class LSTM(_DropIn, nn.LSTM):
-    """``torch.nn.LSTM`` (with ``proj_size``) plus ``lengths=``, ``backend=`` and ``explain()``."""
+    """``torch.nn.LSTM`` (with ``proj_size``) plus ``lengths=``, ``backend=``, ``explain()`` and
+    the variants ``layer_norm``, ``peephole``, ``recurrent_dropout``, ``zoneout`` (a rate, or
+    ``(p_h, p_c)``; see :class:`~rnnkit.cells.LayerNormLSTMCell`), ``forget_bias``/``chrono_init``.
+
+    Example: ``rnnkit.LSTM(128, 256, num_layers=2, layer_norm=True, zoneout=(0.05, 0.5))``."""
 
     _cell_type = LSTMCell
+    _variant_type = LayerNormLSTMCell
 
-    def __init__(self, *args, backend: str = "auto", **kwargs) -> None:
+    def __init__(
+        self, *args, backend: str = "auto", layer_norm: bool = False, peephole: bool = False,
+        recurrent_dropout: float = 0.0, zoneout: float | tuple[float, float] = 0.0, layer_norm_eps: float = 1e-5,
+        forget_bias: float | None = None, chrono_init: int | None = None, **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._init_backend(backend)
+        variant = dict(layer_norm=layer_norm, peephole=peephole, recurrent_dropout=recurrent_dropout,
+                       zoneout=zoneout, eps=layer_norm_eps)
+        self._init_variant(variant, forget_bias, chrono_init)
 
     def _cell_kwargs(self) -> dict:
-        return {"bias": self.bias, "proj_size": self.proj_size}
+        return {"bias": self.bias, "proj_size": self.proj_size, **self.variant}
 
 
 __all__ = ["GRU", "LSTM", "RNN"]

@@ -10,11 +10,15 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells.base import RecurrentCell, State
+from rnnkit.scan.fast import fast_scan, fast_unavailable
 from rnnkit.scan.fused import fused_layer, fused_unavailable
 from rnnkit.scan.sequential import reverse_padded, sequential_scan
+from rnnkit.scan.triton import triton_scan, triton_unavailable
 
 MERGES = ("concat", "sum", "mul", "ave")
-BACKENDS = ("auto", "fused", "parallel", "sequential")
+BACKENDS = ("auto", "fused", "parallel", "triton", "fast", "sequential")
+#: the scans faster than the sequential reference, in the order ``backend="auto"`` tries them
+FAST_PATHS = ("fused", "parallel", "triton", "fast")
 
 
 @dataclass
@@ -30,29 +34,49 @@ class PathReport:
         return "\n".join(lines)
 
 
-def choose_path(cells: Sequence[RecurrentCell], x: Tensor, backend: str) -> PathReport:
-    """Pick the scan for a stack of ``cells`` on input ``x`` under a ``backend`` request."""
-    if backend == "sequential":
-        why = f"backend={backend!r} was requested"
-        return PathReport("sequential", {"fused": why, "parallel": why})
-    rejected: dict[str, str] = {}
-    if backend in ("auto", "fused"):
-        reason = fused_unavailable(list(cells), x)
-        if reason is None:
-            kernel = "cuDNN" if x.device.type == "cuda" else "oneDNN/ATen"
-            return PathReport(f"fused (torch vendor kernel, {kernel})")
-        if backend == "fused":
-            raise ValueError(f"backend='fused' was requested but the fused kernels cannot run this layer: {reason}")
-        rejected["fused"] = reason
-    else:
-        rejected["fused"] = f"backend={backend!r} was requested"
+def _parallel_unavailable(cells: Sequence[RecurrentCell], x: Tensor, requested: bool) -> str | None:
     serial_only = [c for c in cells if getattr(c, "parallel_scan", None) is None]
-    if not serial_only:
-        return PathReport("parallel (whole-sequence scan in time)", rejected)
-    name = type(serial_only[0]).__name__
-    rejected["parallel"] = f"{name} has no parallel_scan (its step depends nonlinearly on the state)"
-    if backend == "parallel":
-        raise ValueError(f"backend='parallel' was requested but {rejected['parallel']}")
+    if serial_only:
+        return f"{type(serial_only[0]).__name__} has no parallel_scan (its step depends nonlinearly on the state)"
+    return None
+
+
+def _unavailable(name: str, cells: Sequence[RecurrentCell], x: Tensor, requested: bool) -> str | None:
+    if name == "fused":
+        return fused_unavailable(list(cells), x)
+    if name == "parallel":
+        return _parallel_unavailable(cells, x, requested)
+    if name == "triton":
+        return triton_unavailable(list(cells), x, requested=requested)
+    return fast_unavailable(list(cells), x)
+
+
+def _label(name: str, x: Tensor) -> str:
+    if name == "fused":
+        return f"fused (torch vendor kernel, {'cuDNN' if x.device.type == 'cuda' else 'oneDNN/ATen'})"
+    if name == "parallel":
+        return "parallel (whole-sequence scan in time)"
+    if name == "triton":
+        return "triton (fused Triton step kernels, rnnkit backward through time)"
+    return "fast (rnnkit engine: one autograd Function per layer, hand-written backward through time)"
+
+
+def choose_path(cells: Sequence[RecurrentCell], x: Tensor, backend: str) -> PathReport:
+    """Pick the scan for a stack of ``cells`` on input ``x`` under a ``backend`` request:
+    ``"auto"`` takes the first of :data:`FAST_PATHS` that can run the layer, else the sequential
+    reference; naming a path forces it (ValueError with the reason if it cannot run)."""
+    rejected: dict[str, str] = {}
+    for name in FAST_PATHS:
+        if backend not in ("auto", name):
+            rejected[name] = f"backend={backend!r} was requested"
+            continue
+        reason = _unavailable(name, cells, x, requested=backend == name)
+        if reason is None:
+            return PathReport(_label(name, x), rejected)
+        if backend == name:
+            what = "the fused kernels cannot run this layer: " if name == "fused" else ""
+            raise ValueError(f"backend={name!r} was requested but {what}{reason}")
+        rejected[name] = reason
     return PathReport("sequential", rejected)
 
 
@@ -74,6 +98,9 @@ def merged_size(cell: RecurrentCell, directions: int, merge: str) -> int:
     return cell.output_size * (directions if merge == "concat" else 1)
 
 
+_SCANS = {"fast": fast_scan, "triton": triton_scan, "sequential": sequential_scan}
+
+
 def run_stack(
     cells: Sequence[RecurrentCell],
     x: Tensor,
@@ -93,7 +120,7 @@ def run_stack(
     one tensor per cell state entry, each ``(num_layers * directions, B, S_k)``, or None for
     zeros. With ``lengths (B,)`` each sequence runs to its own end, both ways. Returns the last
     layer's merged outputs ``(T, B, O)`` and the stacked final states. ``path`` is the
-    :class:`PathReport` path (its first word: fused, parallel or sequential).
+    :class:`PathReport` path (its first word: fused, parallel, triton, fast or sequential).
 
     A cell with a parallel mode defines ``parallel_scan(x_proj, state, lengths) -> (y, state)``
     with the same contract as :func:`rnnkit.scan.sequential_scan`; the ``parallel`` path calls it.
@@ -120,7 +147,7 @@ def run_stack(
                 if path.startswith("parallel"):
                     y, st = cell.parallel_scan(x_proj, st, lengths)
                 else:
-                    y, st = sequential_scan(cell, x_proj, st, lengths)
+                    y, st = _SCANS.get(path.split(" ")[0], sequential_scan)(cell, x_proj, st, lengths)
                 outputs.append(reverse_padded(y, lengths) if d == 1 else y)
                 new_states.append(st)
         finals.extend(new_states)

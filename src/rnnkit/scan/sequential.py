@@ -42,9 +42,13 @@ def sequential_scan(
 
     With ``lengths``, sequence ``b`` stops at step ``lengths[b]``: its state is frozen from then
     on (so the returned state is the one at its own end) and its outputs there are zero.
-    Returns ``(outputs (T, B, O), final state)``.
+    Returns ``(outputs (T, B, O), final state)``. A cell with per-sequence noise (recurrent
+    dropout, :mod:`rnnkit.cells.options`) gets ``begin_sequence(B, device, dtype)`` first.
     """
     steps = x_proj.size(0)
+    begin = getattr(cell, "begin_sequence", None)
+    if begin is not None:
+        begin(x_proj.size(1), x_proj.device, x_proj.dtype)
     active_until = steps
     if lengths is not None:
         lengths = lengths.to(x_proj.device)

@@ -1,0 +1,84 @@
+"""Custom cells on rnnkit's fast engine against torch.nn.LSTM, forward+backward, side by side.
+
+    python benchmarks/custom_cells.py                          # the reference sizes, every case
+    python benchmarks/custom_cells.py --threads 1 --repeats 9
+    python benchmarks/custom_cells.py --sizes B16,T128,I64,H64 --cases lstm_fast ln_lstm_fast
+
+Every case runs one layer on the same input ``(T, B, I)`` and sums the output for backward;
+all cases of a size are timed interleaved (benchmarks/common.py) and divided by torch.nn.LSTM's
+median from the same run. ``*_loop`` cases are the plain per-step autograd loop (rnnkit's
+sequential reference), the "LSTMCell + for-loop" most users write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+import rnnkit  # noqa: E402
+from common import parse_size, time_interleaved  # noqa: E402
+
+#: name -> (description, factory(I, H) -> module)
+CASES: dict[str, tuple[str, Callable[[int, int], nn.Module]]] = {
+    "torch_lstm": ("torch.nn.LSTM (anchor)", lambda i, h: nn.LSTM(i, h)),
+    "lstm_fast": ("LSTM, rnnkit fast engine", lambda i, h: rnnkit.LSTM(i, h, backend="fast")),
+    "ln_lstm_fast": ("LayerNorm-LSTM, fast engine", lambda i, h: rnnkit.LSTM(i, h, layer_norm=True)),
+    "ln_lstm_loop": ("LayerNorm-LSTM, autograd loop", lambda i, h: rnnkit.LSTM(i, h, layer_norm=True,
+                                                                               backend="sequential")),
+    "peephole_fast": ("peephole LSTM, fast engine", lambda i, h: rnnkit.LSTM(i, h, peephole=True)),
+    "zoneout_fast": ("LSTM + zoneout 0.1 + rec. dropout 0.25", lambda i, h: rnnkit.LSTM(
+        i, h, zoneout=0.1, recurrent_dropout=0.25)),
+    "torch_gru": ("torch.nn.GRU", lambda i, h: nn.GRU(i, h)),
+    "ln_gru_fast": ("LayerNorm-GRU, fast engine", lambda i, h: rnnkit.GRU(i, h, layer_norm=True)),
+    "indrnn_fast": ("IndRNN (relu), fast engine", lambda i, h: rnnkit.Recurrent(
+        rnnkit.IndRNNCell(i, h), batch_first=False)),
+}
+DEFAULT = ["torch_lstm", "lstm_fast", "ln_lstm_fast", "ln_lstm_loop", "peephole_fast", "zoneout_fast",
+           "torch_gru", "ln_gru_fast", "indrnn_fast"]
+
+
+def step_fn(layer: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        out, _ = layer(x)
+        out.sum().backward()
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["B32,T256,I256,H256", "B8,T2048,I128,H128"])
+    parser.add_argument("--cases", nargs="+", default=DEFAULT, choices=list(CASES))
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cases = ["torch_lstm"] + [c for c in args.cases if c != "torch_lstm"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats}, fwd+bwd, "
+          "ratio = case / torch.nn.LSTM in the same run")
+    for size in args.sizes:
+        B, T, I, H = parse_size(size)
+        torch.manual_seed(0)
+        x = torch.randn(T, B, I)
+        layers = {name: CASES[name][1](I, H).train() for name in cases}
+        labels = {
+            name: f"{CASES[name][0]} [{layer.explain(x).path.split(' ')[0] if hasattr(layer, 'explain') else 'vendor'}]"
+            for name, layer in layers.items()
+        }
+        times = time_interleaved({name: step_fn(layer, x) for name, layer in layers.items()}, args.repeats)
+        anchor = times["torch_lstm"]
+        print(f"\n{size}")
+        print(f"  {'case':<54}{'ms':>9}{'x LSTM':>8}")
+        for name in cases:
+            print(f"  {labels[name]:<54}{times[name] * 1e3:>9.1f}{times[name] / anchor:>8.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Hand-written backpropagation through time for the LSTM family: plain, projected, layer-normalised
+(Ba et al. 2016), peephole (Gers & Schmidhuber 2000), with recurrent dropout and zoneout.
+
+One ``torch.autograd.Function`` runs the whole sequence. Forward: one addmm per step into a
+preallocated ``(T, B, 4H)`` gate buffer, activations in place, no autograd graph. Backward: the
+per-step factors that do not depend on the incoming gradient are computed for all steps at once
+first (``K``, ``A``, ``F`` below); the loop then does five small ops and one addmm per step; the
+weight gradients are one GEMM over all ``T * B`` rows at the end. The reference is
+:class:`rnnkit.cells.LayerNormLSTMCell.step` run by :func:`rnnkit.scan.sequential_scan`; tests
+assert both agree in outputs and every gradient. Layout idea (one gate buffer, BPTT over the
+whole sequence, weight gradients batched over time) after haste (Nicolas, lmnt-com/haste).
+
+Symbols: T steps, B batch, H hidden, R = proj_size or H. Gate order i, f, g, o (torch's).
+Backward identities used (``m = o * tanh(n)``, ``n = LN(c~)`` or ``c~``)::
+
+    dpre_i = dc~ * g i (1 - i)        = dc~ * K_i     dpre_f = dc~ * c_{t-1} f (1 - f) = dc~ * K_f
+    dpre_g = dc~ * i (1 - g^2)        = dc~ * K_g     dpre_o = dm * tanh(n) o (1 - o)  = dm  * K_o
+    dc~    = dc_t + LN'(dm * o (1 - tanh(n)^2)) [+ w_co * dpre_o]
+    dc_{t-1} = dc~ * (f + w_ci K_i + w_cf K_f) [+ d_c * dc_t]     dh_{t-1} = (da W_hh) * m [+ d_h * dh_t]
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnkit.scan.fast.buffers import take
+
+__all__ = ["lstm_sequence"]
+
+_ln_backward = torch.ops.aten.native_layer_norm_backward
+
+
+def lstm_sequence(
+    xp: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, *, weight_hr: Tensor | None = None,
+    ln_hh: Tensor | None = None, ln_cell: tuple[Tensor, Tensor] | None = None, peephole: Tensor | None = None,
+    eps: float = 1e-5, drop: Tensor | None = None, keep_h: Tensor | None = None, keep_c: Tensor | None = None,
+    keep_from: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Run the LSTM over ``xp (T, B, 4H)`` (the input projection, biases included) from
+    ``(h0 (B, R), c0 (B, H))``. ``keep_h (T, B, R|1)``/``keep_c (T, B, H|1)``: the zoneout (and
+    length) keep factors ``d`` from step ``keep_from`` on. Returns every ``h_t`` ``(T, B, R)``
+    and the last ``c`` ``(B, H)``."""
+    cw, cb = ln_cell if ln_cell is not None else (None, None)
+    return _LSTM.apply(xp, h0, c0, weight_hh, weight_hr, ln_hh, cw, cb, peephole, drop, keep_h, keep_c,
+                       eps, keep_from)
+
+
+class _LSTM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xp, h0, c0, w_hh, w_hr, ln_hh, ln_cw, ln_cb, peep, drop, keep_h, keep_c, eps, keep_from):
+        T, B, G4 = xp.shape
+        H, R = G4 // 4, h0.size(1)
+        G = take((T, B, G4), xp)  # activated gates i, f, g, o
+        C = take((T, B, H), xp)  # c~_t, before zoneout
+        TC = take((T, B, H), xp)  # tanh(n_t)
+        Hs = take((T, B, R), xp)  # h_t, the output
+        zoned = keep_h is not None or keep_c is not None
+        Cs = take((T, B, H), xp) if zoned else C  # c_t, after zoneout
+        Ht = take((T, B, R), xp) if keep_h is not None else Hs  # h~_t
+        M = take((T, B, H), xp) if w_hr is not None else Ht  # o * tanh(n), before the projection
+        Araw = take((T, B, G4), xp) if ln_hh is not None else None
+        stats_g, stats_c = [], []  # LN (mean, rstd) per step
+        w_t, hr_t = w_hh.t(), (w_hr.t() if w_hr is not None else None)
+        xs, gs, cs, tcs = xp.unbind(0), G.unbind(0), C.unbind(0), TC.unbind(0)
+        hs, css, hts, ms = Hs.unbind(0), Cs.unbind(0), Ht.unbind(0), M.unbind(0)
+        g_if, g_g, g_o = G[..., : 2 * H].unbind(0), G[..., 2 * H : 3 * H].unbind(0), G[..., 3 * H :].unbind(0)
+        g_i, g_f = G[..., :H].unbind(0), G[..., H : 2 * H].unbind(0)
+        if peep is not None:
+            p_if, p_o = peep[:2], peep[2]  # (2, H), (H,)
+            g_if2 = G[..., : 2 * H].unflatten(-1, (2, H)).unbind(0)  # T x (B, 2, H)
+        h, c = h0, c0
+        for t in range(T):
+            hin = h if drop is None else h * drop
+            if ln_hh is None:
+                torch.addmm(xs[t], hin, w_t, out=gs[t])  # (B, 4H)
+            else:
+                torch.mm(hin, w_t, out=Araw[t])
+                y, mean, rstd = torch.native_layer_norm(Araw[t], (G4,), ln_hh, None, eps)
+                stats_g.append((mean, rstd))
+                torch.add(xs[t], y, out=gs[t])
+            if peep is not None:
+                g_if2[t].addcmul_(p_if, c.unsqueeze(1))
+            g_if[t].sigmoid_()
+            g_g[t].tanh_()
+            torch.mul(g_f[t], c, out=cs[t]).addcmul_(g_i[t], g_g[t])  # c~ = f c + i g
+            if peep is not None:
+                g_o[t].addcmul_(p_o, cs[t])
+            g_o[t].sigmoid_()
+            if ln_cw is None:
+                torch.tanh(cs[t], out=tcs[t])
+            else:
+                n, mean, rstd = torch.native_layer_norm(cs[t], (H,), ln_cw, ln_cb, eps)
+                stats_c.append((mean, rstd))
+                torch.tanh(n, out=tcs[t])
+            torch.mul(g_o[t], tcs[t], out=ms[t])
+            if w_hr is not None:
+                torch.mm(ms[t], hr_t, out=hts[t])
+            if zoned:
+                if t >= keep_from:
+                    if keep_h is not None:
+                        torch.lerp(hts[t], h, keep_h[t], out=hs[t])
+                    if keep_c is not None:
+                        torch.lerp(cs[t], c, keep_c[t], out=css[t])
+                    else:
+                        css[t].copy_(cs[t])
+                else:
+                    if keep_h is not None:
+                        hs[t].copy_(hts[t])
+                    css[t].copy_(cs[t])
+            h, c = hs[t], css[t]
+        ctx.save_for_backward(h0, c0, w_hh, w_hr, ln_hh, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs)
+        ctx.buffers = (G, C, TC, Cs, M, Araw, stats_g, stats_c)
+        ctx.eps, ctx.keep_from = eps, keep_from
+        return Hs, c.clone()
+
+    @staticmethod
+    def backward(ctx, dHs, dcT):
+        h0, c0, w_hh, w_hr, ln_hh, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs = ctx.saved_tensors
+        G, C, TC, Cs, M, Araw, stats_g, stats_c = ctx.buffers
+        keep_from = ctx.keep_from
+        T, B, G4 = G.shape
+        H = G4 // 4
+        i, f, g, o = G.split(H, dim=-1)  # (T, B, H) views
+        # -- factors that do not depend on the incoming gradient, for all steps at once --------
+        K = take(G.shape, G)  # becomes dpre, the gate pre-activation gradient
+        Ki, Kf, Kg, Ko = K.split(H, dim=-1)
+        torch.addcmul(i, i, i, value=-1, out=Ki).mul_(g)  # g i (1 - i)
+        torch.addcmul(f, f, f, value=-1, out=Kf)  # f (1 - f) c_{t-1}
+        Kf[0].mul_(c0)
+        Kf[1:].mul_(Cs[:-1])
+        torch.addcmul(i, i, torch.mul(g, g, out=Kg), value=-1, out=Kg)  # i (1 - g^2)
+        torch.addcmul(o, o, o, value=-1, out=Ko).mul_(TC)  # tanh(n) o (1 - o)
+        A = torch.mul(TC, TC, out=take(TC.shape, TC))
+        torch.addcmul(o, o, A, value=-1, out=A)  # d tanh(n) o / d n = o (1 - tanh(n)^2)
+        Fc = f
+        if peep is not None:
+            Fc = f + Ki * peep[0] + Kf * peep[1]  # d c_{t-1} / d c~
+            Po = Ko * peep[2]  # d c~ via the o peephole, per dm
+            if ln_cw is None:
+                A.add_(Po)
+        omk_h = None if keep_h is None else 1 - keep_h
+        omk_c = None if keep_c is None else 1 - keep_c
+        proj = w_hr is not None
+        DHt = take(Hs.shape, Hs) if proj else None  # d h~ (before the projection)
+        DA, d_ln_hh, d_ln_cw, d_ln_cb = [], [], [], []  # per step, last step first
+        k3 = K[..., : 3 * H].unflatten(-1, (3, H)).unbind(0)  # T x (B, 3, H)
+        ks, kos, As, fcs = K.unbind(0), Ko.unbind(0), A.unbind(0), Fc.unbind(0)
+        dys = dHs.unbind(0)
+        # -- the recurrence, last step first -----------------------------------------------------
+        dh, dc = dys[T - 1], dcT  # total gradients w.r.t. h_t and c_t
+        for t in range(T - 1, -1, -1):
+            zoned = t >= keep_from
+            dht = dh * omk_h[t] if (zoned and keep_h is not None) else dh  # d h~_t
+            dct = dc * omk_c[t] if (zoned and keep_c is not None) else dc  # d c~_t (so far)
+            if proj:
+                DHt[t].copy_(dht)
+                dm = dht @ w_hr  # (B, H)
+            else:
+                dm = dht
+            if ln_cw is None:
+                dct = torch.addcmul(dct, dm, As[t])
+            else:
+                mean, rstd = stats_c[t]
+                dx, dw, db = _ln_backward(dm * As[t], C[t], (H,), mean, rstd, ln_cw, ln_cb, (True, True, True))
+                d_ln_cw.append(dw)
+                d_ln_cb.append(db)
+                dct = dx.add_(dct)
+                if peep is not None:
+                    dct.addcmul_(dm, Po[t])
+            k3[t].mul_(dct.unsqueeze(1))  # dpre_i, dpre_f, dpre_g
+            kos[t].mul_(dm)  # dpre_o
+            dc_prev = dct * fcs[t]
+            if zoned and keep_c is not None:
+                dc_prev.addcmul_(keep_c[t], dc)
+            da = ks[t]
+            if ln_hh is not None:
+                mean, rstd = stats_g[t]
+                da, dw, _ = _ln_backward(ks[t], Araw[t], (G4,), mean, rstd, ln_hh, None, (True, True, False))
+                DA.append(da)
+                d_ln_hh.append(dw)
+            if drop is None:
+                dh_prev = torch.addmm(dys[t - 1], da, w_hh) if t > 0 else da @ w_hh
+            else:
+                dh_prev = (da @ w_hh).mul_(drop)
+                if t > 0:
+                    dh_prev.add_(dys[t - 1])
+            if zoned and keep_h is not None:
+                dh_prev.addcmul_(keep_h[t], dh)
+            dh, dc = dh_prev, dc_prev
+        # -- gradients batched over time -----------------------------------------------------------
+        need = ctx.needs_input_grad
+        # (T, B, 4H): the gradient of the recurrent matmul's output
+        DA = K if ln_hh is None else torch.stack(DA[::-1], out=take(K.shape, K))
+        d_w = d_hr = d_peep = None
+        if need[3]:
+            h_first, h_rest = (h0, Hs[:-1]) if drop is None else (h0 * drop, Hs[:-1] * drop)
+            d_w = torch.addmm(DA[0].t() @ h_first, DA[1:].flatten(0, 1).t(), h_rest.flatten(0, 1))  # (4H, R)
+        if proj and need[4]:
+            d_hr = DHt.flatten(0, 1).t() @ M.flatten(0, 1)  # (R, H)
+        if peep is not None and need[8]:
+            d_peep = torch.stack([
+                (Ki[0] * c0).sum(0) + (Ki[1:] * Cs[:-1]).sum((0, 1)),
+                (Kf[0] * c0).sum(0) + (Kf[1:] * Cs[:-1]).sum((0, 1)),
+                (Ko * C).sum((0, 1)),
+            ])  # (3, H)
+        total = (lambda parts: torch.stack(parts).sum(0) if parts else None)  # noqa: E731
+        return (K, dh, dc, d_w, d_hr, total(d_ln_hh), total(d_ln_cw), total(d_ln_cb), d_peep,
+                None, None, None, None, None)
