@@ -1,0 +1,57 @@
+"""Forecasting sunspots beats naive and seasonal-naive on the held-out last 30 years; the run
+directory and the CLI round trip (train, evaluate, predict, export) on a user CSV."""
+
+import json
+
+import numpy as np
+import pytest
+
+from _task_helpers import assert_beats, train_small
+from rnnkit.tasks.forecast import seasonal_period
+from rnnkit.tasks_cli import main
+
+
+def test_seasonal_period_finds_the_cycle():
+    t = np.arange(300)
+    assert seasonal_period(np.sin(2 * np.pi * t / 11) + 0.1 * np.cos(t)) == 11
+
+
+@pytest.mark.slow
+def test_forecast_beats_naive_on_held_out_years(tmp_path):
+    task, result = train_small(tmp_path, "forecast", epochs=30)
+    assert_beats(task, result, margin=3.0)  # MAE in sunspot units; naive is ~24
+    assert result.metrics["mae"] < result.baselines["seasonal_naive_mae"] - 3.0
+    assert result.data.test == list(range(279, 309))  # 1979-2008
+    run = result.run_dir
+    for name in ("config.json", "weights.safetensors", "metrics.csv", "history.csv", "learning_curve.png",
+                 "forecast.png"):
+        assert (run / name).is_file(), name
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["metrics"]["mae"] == pytest.approx(result.metrics["mae"])
+
+
+@pytest.mark.slow
+def test_cli_round_trip_on_a_user_csv(tmp_path, capsys):
+    t = np.arange(160)
+    values = 50 + 40 * np.sin(2 * np.pi * t / 12) + np.random.default_rng(0).normal(0, 3, len(t))
+    data = tmp_path / "series.csv"
+    data.write_text("value\n" + "\n".join(f"{v:.3f}" for v in values) + "\n")
+    assert main(["train", "forecast", "--data", str(data), "--epochs", "3", "--no-progress", "--out",
+                 str(tmp_path), "--name", "mine"]) == 0
+    run = tmp_path / "mine"
+    assert "forecast: mae =" in capsys.readouterr().out
+    assert main(["evaluate", str(run)]) == 0
+    history = tmp_path / "history.txt"
+    history.write_text("\n".join(f"{v:.3f}" for v in values[:40]))
+    assert main(["predict", str(run), str(history)]) == 0
+    assert main(["export", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert len([x for x in out.splitlines() if x.replace(".", "").replace("-", "").isdigit()]) == 5
+    assert "onnxruntime matches PyTorch" in out
+
+
+def test_cli_reports_bad_user_file(tmp_path, capsys):
+    data = tmp_path / "series.csv"
+    data.write_text("value\n1\n2\nthree\n")
+    assert main(["train", "forecast", "--data", str(data), "--no-progress", "--out", str(tmp_path)]) == 2
+    assert f"{data}, line 4: value 'three' is not a number" in capsys.readouterr().err

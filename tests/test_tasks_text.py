@@ -1,0 +1,38 @@
+"""Sentiment (tweets) and named-entity tagging (WNUT16) beat their baselines on held-out data."""
+
+import pytest
+
+from _task_helpers import assert_beats, train_small
+from rnnkit.tasks import get_task
+from rnnkit.tasks.tagging import entity_f1, spans
+
+
+def test_bio_spans_and_entity_f1():
+    assert spans(["B-per", "I-per", "O", "I-loc", "B-loc"]) == {(0, 2, "per"), (3, 4, "loc"), (4, 5, "loc")}
+    assert entity_f1([["B-per", "I-per", "O"]], [["B-per", "I-per", "O"]]) == 1.0
+    assert entity_f1([["B-per", "O", "O"]], [["B-per", "I-per", "O"]]) == 0.0
+
+
+@pytest.mark.slow
+def test_sentiment_beats_majority(tmp_path):
+    task, result = train_small(tmp_path, "sentiment", max_train=6000, epochs=2)
+    assert result.metrics["accuracy"] > result.baselines["majority_accuracy"] + 0.15
+    assert result.baselines["bow_logreg_accuracy"] > result.baselines["majority_accuracy"]  # both baselines ran
+    assert (result.run_dir / "confusion.png").is_file()
+
+
+@pytest.mark.slow
+def test_tagging_beats_most_frequent_tag(tmp_path):
+    task, result = train_small(tmp_path, "tagging")
+    assert_beats(task, result, margin=0.03)  # entity F1
+
+
+def test_user_files_for_text_tasks(tmp_path):
+    csv = tmp_path / "reviews.csv"
+    csv.write_text("text,label\n" + "".join(f"good movie {i},pos\nbad film {i},neg\n" for i in range(20)))
+    data = get_task("sentiment").prepare(get_task("sentiment").config(data=str(csv)))
+    assert data.meta["labels"] == ["neg", "pos"] and len(data.train) + len(data.val) + len(data.test) == 40
+    conll = tmp_path / "tags.txt"
+    conll.write_text("".join(f"Ann\tB-per\nsaw\tO\nit{i}\tO\n\n" for i in range(20)))
+    data = get_task("tagging").prepare(get_task("tagging").config(data=str(conll)))
+    assert data.meta["tags"] == ["B-per", "O"]
