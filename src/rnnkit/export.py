@@ -7,7 +7,9 @@ onnxruntime and compares with PyTorch (max absolute difference, required <= 1e-4
 
 How loops export: the fused path of a layer (torch's own RNN kernels, chosen for rnn/gru/lstm
 cells) becomes ONNX's ``LSTM``/``GRU``/``RNN`` operator; the sequential path (any other cell, and
-the step-by-step decoders) is unrolled by tracing, one block of operators per time step. Either
+the step-by-step decoders) is unrolled by tracing, one block of operators per time step. Layers
+that would take a parallel scan (minGRU/minLSTM, DEER: custom autograd functions with no ONNX
+form) are switched to their sequential reference path while exporting (same values). Either
 way the exported graph is fixed to the example's batch size and sequence length: export with the
 shapes you will serve. Autoregressive generation (greedy, sampling, beam) stays in Python; export
 its step or its teacher-forced pass.
@@ -17,13 +19,15 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["check_onnx", "export_onnx", "export_run"]
+__all__ = ["check_onnx", "export_onnx", "export_run", "exportable_paths"]
 
 
 class _FirstOutput(nn.Module):
@@ -38,13 +42,34 @@ class _FirstOutput(nn.Module):
         return out[0] if isinstance(out, tuple | list) else out
 
 
+@contextmanager
+def exportable_paths(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every :class:`rnnkit.Recurrent` in ``module`` that would take a parallel
+    scan runs its sequential reference path instead (fused and sequential paths trace to ONNX)."""
+    from rnnkit.layers.engine import choose_path
+    from rnnkit.layers.recurrent import Recurrent
+
+    changed = []
+    for layer in module.modules():
+        if isinstance(layer, Recurrent) and layer.backend != "sequential":
+            probe = torch.zeros(1, 2, layer.cells[0].input_size)
+            if choose_path(layer.cells, probe, layer.backend).path.startswith("parallel"):
+                changed.append((layer, layer.backend))
+                layer.backend = "sequential"
+    try:
+        yield module
+    finally:
+        for layer, backend in changed:
+            layer.backend = backend
+
+
 def export_onnx(module: nn.Module, args: tuple[Tensor, ...], path: str | os.PathLike, *,
                 input_names: list[str] | None = None, opset: int = 17) -> Path:
     """Trace ``module(*args)`` into an ONNX file at ``path`` (eval mode, fixed shapes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = _FirstOutput(module).eval()
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), exportable_paths(module):
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
         torch.onnx.export(wrapper, args, str(path), dynamo=False, input_names=input_names, output_names=["output"],
                           opset_version=opset)
