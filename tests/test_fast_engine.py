@@ -5,7 +5,7 @@ report, the buffer pool, and the drop-in variants."""
 
 import pytest
 import torch
-from tests.conftest import as_tuple, tolerance
+from tests.conftest import as_tuple
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -54,28 +54,35 @@ def forward_backward(layer, x, state, lengths, seed):
     return [out, *as_tuple(final), *grads]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", list(CELLS))
 @pytest.mark.parametrize(("lengths", "layer"), [
     (None, {}),
     (LENGTHS, {"num_layers": 2, "bidirectional": True}),
 ])
-def test_fast_equals_sequential_values_and_every_gradient(name, dtype, lengths, layer):
-    tol = tolerance(dtype)
+def test_fast_equals_sequential_values_and_every_gradient(name, lengths, layer):
+    """float64: equal to 1e-10. float32: within 1e-5 (relative to each tensor's size) of the float64
+    result, or at least as close to it as the sequential loop in float32 is (the layer-normalised
+    cells, stacked and bidirectional, amplify float32 rounding in both engines alike)."""
     cases = [("eval", {})] + ([("train", OPTS), ("eval", OPTS)] if name in REGULARISABLE else [])
     for mode, options in cases:
-        fast, ref = pair(name, dtype, options, **layer)
+        fast, ref = pair(name, torch.float64, options, **layer)
         fast.train(mode == "train")
         ref.train(mode == "train")
         assert fast.explain().path.startswith("fast") and ref.explain().path == "sequential"
-        x = torch.randn(B, T, I, dtype=dtype)
+        x = torch.randn(B, T, I, dtype=torch.float64)
         n = len(fast.cells)
-        state = tuple(torch.randn(n, B, s, dtype=dtype) for s in fast.cells[0].state_sizes)
+        state = tuple(torch.randn(n, B, s, dtype=torch.float64) for s in fast.cells[0].state_sizes)
+        truth = forward_backward(ref, x, state, lengths, seed=7)
         got = forward_backward(fast, x, state, lengths, seed=7)
-        want = forward_backward(ref, x, state, lengths, seed=7)
-        for k, (a, b) in enumerate(zip(got, want, strict=True)):
-            scale = max(1.0, b.abs().max().item())  # float32 sums of ~10 terms of size ~5 round at ~1e-5
-            torch.testing.assert_close(a, b, atol=tol * scale, rtol=tol, msg=f"{name} {mode} {options}: item {k}")
+        for k, (a, b) in enumerate(zip(got, truth, strict=True)):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10, msg=f"{name} {mode} {options}: item {k}")
+        fast32, ref32 = fast.float(), ref.float()
+        got = forward_backward(fast32, x.float(), [s.float() for s in state], lengths, seed=7)
+        loop = forward_backward(ref32, x.float(), [s.float() for s in state], lengths, seed=7)
+        for k, (a, b, c) in enumerate(zip(got, loop, truth, strict=True)):
+            err, loop_err = (a.double() - c).abs().max().item(), (b.double() - c).abs().max().item()
+            bound = max(1e-5 * max(1.0, c.abs().max().item()), 2 * loop_err)
+            assert err <= bound, f"{name} {mode} {options}: item {k}: float32 error {err:.1e}, loop's {loop_err:.1e}"
 
 
 def test_functions_pass_gradcheck_with_every_feature():
@@ -87,10 +94,11 @@ def test_functions_pass_gradcheck_with_every_feature():
 
     keep = (torch.rand(Tn, Bn, 1, dtype=d) < 0.3).to(d)
     drop = (torch.rand(Bn, R, dtype=d) < 0.7).to(d) / 0.7
-    inputs = (r(Tn, Bn, 4 * Hn), r(Bn, R), r(Bn, Hn), r(4 * Hn, R), r(R, Hn), r(4 * Hn), r(Hn), r(Hn), r(3, Hn))
+    inputs = (r(Tn, Bn, 4 * Hn), r(Bn, R), r(Bn, Hn), r(4 * Hn, R), r(R, Hn), r(4 * Hn), r(4 * Hn), r(Hn), r(Hn),
+              r(3, Hn))
 
-    def lstm(xp, h0, c0, w, w_hr, ln_hh, cw, cb, peep):
-        return lstm_sequence(xp, h0, c0, w, weight_hr=w_hr, ln_hh=ln_hh, ln_cell=(cw, cb), peephole=peep,
+    def lstm(xp, h0, c0, w, w_hr, hw, hb, cw, cb, peep):
+        return lstm_sequence(xp, h0, c0, w, weight_hr=w_hr, ln_hh=(hw, hb), ln_cell=(cw, cb), peephole=peep,
                              drop=drop, keep_h=keep, keep_c=keep.expand(Tn, Bn, Hn).flip(0), keep_from=1)
 
     assert torch.autograd.gradcheck(lstm, inputs)

@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.cells.base import RecurrentCell, State
 from rnnkit.cells.options import SequenceOptions
+from rnnkit.scan.fast.project import linear
 
 __all__ = ["IndRNNCell"]
 
@@ -68,7 +68,7 @@ class IndRNNCell(SequenceOptions, RecurrentCell):
         nn.init.uniform_(self.weight_hh, *self.recurrent_init)
 
     def project_input(self, x: Tensor) -> Tensor:
-        return self._append_noise(F.linear(x, self.weight_ih, self.bias_ih))  # (..., H [+ zoneout mask])
+        return self._append_noise(linear(x, self.weight_ih, self.bias_ih))  # (..., H [+ zoneout mask])
 
     def step(self, x_proj: Tensor, state: State) -> tuple[Tensor, State]:
         x_proj, keeps = self.split_noise(x_proj)

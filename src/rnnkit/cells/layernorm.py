@@ -4,7 +4,7 @@ LSTM (Ba, Kiros & Hinton, "Layer normalization", 2016, eqs. 20-22; the bias layo
 ``LayerNormLSTM``)::
 
     a_t   = (h_{t-1} * m) W_hh^T                                 m: recurrent-dropout mask
-    pre_t = LN(x_t W_ih^T; ln_ih_weight) + LN(a_t; ln_hh_weight) + b_ih + b_hh     (B, 4H): i f g o
+    pre_t = LN(x_t W_ih^T; ln_ih_weight, b_ih) + LN(a_t; ln_hh_weight, b_hh)        (B, 4H): i f g o
     i, f, o = sigmoid(pre_i), sigmoid(pre_f), sigmoid(pre_o);   g = tanh(pre_g)
     c~_t  = f * c_{t-1} + i * g
     h~_t  = o * tanh(LN(c~_t; ln_cell_weight, ln_cell_bias))     (then h~_t W_hr^T if proj_size)
@@ -22,12 +22,12 @@ GRU (the same normalisation of the two matmuls, in torch's GRU formulation)::
 gate pre-activations together, as in the paper, and the H cell units. Symbols: B batch, I input
 size, H hidden size, R = proj_size or H.
 
-Deviation from the paper: the gate LNs have no shift of their own; ``b_ih + b_hh`` is the one
-gate bias (two LN shifts and a bias are one vector), which keeps torch's parameter names so a
-``torch.nn.LSTM``/``GRU`` state dict loads into the shared weights. ``layer_norm=False`` gives
-exactly torch's LSTM/GRU step, so these classes also serve plain cells with the regularisers
-(:mod:`rnnkit.cells.options`). Peepholes (Gers & Schmidhuber 2000) are an option of the LSTM; see
-:class:`rnnkit.cells.peephole.PeepholeLSTMCell`.
+Deviation from the paper: the two gate LNs shift by ``b_ih`` and ``b_hh`` and there is no third
+gate bias (the paper's two LN shifts and bias add up to one vector, so nothing is lost); this keeps
+torch's parameter names, so a ``torch.nn.LSTM``/``GRU`` state dict loads into the shared weights.
+``layer_norm=False`` gives exactly torch's LSTM/GRU step, so these classes also serve plain cells
+with the regularisers (:mod:`rnnkit.cells.options`). Peepholes (Gers & Schmidhuber 2000) are an
+option of the LSTM; see :class:`rnnkit.cells.peephole.PeepholeLSTMCell`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from rnnkit.cells.base import GatedWeightsCell, State
 from rnnkit.cells.options import SequenceOptions
+from rnnkit.scan.fast.project import linear, linear_norm
 
 __all__ = ["LayerNormGRUCell", "LayerNormLSTMCell"]
 
@@ -71,16 +72,22 @@ class _NormedCell(SequenceOptions, GatedWeightsCell):
                 nn.init.ones_(p) if name.endswith("weight") else nn.init.zeros_(p)
 
     def _input_norm(self, x: Tensor, bias: Tensor | None) -> Tensor:
-        z = F.linear(x, self.weight_ih)  # (..., G*H)
-        if self.layer_norm:
-            return F.layer_norm(z, (z.size(-1),), self.ln_ih_weight, bias, self.eps)
-        return z if bias is None else z + bias
+        if self.layer_norm:  # F.layer_norm(F.linear(x, W_ih), ...) into reused buffers
+            return linear_norm(x, self.weight_ih, self.ln_ih_weight, bias, self.eps)  # (..., G*H)
+        return linear(x, self.weight_ih, bias)
 
     def _recurrent(self, h: Tensor, bias: Tensor | None) -> Tensor:
         a = self.recurrent_input(h) @ self.weight_hh.t()  # (B, G*H)
         if self.layer_norm:
             return F.layer_norm(a, (a.size(-1),), self.ln_hh_weight, bias, self.eps)
         return a if bias is None else a + bias
+
+    def _ln_hh(self) -> tuple[Tensor, Tensor] | None:
+        """The recurrent LN's (weight, shift) for the fast engine: the shift is ``b_hh`` (zeros
+        without biases)."""
+        if not self.layer_norm:
+            return None
+        return self.ln_hh_weight, self.bias_hh if self.bias_hh is not None else torch.zeros_like(self.ln_hh_weight)
 
     def fused_reason(self) -> str | None:
         on = [k for k in ("layer_norm", "peephole") if getattr(self, k, False)]
@@ -145,14 +152,14 @@ class LayerNormLSTMCell(_NormedCell):
         self._init_gates(forget_bias, chrono_init)
 
     def project_input(self, x: Tensor) -> Tensor:
-        bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
+        bias = self.bias_ih if self.layer_norm or self.bias_ih is None else self.bias_ih + self.bias_hh
         return self._append_noise(self._input_norm(x, bias))  # (..., 4H [+ zoneout masks])
 
     def step(self, x_proj: Tensor, state: State) -> tuple[Tensor, State]:
         x_proj, keeps = self.split_noise(x_proj)
         h, c = state
         H = self.hidden_size
-        gates = x_proj + self._recurrent(h, None)  # (B, 4H): i, f, g, o
+        gates = x_proj + self._recurrent(h, self.bias_hh if self.layer_norm else None)  # (B, 4H): i, f, g, o
         i_pre, f_pre, g_pre, o_pre = gates.split(H, dim=1)
         if self.peephole_weight is not None:
             w_ci, w_cf, w_co = self.peephole_weight  # (H,) each
@@ -174,7 +181,7 @@ class LayerNormLSTMCell(_NormedCell):
         core, keeps = self.split_noise(x_proj)
         return dict(
             family="lstm", x_proj=core, weight_hh=self.weight_hh, weight_hr=self.weight_hr,
-            ln_hh=self.ln_hh_weight, ln_cell=(self.ln_cell_weight, self.ln_cell_bias) if self.layer_norm else None,
+            ln_hh=self._ln_hh(), ln_cell=(self.ln_cell_weight, self.ln_cell_bias) if self.layer_norm else None,
             peephole=self.peephole_weight, eps=self.eps, drop=self.dropout_mask(core.size(1)), keeps=keeps,
         )
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells.base import RecurrentCell, State
-from rnnkit.scan.fast import fast_scan, fast_unavailable
+from rnnkit.scan.fast import fast_project, fast_scan, fast_unavailable
 from rnnkit.scan.fused import fused_layer, fused_unavailable
 from rnnkit.scan.sequential import reverse_padded, sequential_scan
 from rnnkit.scan.triton import triton_scan, triton_unavailable
@@ -141,7 +141,8 @@ def run_stack(
         else:
             outputs, new_states = [], []
             for d, (cell, st) in enumerate(zip(layer_cells, layer_states, strict=True)):
-                x_proj = cell.project_input(x)  # (T, B, P): one GEMM for every step
+                project = fast_project if path.startswith(("fast", "triton")) else type(cell).project_input
+                x_proj = project(cell, x)  # (T, B, P): one GEMM for every step
                 if d == 1:
                     x_proj = reverse_padded(x_proj, lengths)
                 if path.startswith("parallel"):

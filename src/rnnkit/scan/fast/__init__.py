@@ -6,9 +6,11 @@ IndRNN, recurrent dropout, zoneout) and for torch's classic cells on any device.
 the reference, and tests assert the two agree in outputs and every gradient.
 """
 
-from rnnkit.scan.fast.dispatch import cell_inputs, fast_scan, fast_unavailable
+from rnnkit.scan.fast.dispatch import cell_inputs, fast_project, fast_scan, fast_unavailable
 from rnnkit.scan.fast.gru import gru_sequence
 from rnnkit.scan.fast.lstm import lstm_sequence
 from rnnkit.scan.fast.simple import simple_sequence
 
-__all__ = ["cell_inputs", "fast_scan", "fast_unavailable", "gru_sequence", "lstm_sequence", "simple_sequence"]
+__all__ = [
+    "cell_inputs", "fast_project", "fast_scan", "fast_unavailable", "gru_sequence", "lstm_sequence", "simple_sequence",
+]

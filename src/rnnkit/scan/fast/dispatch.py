@@ -22,10 +22,11 @@ from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.lstm import LSTMCell
 from rnnkit.scan.fast.gru import gru_sequence
 from rnnkit.scan.fast.lstm import lstm_sequence
+from rnnkit.scan.fast.project import linear
 from rnnkit.scan.fast.simple import simple_sequence
 from rnnkit.scan.sequential import length_mask
 
-__all__ = ["cell_inputs", "fast_scan", "fast_unavailable"]
+__all__ = ["cell_inputs", "fast_project", "fast_scan", "fast_unavailable"]
 
 
 def _core_inputs(cell: RecurrentCell, x_proj: Tensor) -> dict:
@@ -54,6 +55,17 @@ def cell_unavailable(cell: RecurrentCell) -> str | None:
         return f"{name} overrides the step of a cell the fast engine knows"
     reason = getattr(cell, "fast_reason", None)
     return reason() if reason is not None else None
+
+
+def fast_project(cell: RecurrentCell, x: Tensor) -> Tensor:
+    """``cell.project_input(x)``; for torch's classic cells the same linear map into a reused
+    buffer (:mod:`rnnkit.scan.fast.project`)."""
+    if type(cell) in (LSTMCell, ElmanCell):
+        bias = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh
+        return linear(x, cell.weight_ih, bias)
+    if type(cell) is GRUCell:
+        return linear(x, cell.weight_ih, cell.bias_ih)
+    return cell.project_input(x)
 
 
 def fast_unavailable(cells: list[RecurrentCell], x: Tensor) -> str | None:

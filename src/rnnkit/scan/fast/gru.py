@@ -22,7 +22,8 @@ from rnnkit.scan.fast.buffers import take
 
 __all__ = ["gru_sequence"]
 
-_ln_backward = torch.ops.aten.native_layer_norm_backward
+_ln = torch.ops.aten.native_layer_norm.out
+_ln_backward = torch.ops.aten.native_layer_norm_backward.out
 
 
 def gru_sequence(
@@ -30,8 +31,10 @@ def gru_sequence(
     eps: float = 1e-5, drop: Tensor | None = None, keep: Tensor | None = None, keep_from: int = 0,
 ) -> Tensor:
     """Run the GRU over ``xp (T, B, 3H)`` (``x W_ih^T + b_ih``, or its LN) from ``h0 (B, H)``.
-    ``keep (T, B, H|1)``: zoneout/length keep factors from step ``keep_from`` on. Returns every
-    ``h_t`` ``(T, B, H)``."""
+    ``keep (T, B, H|1)``: zoneout/length keep factors from step ``keep_from`` on. ``ln_hh``:
+    the recurrent LN's weight; its shift is ``bias_hh``. Returns every ``h_t`` ``(T, B, H)``."""
+    if ln_hh is not None and bias_hh is None:
+        bias_hh = torch.zeros_like(ln_hh)  # the LN kernels want a shift; this one has no gradient
     return _GRU.apply(xp, h0, weight_hh, bias_hh, ln_hh, drop, keep, eps, keep_from)
 
 
@@ -46,7 +49,7 @@ class _GRU(torch.autograd.Function):
         Ht = take((T, B, H), xp) if keep is not None else Hs  # h~_t, before zoneout
         HH = take((T, B, G3), xp)  # hh_t (after LN and b_hh)
         Araw = take((T, B, G3), xp) if ln_hh is not None else None
-        stats = []
+        stats = (xp.new_empty(T, B, 1), xp.new_empty(T, B, 1)) if ln_hh is not None else None  # LN mean, rstd
         w_t = w_hh.t()
         xrz, xn = xp[..., : 2 * H].unbind(0), xp[..., 2 * H :].unbind(0)
         hhs, hh_rz, hh_n = HH.unbind(0), HH[..., : 2 * H].unbind(0), HH[..., 2 * H :].unbind(0)
@@ -57,9 +60,7 @@ class _GRU(torch.autograd.Function):
             hin = h if drop is None else h * drop
             if ln_hh is not None:
                 torch.mm(hin, w_t, out=Araw[t])
-                y, mean, rstd = torch.native_layer_norm(Araw[t], (G3,), ln_hh, b_hh, eps)
-                stats.append((mean, rstd))
-                hhs[t].copy_(y)
+                _ln(Araw[t], (G3,), ln_hh, b_hh, eps, out0=hhs[t], out1=stats[0][t], out2=stats[1][t])
             elif b_hh is not None:
                 torch.addmm(b_hh, hin, w_t, out=hhs[t])  # (B, 3H)
             else:
@@ -98,7 +99,9 @@ class _GRU(torch.autograd.Function):
         torch.mul(Kn, r, out=Khn)
         omk = None if keep is None else 1 - keep
         k3, ks, zs, dys = K.unflatten(-1, (3, H)).unbind(0), K.unbind(0), z.unbind(0), dHs.unbind(0)
-        DHt, DA, d_ln, d_b = [], [], [], []  # d h~_t, d a_t, LN weight and bias grads; last step first
+        DHt = []  # d h~_t, last step first
+        if ln_hh is not None:  # per-step LN gradients: input, weight, bias
+            DA, ln_w_steps, ln_b_steps = take(K.shape, K), K.new_empty(T, G3), K.new_empty(T, G3)
         dh = dys[T - 1]
         for t in range(T - 1, -1, -1):
             zoned = keep is not None and t >= keep_from
@@ -107,12 +110,9 @@ class _GRU(torch.autograd.Function):
             k3[t].mul_(dht.unsqueeze(1))  # d hh_t
             da = ks[t]
             if ln_hh is not None:
-                mean, rstd = stats[t]
-                mask = (True, True, b_hh is not None)
-                da, dw, db = _ln_backward(ks[t], Araw[t], (G3,), mean, rstd, ln_hh, b_hh, mask)
-                DA.append(da)
-                d_ln.append(dw)
-                d_b.append(db)
+                da = DA[t]
+                _ln_backward(ks[t], Araw[t], (G3,), stats[0][t], stats[1][t], ln_hh, b_hh, (True, True, True),
+                             out0=da, out1=ln_w_steps[t], out2=ln_b_steps[t])
             dh_prev = torch.addcmul(dys[t - 1], zs[t], dht) if t > 0 else zs[t] * dht
             if drop is None:
                 dh_prev.addmm_(da, w_hh)
@@ -124,12 +124,13 @@ class _GRU(torch.autograd.Function):
         need = ctx.needs_input_grad
         Kn.mul_(torch.stack(DHt[::-1], out=take(Hs.shape, Hs)))
         dxp = torch.cat([K[..., : 2 * H], Kn], dim=-1, out=take(K.shape, K))  # (T, B, 3H)
-        DA = K if ln_hh is None else torch.stack(DA[::-1], out=take(K.shape, K))
-        d_w = None
+        DA = K if ln_hh is None else DA  # (T, B, 3H): the gradient of the recurrent matmul's output
+        d_w = d_bias = d_ln = None
         if need[2]:
             Hin = Hprev.mul_(drop) if drop is not None else Hprev
             d_w = DA.flatten(0, 1).t() @ Hin.flatten(0, 1)  # (3H, H)
-        if b_hh is not None and need[3]:
-            d_b = K.sum((0, 1)) if ln_hh is None else torch.stack(d_b).sum(0)
-        d_ln = torch.stack(d_ln).sum(0) if ln_hh is not None and need[4] else None
-        return dxp, dh, d_w, d_b if b_hh is not None and need[3] else None, d_ln, None, None, None, None
+        if need[3]:
+            d_bias = K.sum((0, 1)) if ln_hh is None else ln_b_steps.sum(0)
+        if ln_hh is not None and need[4]:
+            d_ln = ln_w_steps.sum(0)
+        return dxp, dh, d_w, d_bias, d_ln, None, None, None, None

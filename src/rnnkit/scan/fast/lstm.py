@@ -28,27 +28,31 @@ from rnnkit.scan.fast.buffers import take
 
 __all__ = ["lstm_sequence"]
 
-_ln_backward = torch.ops.aten.native_layer_norm_backward
+_ln = torch.ops.aten.native_layer_norm.out
+_ln_backward = torch.ops.aten.native_layer_norm_backward.out
 
 
 def lstm_sequence(
     xp: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, *, weight_hr: Tensor | None = None,
-    ln_hh: Tensor | None = None, ln_cell: tuple[Tensor, Tensor] | None = None, peephole: Tensor | None = None,
+    ln_hh: tuple[Tensor, Tensor] | None = None, ln_cell: tuple[Tensor, Tensor] | None = None,
+    peephole: Tensor | None = None,
     eps: float = 1e-5, drop: Tensor | None = None, keep_h: Tensor | None = None, keep_c: Tensor | None = None,
     keep_from: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """Run the LSTM over ``xp (T, B, 4H)`` (the input projection, biases included) from
+    """Run the LSTM over ``xp (T, B, 4H)`` (the input projection with its bias) from
     ``(h0 (B, R), c0 (B, H))``. ``keep_h (T, B, R|1)``/``keep_c (T, B, H|1)``: the zoneout (and
     length) keep factors ``d`` from step ``keep_from`` on. Returns every ``h_t`` ``(T, B, R)``
-    and the last ``c`` ``(B, H)``."""
+    and the last ``c`` ``(B, H)``. ``ln_hh = (weight, bias)`` normalises the recurrent
+    pre-activation over all 4H, ``ln_cell = (weight, bias)`` the cell state."""
+    hw, hb = ln_hh if ln_hh is not None else (None, None)
     cw, cb = ln_cell if ln_cell is not None else (None, None)
-    return _LSTM.apply(xp, h0, c0, weight_hh, weight_hr, ln_hh, cw, cb, peephole, drop, keep_h, keep_c,
+    return _LSTM.apply(xp, h0, c0, weight_hh, weight_hr, hw, hb, cw, cb, peephole, drop, keep_h, keep_c,
                        eps, keep_from)
 
 
 class _LSTM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xp, h0, c0, w_hh, w_hr, ln_hh, ln_cw, ln_cb, peep, drop, keep_h, keep_c, eps, keep_from):
+    def forward(ctx, xp, h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, eps, keep_from):
         T, B, G4 = xp.shape
         H, R = G4 // 4, h0.size(1)
         G = take((T, B, G4), xp)  # activated gates i, f, g, o
@@ -60,7 +64,8 @@ class _LSTM(torch.autograd.Function):
         Ht = take((T, B, R), xp) if keep_h is not None else Hs  # h~_t
         M = take((T, B, H), xp) if w_hr is not None else Ht  # o * tanh(n), before the projection
         Araw = take((T, B, G4), xp) if ln_hh is not None else None
-        stats_g, stats_c = [], []  # LN (mean, rstd) per step
+        stats_g = (xp.new_empty(T, B, 1), xp.new_empty(T, B, 1)) if ln_hh is not None else None  # LN mean, rstd
+        stats_c = (xp.new_empty(T, B, 1), xp.new_empty(T, B, 1)) if ln_cw is not None else None
         w_t, hr_t = w_hh.t(), (w_hr.t() if w_hr is not None else None)
         xs, gs, cs, tcs = xp.unbind(0), G.unbind(0), C.unbind(0), TC.unbind(0)
         hs, css, hts, ms = Hs.unbind(0), Cs.unbind(0), Ht.unbind(0), M.unbind(0)
@@ -76,9 +81,8 @@ class _LSTM(torch.autograd.Function):
                 torch.addmm(xs[t], hin, w_t, out=gs[t])  # (B, 4H)
             else:
                 torch.mm(hin, w_t, out=Araw[t])
-                y, mean, rstd = torch.native_layer_norm(Araw[t], (G4,), ln_hh, None, eps)
-                stats_g.append((mean, rstd))
-                torch.add(xs[t], y, out=gs[t])
+                _ln(Araw[t], (G4,), ln_hh, ln_hb, eps, out0=gs[t], out1=stats_g[0][t], out2=stats_g[1][t])
+                gs[t].add_(xs[t])
             if peep is not None:
                 g_if2[t].addcmul_(p_if, c.unsqueeze(1))
             g_if[t].sigmoid_()
@@ -90,9 +94,8 @@ class _LSTM(torch.autograd.Function):
             if ln_cw is None:
                 torch.tanh(cs[t], out=tcs[t])
             else:
-                n, mean, rstd = torch.native_layer_norm(cs[t], (H,), ln_cw, ln_cb, eps)
-                stats_c.append((mean, rstd))
-                torch.tanh(n, out=tcs[t])
+                _ln(cs[t], (H,), ln_cw, ln_cb, eps, out0=tcs[t], out1=stats_c[0][t], out2=stats_c[1][t])
+                tcs[t].tanh_()
             torch.mul(g_o[t], tcs[t], out=ms[t])
             if w_hr is not None:
                 torch.mm(ms[t], hr_t, out=hts[t])
@@ -109,14 +112,14 @@ class _LSTM(torch.autograd.Function):
                         hs[t].copy_(hts[t])
                     css[t].copy_(cs[t])
             h, c = hs[t], css[t]
-        ctx.save_for_backward(h0, c0, w_hh, w_hr, ln_hh, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs)
+        ctx.save_for_backward(h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs)
         ctx.buffers = (G, C, TC, Cs, M, Araw, stats_g, stats_c)
         ctx.eps, ctx.keep_from = eps, keep_from
         return Hs, c.clone()
 
     @staticmethod
     def backward(ctx, dHs, dcT):
-        h0, c0, w_hh, w_hr, ln_hh, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs = ctx.saved_tensors
+        h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs = ctx.saved_tensors
         G, C, TC, Cs, M, Araw, stats_g, stats_c = ctx.buffers
         keep_from = ctx.keep_from
         T, B, G4 = G.shape
@@ -143,7 +146,10 @@ class _LSTM(torch.autograd.Function):
         omk_c = None if keep_c is None else 1 - keep_c
         proj = w_hr is not None
         DHt = take(Hs.shape, Hs) if proj else None  # d h~ (before the projection)
-        DA, d_ln_hh, d_ln_cw, d_ln_cb = [], [], [], []  # per step, last step first
+        if ln_hh is not None:  # per-step LN gradients: input, weight, bias
+            DA, d_ln_hw, d_ln_hb = take(K.shape, K), K.new_empty(T, G4), K.new_empty(T, G4)
+        if ln_cw is not None:
+            dn, dx_c, d_ln_cw, d_ln_cb = K.new_empty(B, H), K.new_empty(B, H), K.new_empty(T, H), K.new_empty(T, H)
         k3 = K[..., : 3 * H].unflatten(-1, (3, H)).unbind(0)  # T x (B, 3, H)
         ks, kos, As, fcs = K.unbind(0), Ko.unbind(0), A.unbind(0), Fc.unbind(0)
         dys = dHs.unbind(0)
@@ -161,11 +167,9 @@ class _LSTM(torch.autograd.Function):
             if ln_cw is None:
                 dct = torch.addcmul(dct, dm, As[t])
             else:
-                mean, rstd = stats_c[t]
-                dx, dw, db = _ln_backward(dm * As[t], C[t], (H,), mean, rstd, ln_cw, ln_cb, (True, True, True))
-                d_ln_cw.append(dw)
-                d_ln_cb.append(db)
-                dct = dx.add_(dct)
+                _ln_backward(torch.mul(dm, As[t], out=dn), C[t], (H,), stats_c[0][t], stats_c[1][t], ln_cw, ln_cb,
+                             (True, True, True), out0=dx_c, out1=d_ln_cw[t], out2=d_ln_cb[t])
+                dct = dx_c.add_(dct)
                 if peep is not None:
                     dct.addcmul_(dm, Po[t])
             k3[t].mul_(dct.unsqueeze(1))  # dpre_i, dpre_f, dpre_g
@@ -175,10 +179,9 @@ class _LSTM(torch.autograd.Function):
                 dc_prev.addcmul_(keep_c[t], dc)
             da = ks[t]
             if ln_hh is not None:
-                mean, rstd = stats_g[t]
-                da, dw, _ = _ln_backward(ks[t], Araw[t], (G4,), mean, rstd, ln_hh, None, (True, True, False))
-                DA.append(da)
-                d_ln_hh.append(dw)
+                da = DA[t]
+                _ln_backward(ks[t], Araw[t], (G4,), stats_g[0][t], stats_g[1][t], ln_hh, ln_hb, (True, True, True),
+                             out0=da, out1=d_ln_hw[t], out2=d_ln_hb[t])
             if drop is None:
                 dh_prev = torch.addmm(dys[t - 1], da, w_hh) if t > 0 else da @ w_hh
             else:
@@ -190,20 +193,22 @@ class _LSTM(torch.autograd.Function):
             dh, dc = dh_prev, dc_prev
         # -- gradients batched over time -----------------------------------------------------------
         need = ctx.needs_input_grad
-        # (T, B, 4H): the gradient of the recurrent matmul's output
-        DA = K if ln_hh is None else torch.stack(DA[::-1], out=take(K.shape, K))
+        DA = K if ln_hh is None else DA  # (T, B, 4H): the gradient of the recurrent matmul's output
         d_w = d_hr = d_peep = None
         if need[3]:
             h_first, h_rest = (h0, Hs[:-1]) if drop is None else (h0 * drop, Hs[:-1] * drop)
             d_w = torch.addmm(DA[0].t() @ h_first, DA[1:].flatten(0, 1).t(), h_rest.flatten(0, 1))  # (4H, R)
+        grads = [None] * 4  # LN: recurrent weight, bias; cell weight, bias
+        if ln_hh is not None:
+            grads[:2] = [d_ln_hw.sum(0) if need[5] else None, d_ln_hb.sum(0) if need[6] else None]
+        if ln_cw is not None:
+            grads[2:] = [d_ln_cw.sum(0) if need[7] else None, d_ln_cb.sum(0) if need[8] else None]
         if proj and need[4]:
             d_hr = DHt.flatten(0, 1).t() @ M.flatten(0, 1)  # (R, H)
-        if peep is not None and need[8]:
+        if peep is not None and need[9]:
             d_peep = torch.stack([
                 (Ki[0] * c0).sum(0) + (Ki[1:] * Cs[:-1]).sum((0, 1)),
                 (Kf[0] * c0).sum(0) + (Kf[1:] * Cs[:-1]).sum((0, 1)),
                 (Ko * C).sum((0, 1)),
             ])  # (3, H)
-        total = (lambda parts: torch.stack(parts).sum(0) if parts else None)  # noqa: E731
-        return (K, dh, dc, d_w, d_hr, total(d_ln_hh), total(d_ln_cw), total(d_ln_cb), d_peep,
-                None, None, None, None, None)
+        return (K, dh, dc, d_w, d_hr, *grads, d_peep, None, None, None, None, None)

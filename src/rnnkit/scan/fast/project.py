@@ -1,0 +1,96 @@
+"""Input projections for every step at once, ``(T, B, I) -> (T, B, G)``, written into reused buffers
+(:mod:`rnnkit.scan.fast.buffers`).
+
+The math is ``F.linear`` and ``F.layer_norm(F.linear(...))``; these Functions only avoid a fresh
+``(T, B, G)`` allocation (and its page faults) per call and per backward, which on the
+development machine cost as much as the GEMM. Symbols: N = T * B rows, I inputs, G outputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnkit.scan.fast.buffers import take
+
+__all__ = ["linear", "linear_norm"]
+
+_ln = torch.ops.aten.native_layer_norm.out
+_ln_backward_out = torch.ops.aten.native_layer_norm_backward.out
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight^T + bias`` over the last dimension (as ``F.linear``)."""
+    if x.dim() < 2:
+        return torch.nn.functional.linear(x, weight, bias)
+    return _Linear.apply(x, weight, bias)
+
+
+def linear_norm(x: Tensor, weight: Tensor, ln_weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
+    """``LN(x @ weight^T) * ln_weight + bias``, the norm over the last dimension (as ``F.layer_norm``)."""
+    if x.dim() < 2:
+        z = torch.nn.functional.linear(x, weight)
+        return torch.nn.functional.layer_norm(z, (z.size(-1),), ln_weight, bias, eps)
+    return _LinearNorm.apply(x, weight, ln_weight, bias, eps)
+
+
+def _rows(x: Tensor) -> Tensor:
+    return x.reshape(-1, x.size(-1))  # (N, I)
+
+
+def _input_grad(dz: Tensor, weight: Tensor, x: Tensor) -> Tensor:
+    dx = take(x.shape, x)
+    torch.mm(dz, weight, out=_rows(dx))  # (N, I)
+    return dx
+
+
+class _Linear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        out = take((*x.shape[:-1], weight.size(0)), x)
+        if bias is None:
+            torch.mm(_rows(x), weight.t(), out=_rows(out))
+        else:
+            torch.addmm(bias, _rows(x), weight.t(), out=_rows(out))  # (N, G)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, weight = ctx.saved_tensors
+        dz = _rows(dout)
+        need = ctx.needs_input_grad
+        dx = _input_grad(dz, weight, x) if need[0] else None
+        dw = dz.t() @ _rows(x) if need[1] else None  # (G, I)
+        db = dz.sum(0) if ctx.has_bias and need[2] else None
+        return dx, dw, db
+
+
+class _LinearNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, ln_weight, bias, eps):
+        G = weight.size(0)
+        z = take((*x.shape[:-1], G), x)
+        torch.mm(_rows(x), weight.t(), out=_rows(z))  # (N, G)
+        out = take(z.shape, z)
+        n = _rows(z).size(0)
+        mean, rstd = z.new_empty(n, 1), z.new_empty(n, 1)
+        _ln(_rows(z), (G,), ln_weight, bias, eps, out0=_rows(out), out1=mean, out2=rstd)
+        ctx.save_for_backward(x, weight, ln_weight, bias, z, mean, rstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, weight, ln_weight, bias, z, mean, rstd = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        G = weight.size(0)
+        mask = (need[0] or need[1], ln_weight is not None and need[2], bias is not None and need[3])
+        dz = take(z.shape, z)
+        dln, db = z.new_empty(G), z.new_empty(G)
+        _ln_backward_out(_rows(dout), _rows(z), (G,), mean, rstd, ln_weight, bias, mask,
+                         out0=_rows(dz), out1=dln, out2=db)
+        dz, dln, db = _rows(dz), (dln if mask[1] else None), (db if mask[2] else None)
+        dx = _input_grad(dz, weight, x) if need[0] else None
+        dw = dz.t() @ _rows(x) if need[1] else None  # (G, I)
+        return dx, dw, dln, db, None
