@@ -23,7 +23,6 @@ from rnnkit.tasks import TASKS, _load_all
 from rnnkit.tasks.runner import train_task
 
 TOUR = {  # lighter than each task's defaults, so the whole tour takes minutes
-    "sentiment": dict(max_train=15000, epochs=2),
     "translate": dict(max_train=10000, epochs=5),
     "chars": dict(max_train=3000, epochs=5),
 }

@@ -46,7 +46,7 @@ class SentimentTask(Task):
     dataset = TWEETS
     metric, higher_is_better, baseline = "accuracy", True, "bow_logreg_accuracy"
     user_format = "CSV/TSV with columns 'text' and 'label' (any label names); UTF-8; split 80/10/10 by a seeded shuffle"
-    defaults = dict(hidden=64, embedding=64, epochs=2, batch_size=64, lr=3e-3, bidirectional=True, max_train=0)
+    defaults = dict(hidden=64, embedding=64, epochs=3, batch_size=64, lr=2e-3, bidirectional=True, max_train=0)
     picture_name = "confusion.png"
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
