@@ -96,3 +96,18 @@ def test_pad_and_buckets():
     assert sorted(i for b in batches for i in b) == list(range(200))
     spread = sum(max(lens[i] for i in b) - min(lens[i] for i in b) for b in batches) / len(batches)
     assert spread < 10  # sorted within pools: far less padding than random batches (~45)
+
+
+def test_bucket_sampler_shards_over_ranks(monkeypatch):
+    import rnnkit.data.collate as collate
+
+    lens = list(range(1, 51))
+    single = list(BucketBatchSampler(lens, 4, seed=3))  # 13 batches
+    shards = []
+    for rank in (0, 1):
+        monkeypatch.setattr(collate, "_rank_world", lambda rank=rank: (rank, 2))
+        sampler = BucketBatchSampler(lens, 4, seed=3)
+        shards.append(list(sampler))
+        assert len(sampler) == 7 == len(shards[-1])
+    assert shards[0][:6] + shards[1][:6] == single[0:12:2] + single[1:12:2]
+    assert {i for s in shards for b in s for i in b} == set(range(50))

@@ -96,6 +96,8 @@ def _train(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     cfg = task.config(**{k: getattr(args, k) for k in TaskConfig.field_names()})
     result = train_task(task, cfg, args.out, args.name)
+    if not result.metrics:  # a DDP worker other than rank 0
+        return 0
     print(_report(task, result.metrics, result.baselines))
     print(f"run directory: {result.run_dir}")
     return 0

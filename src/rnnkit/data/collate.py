@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -30,9 +31,19 @@ def pad(
     return out, lengths
 
 
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class BucketBatchSampler(Sampler[list[int]]):
     """Batches of indices of similar length: shuffle, cut into pools of ``pool`` batches, sort
-    each pool by length, split into batches, shuffle the batches. Less padding, still random."""
+    each pool by length, split into batches, shuffle the batches. Less padding, still random.
+
+    Under DDP each rank takes batches ``rank, rank + W, ...`` of the same order (the last round
+    padded with the first batches, so every rank steps equally often); build the Trainer with
+    ``use_distributed_sampler=False``."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool = True, seed: int = 0,
                  pool: int = 50) -> None:
@@ -43,7 +54,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.epoch = 0
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        batches = math.ceil(len(self.lengths) / self.batch_size)
+        return math.ceil(batches / _rank_world()[1])
 
     def __iter__(self) -> Iterator[list[int]]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
@@ -57,4 +69,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        rank, world = _rank_world()
+        if world > 1:
+            batches = (batches + batches[: len(self) * world - len(batches)])[rank::world]
         return iter(batches)

@@ -92,8 +92,10 @@ def train_task(task: Task | str, cfg: TaskConfig | None = None, out_dir: str | P
         name=run_dir.name, loggers=("csv",), progress=cfg.progress, log_every_n_steps=5,
         checkpoint_every_n_steps=0, grad_monitor_every=None,
     )
-    fit(module, train, val, tcfg, enable_model_summary=False)
+    trainer = fit(module, train, val, tcfg, enable_model_summary=False, use_distributed_sampler=False)  # see loaders
     model = module.model.cpu().eval()
+    if trainer.global_rank != 0:  # DDP: rank 0 evaluates and writes the run directory
+        return RunResult(task.name, run_dir, {}, {}, model, data)
     metrics = task.evaluate(model, data.test, data.meta)
     baselines = task.baselines(data)
     save_run(run_dir, task, cfg, data.meta, model, metrics, baselines)
