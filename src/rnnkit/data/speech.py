@@ -2,7 +2,7 @@
 
 No recorded spoken-digit corpus ships in the registries this project can reach, so the speech
 task synthesises one: ``espeak-ng -v <accent>+<speaker> -s <words per minute> -p <pitch>``
-speaks strings of one to three digits. Training uses seven English accents x nine speaker
+speaks strings of one to three digits. Training uses seven English voices x nine speaker
 variants; validation and test each use a voice never heard in training (a held-out accent with
 held-out speaker variants). Clips are cached as ``.npz`` arrays (no pickle) under
 ``$RNNKIT_CACHE`` (default ``~/.cache/rnnkit``).
@@ -29,8 +29,8 @@ __all__ = ["DIGIT_WORDS", "SPEECH", "VOICES", "espeak_available", "log_mel", "sp
 SPEECH = DatasetInfo(
     "espeak-digits", "Debian package espeak-ng (formant synthesis), clips synthesised on first use and cached",
     "GPL-3.0-or-later (espeak-ng); the synthesised clips are generated data",
-    "digit strings of 1-3 words; by default 1,600 training, 160 validation and 300 test clips (22.05 kHz)",
-    "train: 7 accents x 9 speaker variants; validation: accent en-gb-x-gbcwmd (speakers m5, f4); test: accent "
+    "digit strings of 1-3 words; by default 800 training, 160 validation and 300 test clips (22.05 kHz, log-mel)",
+    "train: 7 English voices x 9 speaker variants; validation: accent en-gb-x-gbcwmd (speakers m5, f4); test: accent "
     "en-029 (Caribbean) with speakers m6, f5, croak, all held out", "sudo apt-get install espeak-ng "
     "(or: bash scripts/setup_data.sh)", "Dunn et al., eSpeak NG; CTC: Graves et al., ICML 2006",
 )
