@@ -13,7 +13,7 @@ from rnnkit.cells.base import RecurrentCell, State
 from rnnkit.scan.fast import fast_project, fast_scan, fast_unavailable
 from rnnkit.scan.fused import fused_layer, fused_unavailable
 from rnnkit.scan.sequential import reverse_padded, sequential_scan
-from rnnkit.scan.triton import triton_scan, triton_unavailable
+from rnnkit.scan.triton import triton_label, triton_scan, triton_unavailable
 
 MERGES = ("concat", "sum", "mul", "ave")
 BACKENDS = ("auto", "fused", "parallel", "triton", "fast", "sequential")
@@ -51,13 +51,13 @@ def _unavailable(name: str, cells: Sequence[RecurrentCell], x: Tensor, requested
     return fast_unavailable(list(cells), x)
 
 
-def _label(name: str, x: Tensor) -> str:
+def _label(name: str, cells: Sequence[RecurrentCell], x: Tensor) -> str:
     if name == "fused":
         return f"fused (torch vendor kernel, {'cuDNN' if x.device.type == 'cuda' else 'oneDNN/ATen'})"
     if name == "parallel":
         return "parallel (whole-sequence scan in time)"
     if name == "triton":
-        return "triton (fused Triton step kernels, rnnkit backward through time)"
+        return triton_label(list(cells), x)
     return "fast (rnnkit engine: one autograd Function per layer, hand-written backward through time)"
 
 
@@ -72,7 +72,7 @@ def choose_path(cells: Sequence[RecurrentCell], x: Tensor, backend: str) -> Path
             continue
         reason = _unavailable(name, cells, x, requested=backend == name)
         if reason is None:
-            return PathReport(_label(name, x), rejected)
+            return PathReport(_label(name, cells, x), rejected)
         if backend == name:
             what = "the fused kernels cannot run this layer: " if name == "fused" else ""
             raise ValueError(f"backend={name!r} was requested but {what}{reason}")

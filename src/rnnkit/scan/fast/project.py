@@ -16,6 +16,7 @@ from rnnkit.scan.fast.buffers import take
 __all__ = ["linear", "linear_norm"]
 
 _ln = torch.ops.aten.native_layer_norm.out
+_ln_backward = torch.ops.aten.native_layer_norm_backward
 _ln_backward_out = torch.ops.aten.native_layer_norm_backward.out
 
 
@@ -86,11 +87,13 @@ class _LinearNorm(torch.autograd.Function):
         need = ctx.needs_input_grad
         G = weight.size(0)
         mask = (need[0] or need[1], ln_weight is not None and need[2], bias is not None and need[3])
-        dz = take(z.shape, z)
-        dln, db = z.new_empty(G), z.new_empty(G)
-        _ln_backward_out(_rows(dout), _rows(z), (G,), mean, rstd, ln_weight, bias, mask,
-                         out0=_rows(dz), out1=dln, out2=db)
-        dz, dln, db = _rows(dz), (dln if mask[1] else None), (db if mask[2] else None)
+        if all(mask):  # the .out variant wants every output requested
+            dz, dln, db = take(z.shape, z), z.new_empty(G), z.new_empty(G)
+            _ln_backward_out(_rows(dout), _rows(z), (G,), mean, rstd, ln_weight, bias, mask,
+                             out0=_rows(dz), out1=dln, out2=db)
+        else:
+            dz, dln, db = _ln_backward(_rows(dout), _rows(z), (G,), mean, rstd, ln_weight, bias, mask)
+        dz = _rows(dz)
         dx = _input_grad(dz, weight, x) if need[0] else None
         dw = dz.t() @ _rows(x) if need[1] else None  # (G, I)
         return dx, dw, dln, db, None

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from rnnkit.cells.base import RecurrentCell, State
 
-__all__ = ["triton_available", "triton_scan", "triton_unavailable"]
+__all__ = ["triton_available", "triton_label", "triton_scan", "triton_unavailable"]
 
 
 def triton_available() -> bool:
@@ -35,7 +35,14 @@ def triton_unavailable(cells: list[RecurrentCell], x: Tensor, requested: bool = 
                 "(or backend='triton' under TRITON_INTERPRET=1)")
     from rnnkit.scan.triton.scan import layer_unavailable
 
-    return layer_unavailable(cells)
+    return layer_unavailable(cells, x)
+
+
+def triton_label(cells: list[RecurrentCell], x: Tensor) -> str:
+    """How the Triton path runs this layer, for ``explain()``."""
+    from rnnkit.scan.triton.scan import describe
+
+    return describe(cells, x)
 
 
 def triton_scan(cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None = None):

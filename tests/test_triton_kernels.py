@@ -1,0 +1,87 @@
+"""The Triton path against the fast engine (itself checked against the sequential reference):
+outputs, states and every gradient, per-step and persistent kernels, on CUDA when there is one and
+otherwise on CPU under ``TRITON_INTERPRET=1``. Skipped when triton is not installed."""
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("triton is not installed (pip install triton)", allow_module_level=True)
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are first imported
+    if os.environ["TRITON_INTERPRET"] != "1":
+        pytest.skip("no CUDA device and TRITON_INTERPRET is not 1", allow_module_level=True)
+
+import rnnkit  # noqa: E402
+from rnnkit.cells import LayerNormGRUCell, LayerNormLSTMCell, PeepholeLSTMCell  # noqa: E402
+from rnnkit.scan.triton import persistent  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+B, T, I, H = 2, 4, 3, 5
+CELLS = {
+    "lstm": lambda h: rnnkit.LSTMCell(I, h),
+    "ln_lstm_regularised": lambda h: LayerNormLSTMCell(I, h, recurrent_dropout=0.3, zoneout=(0.2, 0.4)),
+    "peephole_zoneout_c": lambda h: PeepholeLSTMCell(I, h, zoneout=(0.0, 0.3)),
+    "gru": lambda h: rnnkit.GRUCell(I, h),
+    "ln_gru_regularised": lambda h: LayerNormGRUCell(I, h, recurrent_dropout=0.3, zoneout=0.2),
+    "gru_no_bias": lambda h: LayerNormGRUCell(I, h, bias=False, layer_norm=False, recurrent_dropout=0.3),
+}
+
+
+def run(layer, x, state, lengths):
+    torch.manual_seed(5)  # the same masks on both paths
+    x = x.clone().requires_grad_()
+    state = tuple(s.clone().requires_grad_() for s in state)
+    out, final = layer(x, state if len(state) > 1 else state[0], lengths=lengths)
+    final = final if isinstance(final, tuple) else (final,)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)
+    ((out * weights).sum() + sum((f * f).sum() for f in final)).backward()
+    return [out, *final, x.grad, *(s.grad for s in state)] + [p.grad for p in layer.parameters()]
+
+
+def compare(name, hidden, batch, lengths, dtype, **layer):
+    tri = rnnkit.Recurrent(CELLS[name](hidden), backend="triton", **layer).to(DEVICE, dtype)
+    fast = rnnkit.Recurrent(CELLS[name](hidden), backend="fast", **layer).to(DEVICE, dtype)
+    fast.load_state_dict(tri.state_dict())
+    x = torch.randn(batch, T, I, dtype=dtype, device=DEVICE)
+    assert tri.explain(x).path.startswith("triton")
+    state = tuple(torch.randn(len(tri.cells), batch, s, dtype=dtype, device=DEVICE) for s in tri.cells[0].state_sizes)
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    for mode in (True, False):
+        tri.train(mode)
+        fast.train(mode)
+        for k, (a, b) in enumerate(zip(run(tri, x, state, lengths), run(fast, x, state, lengths), strict=True)):
+            scale = max(1.0, b.abs().max().item())
+            torch.testing.assert_close(a, b, atol=tol * scale, rtol=tol, msg=f"{name} train={mode}: item {k}")
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_triton_equals_the_fast_engine(name):
+    compare(name, H, B, None, torch.float64)
+
+
+@pytest.mark.parametrize("name", ["ln_lstm_regularised", "ln_gru_regularised"])
+def test_triton_stacked_bidirectional_with_lengths(name):
+    compare(name, H, B, [4, 2], torch.float64, num_layers=2, bidirectional=True)
+
+
+def test_per_step_kernels_and_the_persistent_kernel_agree(monkeypatch):
+    compare("ln_lstm_regularised", 6, 17, [4, 1] * 8 + [3], torch.float32)  # 2 batch tiles, padded H
+    monkeypatch.setattr(persistent, "PERSISTENT_MAX_H", 0)  # now the per-step forward kernel
+    layer = rnnkit.Recurrent(LayerNormLSTMCell(I, 6), backend="triton")
+    assert "per step" in layer.explain(torch.randn(1, 1, I)).path
+    compare("ln_lstm_regularised", 6, 17, [4, 1] * 8 + [3], torch.float32)
+
+
+def test_explain_says_why_triton_does_not_apply():
+    rec = rnnkit.Recurrent(LayerNormLSTMCell(I, H))
+    report = rec.explain(torch.randn(B, T, I))
+    if DEVICE == "cpu":
+        assert report.path.startswith("fast") and "CUDA" in report.rejected["triton"]
+    with pytest.raises(ValueError, match="no Triton kernel for ElmanCell"):
+        rnnkit.Recurrent(rnnkit.ElmanCell(I, H), backend="triton").to(DEVICE)(torch.randn(B, T, I, device=DEVICE))
+    with pytest.raises(ValueError, match="proj_size"):
+        rnnkit.Recurrent(rnnkit.LSTMCell(I, H, proj_size=2), backend="triton").explain(torch.randn(1, 1, I))
