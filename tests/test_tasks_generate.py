@@ -26,3 +26,20 @@ def test_music_beats_ngram(tmp_path):
 def test_chars_beats_ngram(tmp_path):
     task, result = train_small(tmp_path, "chars", max_train=3000, epochs=5)
     assert_beats(task, result, margin=0.15)  # bits per character
+
+
+def test_user_files_for_generation(tmp_path):
+    from rnnkit.data.readers import DataError
+    from rnnkit.tasks import get_task
+
+    chars = get_task("chars")
+    (tmp_path / "a.csv").write_text("text\n" + "".join(f"hello {i}\n" for i in range(20)))
+    (tmp_path / "b.csv").write_text("text,label\n" + "".join(f"hello {i},{'ab'[i % 2]}\n" for i in range(20)))
+    assert chars.prepare(chars.config(data=str(tmp_path / "a.csv"))).meta["conditions"] == ["text"]
+    assert chars.prepare(chars.config(data=str(tmp_path / "b.csv"))).meta["conditions"] == ["a", "b"]
+    music = get_task("music")
+    (tmp_path / "m.txt").write_text("".join(f"major\t72_1 74_0.5 R_1 7{i % 10}_1\n" for i in range(20)))
+    assert music.prepare(music.config(data=str(tmp_path / "m.txt"))).meta["conditions"] == ["major"]
+    (tmp_path / "bad.txt").write_text("major\t72_1\nminor 72_1 74_1\n")
+    with pytest.raises(DataError, match=r"bad\.txt, line 2: needs '<condition><TAB><note tokens>'"):
+        music.prepare(music.config(data=str(tmp_path / "bad.txt")))

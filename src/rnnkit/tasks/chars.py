@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from rnnkit.data.bundled import TWEETS, DatasetInfo, tweets
-from rnnkit.data.readers import read_table
+from rnnkit.data.readers import DataError, read_lines, read_table
 from rnnkit.data.text import split_three
 from rnnkit.tasks._lm import LanguageModelTask
 from rnnkit.tasks.base import Prepared, TaskConfig, register
@@ -44,11 +44,14 @@ class CharsTask(LanguageModelTask):
 
     def sequences(self, cfg: TaskConfig):
         if cfg.data and Path(cfg.data).suffix.lower() in (".csv", ".tsv", ".tab"):
-            rows = read_table(cfg.data, ["text"])
-            pairs = [(row.get("label", "text"), row["text"]) for _, row in rows]
+            try:
+                rows = read_table(cfg.data, ["text", "label"])
+            except DataError as err:  # no label column: one condition for every line
+                if "missing column(s) ['label']" not in err.problem:
+                    raise
+                rows = [(line, {**row, "label": "text"}) for line, row in read_table(cfg.data, ["text"])]
+            pairs = [(row["label"], row["text"]) for _, row in rows]
         elif cfg.data:
-            from rnnkit.data.readers import read_lines
-
             pairs = [("text", line) for _, line in read_lines(cfg.data)]
         else:
             pairs = tweets()
