@@ -3,11 +3,13 @@
     python benchmarks/custom_cells.py                          # the reference sizes, every case
     python benchmarks/custom_cells.py --threads 1 --repeats 9
     python benchmarks/custom_cells.py --sizes B16,T128,I64,H64 --cases lstm_fast ln_lstm_fast
+    python benchmarks/custom_cells.py --device cuda          # adds the Triton path; anchor = cuDNN LSTM
 
 Every case runs one layer on the same input ``(T, B, I)`` and sums the output for backward;
 all cases of a size are timed interleaved (benchmarks/common.py) and divided by torch.nn.LSTM's
 median from the same run. ``*_loop`` cases are the plain per-step autograd loop (rnnkit's
-sequential reference), the "LSTMCell + for-loop" most users write.
+sequential reference), the "LSTMCell + for-loop" most users write; ``*_triton`` cases (CUDA only)
+run the Triton kernels (:mod:`rnnkit.scan.triton`).
 """
 
 from __future__ import annotations
@@ -38,15 +40,23 @@ CASES: dict[str, tuple[str, Callable[[int, int], nn.Module]]] = {
     "ln_gru_fast": ("LayerNorm-GRU, fast engine", lambda i, h: rnnkit.GRU(i, h, layer_norm=True)),
     "indrnn_fast": ("IndRNN (relu), fast engine", lambda i, h: rnnkit.Recurrent(
         rnnkit.IndRNNCell(i, h), batch_first=False)),
+    "lstm_triton": ("LSTM, Triton kernels", lambda i, h: rnnkit.LSTM(i, h, backend="triton")),
+    "ln_lstm_triton": ("LayerNorm-LSTM, Triton kernels", lambda i, h: rnnkit.LSTM(
+        i, h, layer_norm=True, backend="triton")),
+    "ln_gru_triton": ("LayerNorm-GRU, Triton kernels", lambda i, h: rnnkit.GRU(
+        i, h, layer_norm=True, backend="triton")),
 }
 DEFAULT = ["torch_lstm", "lstm_fast", "ln_lstm_fast", "ln_lstm_loop", "peephole_fast", "zoneout_fast",
            "torch_gru", "ln_gru_fast", "indrnn_fast"]
+CUDA_ONLY = ["lstm_triton", "ln_lstm_triton", "ln_gru_triton"]
 
 
 def step_fn(layer: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     def run() -> None:
         out, _ = layer(x)
         out.sum().backward()
+        if x.is_cuda:
+            torch.cuda.synchronize()
 
     return run
 
@@ -57,17 +67,20 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=DEFAULT, choices=list(CASES))
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda adds the Triton cases)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cases = ["torch_lstm"] + [c for c in args.cases if c != "torch_lstm"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats}, fwd+bwd, "
+    chosen = args.cases + ([c for c in CUDA_ONLY if c not in args.cases] if args.device == "cuda" else [])
+    cases = ["torch_lstm"] + [c for c in chosen if c != "torch_lstm"]
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}; median of {args.repeats}, fwd+bwd, "
           "ratio = case / torch.nn.LSTM in the same run")
     for size in args.sizes:
         B, T, I, H = parse_size(size)
         torch.manual_seed(0)
-        x = torch.randn(T, B, I)
-        layers = {name: CASES[name][1](I, H).train() for name in cases}
+        x = torch.randn(T, B, I, device=args.device)
+        layers = {name: CASES[name][1](I, H).to(args.device).train() for name in cases}
         labels = {
             name: f"{CASES[name][0]} [{layer.explain(x).path.split(' ')[0] if hasattr(layer, 'explain') else 'vendor'}]"
             for name, layer in layers.items()

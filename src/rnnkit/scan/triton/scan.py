@@ -132,7 +132,7 @@ class _LSTM(torch.autograd.Function):
                 T, B, H, eps, keep_from, *_strides3(keep_h), *_strides3(keep_c),
                 LN_GATES=ln_hw is not None, LN_CELL=ln_cw is not None, HAS_PEEP=peep is not None,
                 ZONE_H=keep_h is not None, ZONE_C=keep_c is not None, HAS_DROP=drop is not None, BB=_BB,
-                BH=max(16, block),
+                BH=max(16, block), num_warps=8 if H > 32 else 4,
             )
             return Hs, Cs[T - 1].clone()
         for t in range(T):
