@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rnnkit.data.bundled import DataUnavailable
-from rnnkit.tasks import TASKS, _load_all
+from rnnkit.tasks import all_tasks, get_task
 from rnnkit.tasks.runner import train_task
 
 TOUR = {  # lighter than each task's defaults, so the whole tour takes minutes
@@ -43,14 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", default=None, help="a subset of the tasks (default: all)")
     parser.add_argument("--quick", action="store_true", help="the test suite's smaller settings")
     args = parser.parse_args(argv)
-    _load_all()
-    names = args.tasks or list(TASKS)
+    names = args.tasks or [t.name for t in all_tasks()]
     out = Path(args.out)
     console = Console(width=None if sys.stdout.isatty() else 160)
     rows, sections = [], []
     start = time.time()
     for name in names:
-        task = TASKS[name]
+        task = get_task(name)
         cfg = task.config(progress=False, **(QUICK if args.quick else TOUR).get(name, {}))
         console.print(f"[bold]{name}[/bold]: {task.title} ({task.dataset.name}) ...")
         t0 = time.time()

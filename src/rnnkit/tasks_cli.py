@@ -28,10 +28,9 @@ HELP = {
 
 
 def _task_names() -> list[str]:
-    from rnnkit.tasks import TASKS, _load_all
+    from rnnkit.tasks import all_tasks
 
-    _load_all()
-    return list(TASKS)
+    return [t.name for t in all_tasks()]
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -136,10 +135,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _tasks(args: argparse.Namespace) -> int:
-    from rnnkit.tasks import TASKS, _load_all
+    from rnnkit.tasks import all_tasks, get_task
 
-    _load_all()
-    chosen = [TASKS[args.task]] if args.task else list(TASKS.values())
+    chosen = [get_task(args.task)] if args.task else all_tasks()
     if args.json:
         print(json.dumps([t.describe() for t in chosen], indent=1))
         return 0

@@ -10,7 +10,7 @@ import importlib
 
 from rnnkit.tasks.base import TASKS, Prepared, Task, TaskConfig, get_task, register
 
-__all__ = ["TASK_MODULES", "TASKS", "Prepared", "Task", "TaskConfig", "get_task", "register"]
+__all__ = ["TASK_MODULES", "TASKS", "Prepared", "Task", "TaskConfig", "all_tasks", "get_task", "register"]
 
 # one module per task, in the order of the guide
 TASK_MODULES = ("forecast", "sentiment", "tagging", "translate", "music", "chars", "speech", "caption")
@@ -23,3 +23,9 @@ def _load_all() -> None:
         except ModuleNotFoundError as err:  # a task module not written yet; its own packages load lazily
             if err.name != f"rnnkit.tasks.{name}":
                 raise
+
+
+def all_tasks() -> list[Task]:
+    """Every task, in the guide's order (not the order their modules happened to be imported)."""
+    _load_all()
+    return sorted(TASKS.values(), key=lambda t: TASK_MODULES.index(t.name) if t.name in TASK_MODULES else 99)
