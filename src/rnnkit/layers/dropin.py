@@ -8,8 +8,11 @@ add:
 * ``lengths=``: padded input without sorting; outputs at padded steps are zero and final states
   are those at each sequence's own end (the reverse direction starts at its own last element);
 * ``ValueError``/``TypeError`` that name the argument and shapes, before any kernel runs;
-* ``backend=``: ``"auto"``/``"fused"`` run torch's vendor kernels (oneDNN on CPU, cuDNN on GPU);
-  ``"sequential"`` runs rnnkit's engine with rnnkit cells bound to these very parameters;
+* ``backend=``: ``"auto"`` takes the fastest path that can run the layer; ``"fused"`` torch's
+  vendor kernels (oneDNN on CPU, cuDNN on GPU); ``"triton"`` rnnkit's Triton kernels (CUDA);
+  ``"fast"`` rnnkit's engine (hand-written backward through time); ``"sequential"`` the plain
+  per-step autograd loop (the reference). rnnkit's paths run rnnkit cells bound to these very
+  parameters;
 * ``explain()``: which path a call takes and why;
 * custom variants by keyword (``LSTM``: ``layer_norm``, ``peephole``, ``recurrent_dropout``,
   ``zoneout``, ``layer_norm_eps``; ``GRU``: the same without ``peephole``). Any of them moves the

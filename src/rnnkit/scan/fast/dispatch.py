@@ -26,7 +26,7 @@ from rnnkit.scan.fast.project import linear
 from rnnkit.scan.fast.simple import simple_sequence
 from rnnkit.scan.sequential import length_mask
 
-__all__ = ["cell_inputs", "fast_project", "fast_scan", "fast_unavailable"]
+__all__ = ["cell_inputs", "cell_unavailable", "fast_project", "fast_scan", "fast_unavailable", "keep_factors"]
 
 
 def _core_inputs(cell: RecurrentCell, x_proj: Tensor) -> dict:
@@ -85,7 +85,7 @@ def cell_inputs(cell: RecurrentCell, x_proj: Tensor) -> dict:
     return spec
 
 
-def _keep_factors(keeps: list, lengths: Tensor | None, steps: int, ref: Tensor) -> tuple[list, int]:
+def keep_factors(keeps: list, lengths: Tensor | None, steps: int, ref: Tensor) -> tuple[list, int]:
     """Per state entry a ``(T, B, S|1)`` keep tensor or None, and the first step it applies at."""
     pad = None
     keep_from = 0
@@ -118,7 +118,7 @@ def fast_scan(
         begin(batch, x_proj.device, x_proj.dtype)
     spec = cell_inputs(cell, x_proj)
     xp = spec["x_proj"]
-    keeps, keep_from = _keep_factors(spec["keeps"], lengths, steps, xp)
+    keeps, keep_from = keep_factors(spec["keeps"], lengths, steps, xp)
     family = spec["family"]
     if family == "lstm":
         h0, c0 = state

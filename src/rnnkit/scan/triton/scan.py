@@ -16,7 +16,7 @@ from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.cells.lstm import LSTMCell
 from rnnkit.scan.fast.buffers import take
-from rnnkit.scan.fast.dispatch import _keep_factors, cell_inputs, cell_unavailable
+from rnnkit.scan.fast.dispatch import cell_inputs, cell_unavailable, keep_factors
 from rnnkit.scan.sequential import length_mask
 from rnnkit.scan.triton import persistent
 from rnnkit.scan.triton.gru_kernels import gru_backward_step, gru_forward_step
@@ -90,7 +90,7 @@ def triton_scan(
         begin(batch, x_proj.device, x_proj.dtype)
     spec = cell_inputs(cell, x_proj)
     xp = spec["x_proj"].contiguous()
-    keeps, keep_from = _keep_factors(spec["keeps"], lengths, steps, xp)
+    keeps, keep_from = keep_factors(spec["keeps"], lengths, steps, xp)
     eps, drop = spec.get("eps", 1e-5), spec["drop"]
     if _family(cell) == "lstm":
         hw, hb = spec.get("ln_hh") or (None, None)
