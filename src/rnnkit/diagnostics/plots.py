@@ -16,10 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_distance_curves", "plot_jacobian", "plot_layer_norms", "plot_loss_curves"]
+__all__ = ["save_figure", "plot_distance_curves", "plot_jacobian", "plot_layer_norms", "plot_loss_curves"]
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def save_figure(fig, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -50,7 +50,7 @@ def plot_distance_curves(
     ax.set_title(title or "How far back the gradient reaches")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _norm(values: Sequence[float], normalise: bool) -> np.ndarray:
@@ -83,7 +83,7 @@ def plot_layer_norms(
     ax.grid(True, which="both", alpha=0.3)
     if layers:
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_jacobian(
@@ -104,7 +104,7 @@ def plot_jacobian(
     ax.set_title(title or "Recurrent Jacobian spectral norm")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_loss_curves(
@@ -124,4 +124,4 @@ def plot_loss_curves(
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

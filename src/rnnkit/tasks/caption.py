@@ -30,7 +30,7 @@ from rnnkit.data.text import split_three
 from rnnkit.data.vocab import Vocab
 from rnnkit.models import Generator, RecurrentConfig
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
-from rnnkit.tasks.plots import _save, plt
+from rnnkit.tasks.plots import plt, save_figure
 
 __all__ = ["CaptionModel", "CaptionTask"]
 
@@ -175,7 +175,7 @@ class CaptionTask(Task):
             ax.set_title(("" if p == gold else "x ") + " ".join(p), fontsize=8, color="k" if p == gold else "r")
             ax.axis("off")
         fig.suptitle(f"{self.title}: generated captions on held-out pictures")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
     def export_inputs(self, model, meta):
         vocab = Vocab.from_dict(meta["vocab"])

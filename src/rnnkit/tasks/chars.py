@@ -18,7 +18,7 @@ from rnnkit.data.readers import DataError, read_lines, read_table
 from rnnkit.data.text import split_three
 from rnnkit.tasks._lm import LanguageModelTask
 from rnnkit.tasks.base import Prepared, TaskConfig, register
-from rnnkit.tasks.plots import _save, plt
+from rnnkit.tasks.plots import plt, save_figure
 
 __all__ = ["CharsTask"]
 
@@ -74,4 +74,4 @@ class CharsTask(LanguageModelTask):
             lines.append(f"[{c}] " + "\n      ".join(textwrap.wrap(text, 90)))
         ax.text(0, 1, "\n\n".join(lines), va="top", family="monospace", fontsize=8)
         ax.set_title(f"{self.title}: samples per condition")
-        return _save(fig, path)
+        return save_figure(fig, path)

@@ -15,7 +15,7 @@ from rnnkit.data.readers import DataError, read_lines
 from rnnkit.data.text import split_three
 from rnnkit.tasks._lm import LanguageModelTask
 from rnnkit.tasks.base import Prepared, TaskConfig, register
-from rnnkit.tasks.plots import _save, plt
+from rnnkit.tasks.plots import plt, save_figure
 
 __all__ = ["MusicTask"]
 
@@ -73,7 +73,7 @@ class MusicTask(LanguageModelTask):
             ax.set_xlim(0, max(t, 1.0))
         axes[-1, 0].set_xlabel("quarter notes")
         fig.suptitle(f"{self.title}: sampled melodies (MIDI in sample_*.mid)")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 _ = np  # numpy is re-exported for plots of user subclasses

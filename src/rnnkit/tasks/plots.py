@@ -12,16 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rnnkit.diagnostics.plots import save_figure  # noqa: E402
+
 __all__ = ["plot_confusion", "plot_heatmap", "plot_learning_curve", "plot_series"]
-
-
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def plot_learning_curve(history: str | Path, path: str | Path, title: str = "") -> Path:
@@ -43,7 +36,7 @@ def plot_learning_curve(history: str | Path, path: str | Path, title: str = "") 
     ax.set_ylabel("loss")
     ax.set_title(f"learning curve: {title}")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: str | Path, title: str) -> Path:
@@ -57,7 +50,7 @@ def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: str | Path, 
         for j in range(matrix.shape[1]):
             ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_heatmap(weights: np.ndarray, xlabels: Sequence[str], ylabels: Sequence[str], path: str | Path,
@@ -68,7 +61,7 @@ def plot_heatmap(weights: np.ndarray, xlabels: Sequence[str], ylabels: Sequence[
     ax.set_xticks(range(len(xlabels)), xlabels, rotation=90)
     ax.set_yticks(range(len(ylabels)), ylabels)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_series(x: Sequence[float], series: dict[str, Sequence[float]], path: str | Path, title: str,
@@ -79,4 +72,4 @@ def plot_series(x: Sequence[float], series: dict[str, Sequence[float]], path: st
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)

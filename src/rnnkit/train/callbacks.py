@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
@@ -18,16 +19,6 @@ from rnnkit.diagnostics.gradflow import layer_grad_norms, recurrent_layers, time
 from rnnkit.diagnostics.jacobian import trajectory_jacobian_norms
 
 __all__ = ["GradientFlowMonitor", "NonFiniteError", "NonFiniteGuard"]
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device)
-    if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, list | tuple):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
 
 
 def _inner(pl_module: nn.Module) -> nn.Module:
@@ -90,7 +81,7 @@ class GradientFlowMonitor(L.Callback):
         was_training = model.training
         model.eval()  # no dropout in a measurement
         try:
-            batch = _to_device(self.probe_batch, pl_module.device)
+            batch = move_data_to_device(self.probe_batch, pl_module.device)
             with torch.enable_grad():
                 calls = timestep_grad_norms(model, lambda: compute(batch)[0])
             self.timestep_norms.append((step, {k: hp.norms().tolist() for k, hp in calls.items()}))

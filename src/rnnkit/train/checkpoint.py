@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.plugins.io import CheckpointIO
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -271,7 +272,7 @@ class SafetensorsCheckpointIO(CheckpointIO):
         checkpoint = read_checkpoint(path)
         checkpoint["rnnkit_source"] = str(path)
         if map_location is not None and not callable(map_location):
-            checkpoint = _to_device(checkpoint, map_location)
+            checkpoint = move_data_to_device(checkpoint, map_location)
         return checkpoint
 
     def remove_checkpoint(self, path: Any) -> None:
@@ -280,13 +281,3 @@ class SafetensorsCheckpointIO(CheckpointIO):
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-
-
-def _to_device(obj: Any, device: Any) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
