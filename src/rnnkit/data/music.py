@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rnnkit.data.bundled import DatasetInfo, DataUnavailable
 
-__all__ = ["CHORALES", "Melody", "bach_chorales", "parse_melody", "write_melody"]
+__all__ = ["CHORALES", "Melody", "bach_chorales", "parse_melody", "parse_token", "write_melody"]
 
 CHORALES = DatasetInfo(
     "bach-chorales", "music21: music21/corpus/bach (corpus.chorales.Iterator(), Riemenschneider numbering)",
@@ -110,18 +110,30 @@ def bach_chorales(limit: int | None = None) -> list[Melody]:
     return out
 
 
+def parse_token(token: str) -> tuple[int | None, float] | None:
+    """``"<pitch>_<quarters>"`` -> ``(midi pitch, quarter lengths)``; a rest has pitch None.
+    Tokens that are no note (end marks, unknown words) give None."""
+    pitch, _, quarters = token.partition("_")
+    try:
+        length = float(quarters)
+    except ValueError:
+        return None
+    if pitch == "R":
+        return None, length
+    return (int(pitch), length) if pitch.isdigit() else None
+
+
 def write_melody(tokens: list[str], path: str | Path) -> Path:
     """Write note tokens as a MIDI file (``.mid``) or MusicXML (``.musicxml``) with music21."""
     from music21 import note, stream
 
     s = stream.Stream()
     for tok in tokens:
-        pitch, _, q = tok.partition("_")
-        try:
-            length = float(q)
-        except ValueError:
+        parsed = parse_token(tok)
+        if parsed is None:
             continue
-        s.append(note.Rest(quarterLength=length) if pitch == "R" else note.Note(int(pitch), quarterLength=length))
+        pitch, length = parsed
+        s.append(note.Rest(quarterLength=length) if pitch is None else note.Note(pitch, quarterLength=length))
     path = Path(path)
     s.write("midi" if path.suffix in (".mid", ".midi") else "musicxml", fp=str(path))
     return path

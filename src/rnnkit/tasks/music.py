@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from rnnkit.data.music import CHORALES, bach_chorales, write_melody
+from rnnkit.data.music import CHORALES, bach_chorales, parse_token, write_melody
 from rnnkit.data.readers import DataError, read_lines
 from rnnkit.data.text import split_three
 from rnnkit.tasks._lm import LanguageModelTask
@@ -60,14 +60,10 @@ class MusicTask(LanguageModelTask):
             except Exception as err:  # noqa: BLE001 - a picture must not fail a run
                 print(f"could not write MIDI: {err}")
             t = 0.0
-            for tok in toks:
-                pitch, _, q = tok.partition("_")
-                try:
-                    length = float(q)
-                except ValueError:
-                    continue
-                if pitch.isdigit():
-                    ax.broken_barh([(t, length)], (int(pitch) - 0.4, 0.8))
+            for parsed in filter(None, map(parse_token, toks)):
+                pitch, length = parsed
+                if pitch is not None:
+                    ax.broken_barh([(t, length)], (pitch - 0.4, 0.8))
                 t += length
             ax.set_ylabel(f"{cond}\nMIDI pitch")
             ax.set_xlim(0, max(t, 1.0))
