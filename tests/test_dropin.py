@@ -44,6 +44,17 @@ def assert_same_grads(ours, ref, tol):
         torch.testing.assert_close(p.grad, q.grad, atol=tol, rtol=tol, msg=f"grad of {name}")
 
 
+def assert_same_run(ours, ref, result, ref_result, tol):
+    """Equal outputs and final states; then, after the same loss on both, equal gradients."""
+    (out, state), (ref_out, ref_state) = result, ref_result
+    torch.testing.assert_close(out, ref_out, atol=tol, rtol=tol)
+    for s, r in zip(as_tuple(state), as_tuple(ref_state), strict=True):
+        torch.testing.assert_close(s, r, atol=tol, rtol=tol)
+    (out.square().sum() + sum(s.sum() for s in as_tuple(state))).backward()
+    (ref_out.square().sum() + sum(s.sum() for s in as_tuple(ref_state))).backward()
+    assert_same_grads(ours, ref, tol)
+
+
 CASES = list(itertools.product(KINDS, [1, 2], [False, True], [False, True], [True, False]))
 
 
@@ -60,12 +71,7 @@ def test_tensor_and_lengths_match_torch(kind, num_layers, bidirectional, batch_f
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     out, state = ours(x1, hx)
     ref_out, ref_state = ref(x2, hx)
-    torch.testing.assert_close(out, ref_out, atol=tol, rtol=tol)
-    for s, r in zip(as_tuple(state), as_tuple(ref_state), strict=True):
-        torch.testing.assert_close(s, r, atol=tol, rtol=tol)
-    (out.square().sum() + sum(s.sum() for s in as_tuple(state))).backward()
-    (ref_out.square().sum() + sum(s.sum() for s in as_tuple(ref_state))).backward()
-    assert_same_grads(ours, ref, tol)
+    assert_same_run(ours, ref, (out, state), (ref_out, ref_state), tol)
     torch.testing.assert_close(x1.grad, x2.grad, atol=tol, rtol=tol)
 
     # lengths= (unsorted) against torch on a PackedSequence
@@ -75,12 +81,7 @@ def test_tensor_and_lengths_match_torch(kind, num_layers, bidirectional, batch_f
     packed = pack_padded_sequence(x, torch.tensor(LENGTHS), batch_first=batch_first, enforce_sorted=False)
     ref_packed, ref_state = ref(packed, hx)
     ref_out, _ = pad_packed_sequence(ref_packed, batch_first=batch_first, total_length=T)
-    torch.testing.assert_close(out, ref_out, atol=tol, rtol=tol)
-    for s, r in zip(as_tuple(state), as_tuple(ref_state), strict=True):
-        torch.testing.assert_close(s, r, atol=tol, rtol=tol)
-    (out.square().sum() + sum(s.sum() for s in as_tuple(state))).backward()
-    (ref_out.square().sum() + sum(s.sum() for s in as_tuple(ref_state))).backward()
-    assert_same_grads(ours, ref, tol)
+    assert_same_run(ours, ref, (out, state), (ref_out, ref_state), tol)
 
 
 @pytest.mark.parametrize("backend", ["auto", "sequential"])
