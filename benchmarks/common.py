@@ -7,17 +7,27 @@ import statistics
 import time
 from collections.abc import Callable
 
+import torch
+
+
+def _sync() -> None:
+    """Wait for queued GPU work, so that a time covers the kernels and not just their launch."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
 
 def time_interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 2) -> dict[str, float]:
     """Median seconds per call of each function, measured round-robin."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
+    _sync()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
+            _sync()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(s) for name, s in samples.items()}
 

@@ -14,41 +14,21 @@ all at batch B, input I and hidden H. Prints the median of ``--repeats`` runs af
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
 import warnings
+from pathlib import Path
 
 import torch
 
-import rnnkit
-from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell
-from rnnkit.scan.deer import DeerGRUCell, DeerNotConverged
+sys.path.insert(0, str(Path(__file__).parent))
+import rnnkit  # noqa: E402
+from common import time_interleaved  # noqa: E402
+from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell  # noqa: E402
+from rnnkit.scan.deer import DeerGRUCell, DeerNotConverged  # noqa: E402
 
 DEFAULT_T = [256, 1024, 4096]
 FULL_T = [256, 1024, 4096, 16384]
 CASES = ("mingru", "minlstm", "deer")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_times(fns: dict, device: torch.device, warmup: int, repeats: int) -> dict[str, float]:
-    """Median seconds per function. Repeats are interleaved (one run of each case per round) so
-    that load from other processes on a shared machine falls on all cases alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    sync(device)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def train_step(module: torch.nn.Module, x: torch.Tensor):
@@ -102,7 +82,7 @@ def main() -> None:
         modules.update({case: build(case, I, H, device, args) for case in args.cases})
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DeerNotConverged)
-            times = median_times({k: train_step(m, x) for k, m in modules.items()}, device, args.warmup, args.repeats)
+            times = time_interleaved({k: train_step(m, x) for k, m in modules.items()}, args.repeats, args.warmup)
         for case, t in times.items():
             extra = ""
             if case == "deer":
