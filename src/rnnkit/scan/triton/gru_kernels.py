@@ -5,9 +5,7 @@ the matmul stays with cuBLAS. One program per batch row. The math is :mod:`rnnki
 
 from __future__ import annotations
 
-import triton
-import triton.language as tl
-
+from rnnkit.scan.triton._lang import tl, triton
 from rnnkit.scan.triton.helpers import norm3, rsum, sigmoid, tanh
 
 __all__ = ["gru_backward_step", "gru_forward_step"]

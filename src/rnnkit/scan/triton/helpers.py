@@ -8,8 +8,7 @@ already imported triton they would not run in the interpreter.
 
 from __future__ import annotations
 
-import triton
-import triton.language as tl
+from rnnkit.scan.triton._lang import tl, triton
 
 __all__ = ["norm1", "norm3", "norm4", "rsum", "sigmoid", "tanh"]
 

@@ -9,9 +9,7 @@ Keep factors are read through strides so that ``(B, S)``, ``(B, 1)`` and ``(1, 1
 
 from __future__ import annotations
 
-import triton
-import triton.language as tl
-
+from rnnkit.scan.triton._lang import tl, triton
 from rnnkit.scan.triton.helpers import norm1, norm4, rsum, sigmoid, tanh
 
 __all__ = ["lstm_backward_step", "lstm_forward_step"]

@@ -12,9 +12,7 @@ threads); larger layers use the per-step kernels. The step's math is :mod:`.lstm
 
 from __future__ import annotations
 
-import triton
-import triton.language as tl
-
+from rnnkit.scan.triton._lang import tl, triton
 from rnnkit.scan.triton.helpers import rsum, sigmoid, tanh
 
 __all__ = ["PERSISTENT_MAX_H", "lstm_persistent_forward"]

@@ -8,7 +8,6 @@ GRU family, with recurrent dropout, zoneout and lengths. Symbols: T steps, B bat
 from __future__ import annotations
 
 import torch
-import triton
 from torch import Tensor
 
 from rnnkit.cells.base import RecurrentCell, State
@@ -19,6 +18,7 @@ from rnnkit.scan.fast.buffers import take
 from rnnkit.scan.fast.dispatch import cell_inputs, cell_unavailable, keep_factors
 from rnnkit.scan.sequential import length_mask
 from rnnkit.scan.triton import persistent
+from rnnkit.scan.triton._lang import triton
 from rnnkit.scan.triton.gru_kernels import gru_backward_step, gru_forward_step
 from rnnkit.scan.triton.lstm_kernels import lstm_backward_step, lstm_forward_step
 
