@@ -14,10 +14,15 @@ def test_bio_spans_and_entity_f1():
 
 
 @pytest.mark.slow
-def test_sentiment_beats_majority(tmp_path):
-    task, result = train_small(tmp_path, "sentiment", max_train=6000, epochs=2)
-    assert result.metrics["accuracy"] > result.baselines["majority_accuracy"] + 0.15
-    assert result.baselines["bow_logreg_accuracy"] > result.baselines["majority_accuracy"]  # both baselines ran
+def test_sentiment_beats_majority_and_matches_bag_of_words(tmp_path):
+    # all 30.5k training tweets, the task's defaults (4 epochs): about a minute on one core.
+    task, result = train_small(tmp_path, "sentiment")
+    m, b = result.metrics, result.baselines
+    assert m["accuracy"] > b["majority_accuracy"] + 0.25, (m, b)
+    # Measured: accuracy 0.761 vs the bag-of-words logistic regression's 0.761 (macro-F1 0.743 vs 0.738):
+    # level, not yet ahead by a margin; this guards against falling behind it.
+    assert m["accuracy"] > b["bow_logreg_accuracy"] - 0.01, (m, b)
+    assert m["macro_f1"] > b["bow_logreg_macro_f1"] - 0.01, (m, b)
     assert (result.run_dir / "confusion.png").is_file()
 
 

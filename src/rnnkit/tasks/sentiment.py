@@ -1,6 +1,9 @@
 """Sentiment analysis (many-to-one): tweets labelled negative / neutral / positive.
 
-Model: :class:`rnnkit.SequenceClassifier` over word embeddings (bidirectional, max pooling).
+Model: :class:`rnnkit.SequenceClassifier` over word embeddings: a bidirectional GRU with attention
+pooling (Yang et al. 2016), regularised for 30k tweets: word dropout (a training token becomes
+``<unk>`` with probability 0.1; Iyyer et al. 2015), dropout on the embeddings (0.2) and before the
+head (0.3), and label smoothing (0.1). Settings chosen on the validation split.
 Metric: accuracy and macro-F1 on the held-out tweets. Baselines on the same split: the majority
 class, and a bag-of-words (unigrams + bigrams) logistic regression (scikit-learn).
 """
@@ -21,12 +24,15 @@ from rnnkit.data.readers import DataError, read_table
 from rnnkit.data.text import split_three, tokenize
 from rnnkit.data.vocab import Vocab
 from rnnkit.models import RecurrentConfig, SequenceClassifier
+from rnnkit.models._common import prepare_lengths
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
 from rnnkit.tasks.plots import plot_confusion
 
 __all__ = ["SentimentTask", "macro_f1"]
 
 MAX_TOKENS = 60
+UNK_ID = 3  # Vocab's <unk>
+WORD_DROPOUT, EMBEDDING_DROPOUT, LABEL_SMOOTHING = 0.1, 0.2, 0.1
 
 
 def macro_f1(pred: np.ndarray, true: np.ndarray, num_classes: int) -> float:
@@ -38,6 +44,20 @@ def macro_f1(pred: np.ndarray, true: np.ndarray, num_classes: int) -> float:
     return float(np.mean(scores))
 
 
+class _Classifier(SequenceClassifier):
+    """:class:`SequenceClassifier` with dropout on the word embeddings in training (same weights)."""
+
+    def __init__(self, *args: Any, embedding_dropout: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
+
+    def encode(self, x: Tensor, lengths: Tensor | list[int] | None = None) -> Tensor:
+        h = self.embedding_dropout(self.inputs(x))  # (B, T, E)
+        lengths = prepare_lengths(lengths, h.size(0), h.size(1), h.device)
+        outputs, _ = self.rnn(h, lengths=lengths)  # (B, T, O)
+        return self.pool(outputs, lengths)
+
+
 @register
 class SentimentTask(Task):
     name = "sentiment"
@@ -46,7 +66,8 @@ class SentimentTask(Task):
     dataset = TWEETS
     metric, higher_is_better, baseline = "accuracy", True, "bow_logreg_accuracy"
     user_format = "CSV/TSV with columns 'text' and 'label' (any label names); UTF-8; split 80/10/10 by a seeded shuffle"
-    defaults = dict(hidden=64, embedding=64, epochs=3, batch_size=64, lr=2e-3, bidirectional=True, max_train=0)
+    defaults = dict(cell="gru", hidden=64, embedding=128, epochs=4, batch_size=128, lr=4e-3, bidirectional=True,
+                    max_train=0)
     picture_name = "confusion.png"
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
@@ -77,11 +98,14 @@ class SentimentTask(Task):
     def build(self, cfg: TaskConfig, meta: dict[str, Any]) -> nn.Module:
         rc = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden, num_layers=cfg.layers,
                              bidirectional=cfg.bidirectional)
-        return SequenceClassifier(len(meta["labels"]), rc, vocab_size=len(meta["vocab"]["itos"]),
-                                  embedding_dim=cfg.embedding, padding_idx=0, pooling="max", head_dropout=0.3)
+        return _Classifier(len(meta["labels"]), rc, vocab_size=len(meta["vocab"]["itos"]), embedding_dim=cfg.embedding,
+                           padding_idx=0, pooling="attention", head_dropout=0.3, embedding_dropout=EMBEDDING_DROPOUT)
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        return F.cross_entropy(model(batch["x"], lengths=batch["lengths"]), batch["y"])
+        x = batch["x"]
+        if model.training and WORD_DROPOUT:  # word dropout: real tokens become <unk>
+            x = x.masked_fill((torch.rand(x.shape, device=x.device) < WORD_DROPOUT) & (x != 0), UNK_ID)
+        return F.cross_entropy(model(x, lengths=batch["lengths"]), batch["y"], label_smoothing=LABEL_SMOOTHING)
 
     @torch.no_grad()
     def _predict_ids(self, model: nn.Module, examples: list[Any], meta: dict[str, Any]) -> tuple[np.ndarray, ...]:
