@@ -1,5 +1,6 @@
 """Shared timing for the benchmark scripts: warm up, then time the candidates interleaved (so
-drift in machine load hits all of them alike) and report medians."""
+drift in machine load hits all of them alike), each round starting one case later (so no case
+always runs right after the same neighbour), and report medians."""
 
 from __future__ import annotations
 
@@ -17,16 +18,18 @@ def _sync() -> None:
 
 
 def time_interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each function, measured round-robin."""
-    for fn in fns.values():
+    """Median seconds per call of each function, measured round-robin with a rotating start."""
+    names = list(fns)
+    for name in names:
         for _ in range(warmup):
-            fn()
+            fns[name]()
     _sync()
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
             start = time.perf_counter()
-            fn()
+            fns[name]()
             _sync()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(s) for name, s in samples.items()}

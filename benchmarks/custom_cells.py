@@ -17,9 +17,7 @@ should always hold that seat), and divided by torch.nn.LSTM's median from the sa
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 import rnnkit  # noqa: E402
-from common import parse_size  # noqa: E402
+from common import parse_size, time_interleaved  # noqa: E402
 
 #: name -> (description, factory(I, H) -> module)
 CASES: dict[str, tuple[str, Callable[[int, int], nn.Module]]] = {
@@ -65,21 +63,6 @@ def step_fn(layer: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
-def time_rotated(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each function, interleaved, starting each round one later."""
-    names = list(fns)
-    for name in names:
-        for _ in range(warmup):
-            fns[name]()
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            start = time.perf_counter()
-            fns[name]()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) for name, s in samples.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["B32,T256,I256,H256", "B8,T2048,I128,H128"])
@@ -104,7 +87,7 @@ def main() -> None:
             name: f"{CASES[name][0]} [{layer.explain(x).path.split(' ')[0] if hasattr(layer, 'explain') else 'vendor'}]"
             for name, layer in layers.items()
         }
-        times = time_rotated({name: step_fn(layer, x) for name, layer in layers.items()}, args.repeats)
+        times = time_interleaved({name: step_fn(layer, x) for name, layer in layers.items()}, args.repeats)
         anchor = times["torch_lstm"]
         print(f"\n{size}")
         print(f"  {'case':<54}{'ms':>9}{'x LSTM':>8}")

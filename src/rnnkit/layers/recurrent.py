@@ -24,9 +24,11 @@ class Recurrent(nn.Module):
             ``"ave"`` (width O).
         dropout: dropout on each layer's output except the last, in training.
         batch_first: input and output are ``(B, T, *)`` if True, else ``(T, B, *)``.
-        backend: ``"auto"`` (torch's fused kernels when the cells allow it, else the cells'
-            parallel scan if they have one, else the sequential scan), ``"fused"`` or
-            ``"parallel"`` (error if impossible), or ``"sequential"``.
+        backend: ``"auto"`` takes the first path that can run the layer, in the order
+            ``"fused"`` (torch's vendor kernels), ``"parallel"`` (the cells' own scan in time),
+            ``"triton"`` (GPU kernels), ``"fast"`` (rnnkit's engine with a hand-written backward
+            through time), then ``"sequential"`` (the reference loop). Naming one of them
+            forces it (an error says why if it cannot run); :meth:`explain` reports the choice.
 
     Shapes (N = L * D with L layers and D directions, S_k the cell's state sizes):
         x ``(B, T, I)``; state: a tensor ``(N, B, S_0)`` for one-tensor states (Elman, GRU) or a
