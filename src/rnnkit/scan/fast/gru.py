@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.scan.fast.buffers import take
+from rnnkit.scan.fast.simple import blend_kept
 
 __all__ = ["gru_sequence"]
 
@@ -69,10 +70,7 @@ class _GRU(torch.autograd.Function):
             torch.addcmul(xn[t], rs[t], hh_n[t], out=ns[t]).tanh_()
             torch.lerp(ns[t], h, zs[t], out=hts[t])  # (1 - z) n + z h
             if keep is not None:
-                if t >= keep_from:
-                    torch.lerp(hts[t], h, keep[t], out=hs[t])
-                else:
-                    hs[t].copy_(hts[t])
+                blend_kept(hts[t], h, keep, t, keep_from, out=hs[t])
             h = hs[t]
         ctx.save_for_backward(h0, w_hh, b_hh, ln_hh, drop, keep, Hs)
         ctx.buffers = (RZ, N, HH, Araw, stats)

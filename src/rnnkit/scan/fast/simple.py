@@ -17,7 +17,15 @@ from torch import Tensor
 
 from rnnkit.scan.fast.buffers import take
 
-__all__ = ["simple_sequence"]
+__all__ = ["blend_kept", "simple_sequence"]
+
+
+def blend_kept(candidate: Tensor, previous: Tensor, keep: Tensor, t: int, keep_from: int, out: Tensor) -> Tensor:
+    """``out = candidate + keep[t] * (previous - candidate)``: zoneout and length masking keep a
+    fraction ``keep[t]`` of the previous state. Before step ``keep_from`` nothing is kept."""
+    if t >= keep_from:
+        return torch.lerp(candidate, previous, keep[t], out=out)
+    return out.copy_(candidate)
 
 _ACT = {"tanh": torch.Tensor.tanh_, "relu": torch.Tensor.relu_}
 
@@ -51,10 +59,7 @@ class _Simple(torch.autograd.Function):
             else:
                 act(torch.addcmul(xs[t], w_t, hin, out=hts[t]))
             if keep is not None:
-                if t >= keep_from:
-                    torch.lerp(hts[t], h, keep[t], out=hs[t])
-                else:
-                    hs[t].copy_(hts[t])
+                blend_kept(hts[t], h, keep, t, keep_from, out=hs[t])
             h = hs[t]
         ctx.save_for_backward(h0, w_hh, drop, keep, Hs, Ht if keep is not None else None)
         ctx.activation, ctx.keep_from = activation, keep_from
