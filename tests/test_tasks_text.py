@@ -19,8 +19,9 @@ def test_sentiment_beats_majority_and_matches_bag_of_words(tmp_path):
     task, result = train_small(tmp_path, "sentiment")
     m, b = result.metrics, result.baselines
     assert m["accuracy"] > b["majority_accuracy"] + 0.25, (m, b)
-    # Measured: accuracy 0.761 vs the bag-of-words logistic regression's 0.761 (macro-F1 0.743 vs 0.738):
-    # level, not yet ahead by a margin; this guards against falling behind it.
+    # Measured: accuracy 0.761 vs the bag-of-words logistic regression's 0.761 (macro-F1 0.743 vs 0.738;
+    # another init seed 0.755 / 0.732): level on held-out tweets, not yet ahead by a margin (on validation
+    # 0.762 vs 0.751). This guards against falling behind it.
     assert m["accuracy"] > b["bow_logreg_accuracy"] - 0.01, (m, b)
     assert m["macro_f1"] > b["bow_logreg_macro_f1"] - 0.01, (m, b)
     assert (result.run_dir / "confusion.png").is_file()
