@@ -4,8 +4,9 @@
     python benchmarks/layers.py --sizes B16,T128,I64,H64 --repeats 5
 
 For each size and cell: torch.nn, rnnkit on the fused path (backend="auto": the same vendor
-kernel, through rnnkit's checks) and rnnkit's engine (backend="sequential": rnnkit cells in a
-Python loop). Prints medians and ratios to torch.nn.
+kernel, through rnnkit's checks), rnnkit's fast engine (backend="fast": one autograd Function per
+layer with a hand-written backward through time) and the reference engine (backend="sequential":
+rnnkit cells in a Python loop under autograd). Prints medians and ratios to torch.nn.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import rnnkit  # noqa: E402
 from common import parse_size, time_interleaved  # noqa: E402
 
+PATHS = {"fused": "auto", "fast": "fast", "loop": "sequential"}  # column -> backend
 PAIRS = {"RNN": (nn.RNN, rnnkit.RNN), "GRU": (nn.GRU, rnnkit.GRU), "LSTM": (nn.LSTM, rnnkit.LSTM)}
 
 
@@ -42,26 +44,20 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats}, fwd+bwd")
-    print(f"{'size':<22}{'cell':<6}{'torch.nn ms':>12}{'fused ms':>10}{'ratio':>7}{'engine ms':>11}{'ratio':>7}")
+    print(f"{'size':<22}{'cell':<6}{'torch.nn ms':>12}" + "".join(f"{n + ' ms':>11}{'ratio':>7}" for n in PATHS))
     for size in args.sizes:
         B, T, I, H = parse_size(size)
         x = torch.randn(T, B, I)
         for name in args.cells:
             torch_cls, ours_cls = PAIRS[name]
-            ref = torch_cls(I, H)
-            fused = ours_cls(I, H)
-            engine = ours_cls(I, H, backend="sequential")
-            fused.load_state_dict(ref.state_dict())
-            engine.load_state_dict(ref.state_dict())
-            times = time_interleaved(
-                {"torch": step_fn(ref, x), "fused": step_fn(fused, x), "engine": step_fn(engine, x)}, args.repeats
-            )
+            layers = {"torch": torch_cls(I, H)}
+            for path, backend in PATHS.items():
+                layers[path] = ours_cls(I, H, backend=backend)
+                layers[path].load_state_dict(layers["torch"].state_dict())
+            times = time_interleaved({k: step_fn(layer, x) for k, layer in layers.items()}, args.repeats)
             t0 = times["torch"]
-            print(
-                f"{size:<22}{name:<6}{t0 * 1e3:>12.1f}{times['fused'] * 1e3:>10.1f}{times['fused'] / t0:>7.2f}"
-                f"{times['engine'] * 1e3:>11.1f}{times['engine'] / t0:>7.2f}",
-                flush=True,
-            )
+            cols = "".join(f"{times[p] * 1e3:>11.1f}{times[p] / t0:>7.2f}" for p in PATHS)
+            print(f"{size:<22}{name:<6}{t0 * 1e3:>12.1f}{cols}", flush=True)
 
 
 if __name__ == "__main__":
