@@ -21,6 +21,7 @@ HELP = {
     "bidirectional": "bidirectional encoder/tagger/classifier (--no-bidirectional to turn off)",
     "embedding": "token embedding width", "epochs": "passes over the training split", "batch_size": "batch size",
     "lr": "Adam learning rate", "clip": "gradient-norm clipping threshold (0: off)",
+    "schedule": "learning-rate schedule: constant, cosine or linear (decay over training)",
     "max_train": "cap on training examples (0: all)", "seed": "seed of the split, initialisation and order",
     "data": "your own data file instead of the bundled dataset (format: `rnnkit tasks --task NAME`)",
     "devices": "processes (DDP when > 1)", "accelerator": "cpu, gpu or auto", "progress": "progress bar",

@@ -30,7 +30,8 @@ class TaskConfig:
     embedding: int = 64  # token embedding width
     epochs: int = 5  # passes over the training split
     batch_size: int = 32
-    lr: float = 3e-3  # Adam learning rate
+    lr: float = 3e-3  # Adam learning rate (the peak, with a schedule)
+    schedule: str = "constant"  # learning-rate schedule: constant | cosine | linear (decay to 0 over training)
     clip: float = 1.0  # gradient-norm clipping (Pascanu et al. 2013)
     max_train: int = 0  # cap on training examples; 0 = all
     seed: int = 0  # data split, initialisation and order

@@ -83,7 +83,7 @@ def train_task(task: Task | str, cfg: TaskConfig | None = None, out_dir: str | P
     model = task.build(cfg, data.meta)
     run_dir = Path(out_dir) / (run_name or task.name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    module = TaskModule(model, task, optim=OptimConfig(lr=cfg.lr), clip_val=cfg.clip or None,
+    module = TaskModule(model, task, optim=OptimConfig(lr=cfg.lr, schedule=cfg.schedule), clip_val=cfg.clip or None,
                         model_config={"task": task.name, **cfg.to_dict()})
     train, val = loaders(task, data, cfg)
     tcfg = TrainConfig(
