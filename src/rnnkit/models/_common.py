@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from rnnkit.layers.checks import check_lengths
 from rnnkit.layers.recurrent import Recurrent
 from rnnkit.models.config import RecurrentConfig
+from rnnkit.scan.sequential import length_mask as time_major_mask
 
 __all__ = [
     "InputLayer", "check_tokens", "flat_state", "length_mask", "prepare_lengths", "require_unidirectional",
@@ -38,7 +39,7 @@ def length_mask(lengths: Tensor | None, batch: int, steps: int, device: torch.de
     """``mask[b, t] = t < lengths[b]``: ``(B, T)`` bool, all True without lengths."""
     if lengths is None:
         return torch.ones(batch, steps, dtype=torch.bool, device=device)
-    return torch.arange(steps, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
+    return time_major_mask(lengths.to(device), steps).t()  # (T, B) -> (B, T)
 
 
 # -- inputs ------------------------------------------------------------------------------------
