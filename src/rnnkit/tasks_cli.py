@@ -21,6 +21,9 @@ HELP = {
     "bidirectional": "bidirectional encoder/tagger/classifier (--no-bidirectional to turn off)",
     "embedding": "token embedding width", "epochs": "passes over the training split", "batch_size": "batch size",
     "lr": "Adam learning rate", "clip": "gradient-norm clipping threshold (0: off)",
+    "ensemble": "classifiers trained side by side from different initialisations, probabilities averaged",
+    "keep_best": "test and save the best validation epoch's weights, judged by validation loss or (sentiment, "
+                 "where it is the default) validation accuracy; else the last epoch's",
     "schedule": "learning-rate schedule: constant, cosine or linear (decay over training)",
     "max_train": "cap on training examples (0: all)", "seed": "seed of the split, initialisation and order",
     "data": "your own data file instead of the bundled dataset (format: `rnnkit tasks --task NAME`)",

@@ -33,6 +33,8 @@ class TaskConfig:
     lr: float = 3e-3  # Adam learning rate (the peak, with a schedule)
     schedule: str = "constant"  # learning-rate schedule: constant | cosine | linear (decay to 0 over training)
     clip: float = 1.0  # gradient-norm clipping (Pascanu et al. 2013)
+    ensemble: int = 1  # classifiers trained side by side, probabilities averaged (tasks with max_ensemble > 1)
+    keep_best: bool = False  # test the weights of the best validation epoch, not the last one
     max_train: int = 0  # cap on training examples; 0 = all
     seed: int = 0  # data split, initialisation and order
     data: str = ""  # a user file instead of the bundled data ("" = bundled); format per task
@@ -73,6 +75,12 @@ class Task:
     defaults: dict[str, Any] = {}
     data_keys: tuple[str, ...] = ()  # meta entries that describe the data, not the model (replaced on evaluate)
     picture_name: str = "picture.png"
+    # What picks the best epoch (TaskConfig.keep_best): False, the validation loss; True, the task's
+    # own metric on the validation split (logged as ``val_<metric>``), for tasks where the loss
+    # (label smoothing, say) ranks epochs differently from the metric that is reported.
+    # keep_best is on by default only where it was measured to help (sentiment).
+    select_on_metric: bool = False
+    max_ensemble: int = 1  # the largest TaskConfig.ensemble the task can build (1: no ensembles)
 
     def config(self, **overrides: Any) -> TaskConfig:
         """The task's defaults with ``overrides`` (None values ignored); unknown names raise."""
@@ -80,7 +88,11 @@ class Task:
         if unknown:
             raise ValueError(f"unknown option(s) {unknown}; known: {TaskConfig.field_names()}")
         values = {**self.defaults, **{k: v for k, v in overrides.items() if v is not None}}
-        return TaskConfig(**values)
+        cfg = TaskConfig(**values)
+        if not 1 <= cfg.ensemble <= self.max_ensemble:
+            limit = "only 1 (no ensembles)" if self.max_ensemble == 1 else f"1 to {self.max_ensemble}"
+            raise ValueError(f"ensemble={cfg.ensemble}: task {self.name!r} takes {limit}")
+        return cfg
 
     # -- data --------------------------------------------------------------------------------
     def prepare(self, cfg: TaskConfig) -> Prepared:
