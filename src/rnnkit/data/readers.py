@@ -66,12 +66,13 @@ def _delimiter(path: Path, delimiter: str | None) -> str:
 
 def read_table(
     path: str | os.PathLike, columns: Sequence[str], *, delimiter: str | None = None, allow_empty: Sequence[str] = (),
-    errors: str = "strict",
+    errors: str = "strict", optional: Sequence[str] = (),
 ) -> list[tuple[int, dict[str, str]]]:
     """``(line number, {column: value})`` for every data row of a CSV/TSV file with a header.
 
-    ``columns`` must all appear in the header (others are ignored); every row must have as many
-    fields as the header, and no required column may be empty unless listed in ``allow_empty``.
+    ``columns`` must all appear in the header (others are ignored); ``optional`` columns are read
+    when the header has them. Every row must have as many fields as the header, and no required
+    column may be empty unless listed in ``allow_empty``.
     """
     p = Path(path)
     text = decode_file(p, errors)
@@ -87,7 +88,7 @@ def read_table(
         sep = "tab" if _delimiter(p, delimiter) == "\t" else repr(_delimiter(p, delimiter))
         raise DataError(p, 1, f"missing column(s) {missing}; the header ({sep}-separated) has {header}, "
                               f"the task needs {list(columns)}")
-    index = {c: header.index(c) for c in columns}
+    index = {c: header.index(c) for c in [*columns, *optional] if c in header}
     rows: list[tuple[int, dict[str, str]]] = []
     try:
         for fields in reader:

@@ -3,13 +3,23 @@
 Model: :class:`rnnkit.SequenceClassifier` over word embeddings: a bidirectional GRU with attention
 pooling (Yang et al. 2016), regularised for 30k tweets: word dropout (a training token becomes
 ``<unk>`` with probability 0.1; Iyyer et al. 2015), dropout on the embeddings (0.2) and before the
-head (0.3), and label smoothing (0.1). Settings chosen on the validation split.
+head (0.3), and label smoothing (0.1). ``--ensemble N`` (default 3) trains N such classifiers side
+by side from different initialisations and averages their probabilities (Hansen & Salamon 1990);
+each member is also scored alone. Each training tweet's loss is weighted by the corpus's annotator
+confidence in its label. Settings chosen on the validation split.
+
+Data hygiene: texts that tokenize the same (retweets, copies: 6% of the corpus) are merged before
+the split, so no test tweet is also a training tweet.
+
 Metric: accuracy and macro-F1 on the held-out tweets. Baselines on the same split: the majority
-class, and a bag-of-words (unigrams + bigrams) logistic regression (scikit-learn).
+class, and a bag-of-words (unigrams + bigrams) logistic regression (scikit-learn) trained with the
+same confidence weights, its regularisation ``C`` chosen on the validation split.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.data.bundled import TWEETS, tweets
+from rnnkit.data.bundled import TWEETS, rated_tweets
 from rnnkit.data.collate import pad
 from rnnkit.data.readers import DataError, read_table
 from rnnkit.data.text import split_three, tokenize
@@ -28,11 +38,14 @@ from rnnkit.models._common import prepare_lengths
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
 from rnnkit.tasks.plots import plot_confusion
 
-__all__ = ["SentimentTask", "macro_f1"]
+__all__ = ["Ensemble", "SentimentTask", "deduplicate", "macro_f1"]
+
+Example = tuple[str, list[str], str, float]  # (label, tokens, raw text, loss weight)
 
 MAX_TOKENS = 60
 UNK_ID = 3  # Vocab's <unk>
 WORD_DROPOUT, EMBEDDING_DROPOUT, LABEL_SMOOTHING = 0.1, 0.2, 0.1
+BOW_C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0)  # the baseline's C, picked on the validation split
 
 
 def macro_f1(pred: np.ndarray, true: np.ndarray, num_classes: int) -> float:
@@ -42,6 +55,36 @@ def macro_f1(pred: np.ndarray, true: np.ndarray, num_classes: int) -> float:
         p, t = float((pred == c).sum()), float((true == c).sum())
         scores.append(0.0 if tp == 0 else 2 * tp / (p + t))
     return float(np.mean(scores))
+
+
+def deduplicate(examples: list[Example]) -> list[Example]:
+    """One example per token sequence, so no test text is also a training text. Copies with
+    different labels take the majority label (a tie drops the text) and the mean weight of the
+    copies that carry it; the first copy's raw text is kept."""
+    groups: dict[tuple[str, ...], list[Example]] = {}
+    for ex in examples:
+        groups.setdefault(tuple(ex[1]), []).append(ex)
+    out = []
+    for copies in groups.values():
+        votes = Counter(ex[0] for ex in copies).most_common(2)
+        if len(votes) > 1 and votes[0][1] == votes[1][1]:
+            continue
+        label = votes[0][0]
+        weights = [ex[3] for ex in copies if ex[0] == label]
+        out.append((label, copies[0][1], copies[0][2], sum(weights) / len(weights)))
+    return out
+
+
+def _weight(path: str, line: int, value: str | None) -> float:
+    if value is None or value == "":
+        return 1.0
+    try:
+        w = float(value)
+    except ValueError:
+        raise DataError(path, line, f"column 'weight' must be a number, got {value!r}") from None
+    if not (w >= 0 and np.isfinite(w)):
+        raise DataError(path, line, f"column 'weight' must be finite and >= 0, got {value!r}")
+    return w
 
 
 class _Classifier(SequenceClassifier):
@@ -58,6 +101,31 @@ class _Classifier(SequenceClassifier):
         return self.pool(outputs, lengths)
 
 
+class Ensemble(nn.Module):
+    """Classifiers trained side by side on the same batches, each with its own loss.
+
+    ``forward`` returns the log of the members' mean probability, ``(B, C)``: its softmax is the
+    ensemble's prediction, its argmax the predicted class. ``member_logits`` gives ``(M, B, C)``.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("Ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def member_logits(self, x: Tensor, lengths: Tensor | list[int] | None = None) -> Tensor:
+        return torch.stack([m(x, lengths=lengths) for m in self.members])
+
+    def clip_groups(self) -> list[nn.Module]:
+        """Gradient clipping applies to each member alone, as if it were trained on its own."""
+        return list(self.members)
+
+    def forward(self, x: Tensor, lengths: Tensor | list[int] | None = None) -> Tensor:
+        logp = self.member_logits(x, lengths).log_softmax(-1)
+        return torch.logsumexp(logp, 0) - math.log(len(self.members))
+
+
 @register
 class SentimentTask(Task):
     name = "sentiment"
@@ -65,24 +133,29 @@ class SentimentTask(Task):
     topology = "many-to-one (SequenceClassifier)"
     dataset = TWEETS
     metric, higher_is_better, baseline = "accuracy", True, "bow_logreg_accuracy"
-    user_format = "CSV/TSV with columns 'text' and 'label' (any label names); UTF-8; split 80/10/10 by a seeded shuffle"
+    user_format = ("CSV/TSV with columns 'text' and 'label' (any label names) and optionally 'weight' (a loss "
+                   "weight per row, >= 0; default 1); UTF-8; texts that tokenize the same are merged (majority "
+                   "label; ties dropped), then split 80/10/10 by a seeded shuffle")
     defaults = dict(cell="gru", hidden=64, embedding=128, epochs=4, batch_size=128, lr=4e-3, bidirectional=True,
-                    max_train=0)
+                    max_train=0, ensemble=3, keep_best=True)
     picture_name = "confusion.png"
+    select_on_metric = True  # label smoothing makes the validation loss a poor judge of accuracy
+    max_ensemble = 64
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
         if cfg.data:
-            pairs = [(row["label"], row["text"]) for _, row in read_table(cfg.data, ["text", "label"])]
-            if len({lab for lab, _ in pairs}) < 2:
+            rows = read_table(cfg.data, ["text", "label"], optional=["weight"])
+            rated = [(row["label"], row["text"], _weight(cfg.data, line, row.get("weight"))) for line, row in rows]
+            if len({lab for lab, _, _ in rated}) < 2:
                 raise DataError(cfg.data, None, "column 'label' has a single value; classification needs two or more")
         else:
-            pairs = tweets()
-        examples = [(label, tokenize(text)[:MAX_TOKENS] or ["<unk>"], text) for label, text in pairs]
+            rated = rated_tweets()
+        examples = deduplicate([(label, tokenize(text)[:MAX_TOKENS] or ["<unk>"], text, w) for label, text, w in rated])
         train, val, test = split_three(examples, seed=cfg.seed)
         if cfg.max_train:
             train = train[: cfg.max_train]
-        vocab = Vocab.build((toks for _, toks, _ in train), min_freq=2, max_size=30000)
-        labels = sorted({lab for lab, _, _ in train})
+        vocab = Vocab.build((ex[1] for ex in train), min_freq=2, max_size=30000)
+        labels = sorted({ex[0] for ex in train})
         return Prepared(train, val, test, {"vocab": vocab.to_dict(), "labels": labels})
 
     def length(self, example: Any) -> int:
@@ -91,50 +164,82 @@ class SentimentTask(Task):
     def collate(self, examples: list[Any], meta: dict[str, Any]) -> dict[str, Tensor]:
         vocab = meta.get("_vocab") or Vocab.from_dict(meta["vocab"])
         index = {lab: i for i, lab in enumerate(meta["labels"])}
-        x, lengths = pad([vocab.encode(toks) for _, toks, _ in examples])
-        y = torch.tensor([index.get(lab, -100) for lab, _, _ in examples])
-        return {"x": x, "y": y, "lengths": lengths}
+        x, lengths = pad([vocab.encode(ex[1]) for ex in examples])
+        y = torch.tensor([index.get(ex[0], -100) for ex in examples])
+        weight = torch.tensor([float(ex[3]) for ex in examples])
+        return {"x": x, "y": y, "lengths": lengths, "weight": weight}
 
     def build(self, cfg: TaskConfig, meta: dict[str, Any]) -> nn.Module:
         rc = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden, num_layers=cfg.layers,
                              bidirectional=cfg.bidirectional)
-        return _Classifier(len(meta["labels"]), rc, vocab_size=len(meta["vocab"]["itos"]), embedding_dim=cfg.embedding,
-                           padding_idx=0, pooling="attention", head_dropout=0.3, embedding_dropout=EMBEDDING_DROPOUT)
+        members = [
+            _Classifier(len(meta["labels"]), rc, vocab_size=len(meta["vocab"]["itos"]), embedding_dim=cfg.embedding,
+                        padding_idx=0, pooling="attention", head_dropout=0.3, embedding_dropout=EMBEDDING_DROPOUT)
+            for _ in range(cfg.ensemble)
+        ]
+        return members[0] if cfg.ensemble == 1 else Ensemble(members)
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        x = batch["x"]
-        if model.training and WORD_DROPOUT:  # word dropout: real tokens become <unk>
-            x = x.masked_fill((torch.rand(x.shape, device=x.device) < WORD_DROPOUT) & (x != 0), UNK_ID)
-        return F.cross_entropy(model(x, lengths=batch["lengths"]), batch["y"], label_smoothing=LABEL_SMOOTHING)
+        x, y = batch["x"], batch["y"]
+        members = model.members if isinstance(model, Ensemble) else [model]
+        logits = []
+        for member in members:  # each member draws its own word-dropout mask: real tokens become <unk>
+            xm = x
+            if model.training and WORD_DROPOUT:
+                xm = x.masked_fill((torch.rand(x.shape, device=x.device) < WORD_DROPOUT) & (x != 0), UNK_ID)
+            logits.append(member(xm, lengths=batch["lengths"]))
+        logits = torch.stack(logits)  # (M, B, C)
+        losses = F.cross_entropy(logits.flatten(0, 1), y.repeat(len(members)), label_smoothing=LABEL_SMOOTHING,
+                                 ignore_index=-100, reduction="none").view(len(members), -1)  # (M, B)
+        # training: the per-tweet weights; validation: every tweet counts the same, as in the metric
+        w = batch["weight"] if model.training else torch.ones_like(batch["weight"])
+        w = w * (y != -100)
+        return (losses * w).sum() / w.sum().clamp(min=1e-12)  # the members' losses add up
 
     @torch.no_grad()
-    def _predict_ids(self, model: nn.Module, examples: list[Any], meta: dict[str, Any]) -> tuple[np.ndarray, ...]:
+    def _predict_ids(self, model: nn.Module, examples: list[Any], meta: dict[str, Any],
+                     member: int | None = None) -> tuple[np.ndarray, ...]:
         preds, trues = [], []
+        device = next(model.parameters()).device  # also called on the training device (keep_best)
+        if member is not None:
+            model = model.members[member]
         for i in range(0, len(examples), 256):
             b = self.collate(examples[i : i + 256], meta)
-            preds.append(model(b["x"], lengths=b["lengths"]).argmax(-1))
+            preds.append(model(b["x"].to(device), lengths=b["lengths"]).argmax(-1).cpu())
             trues.append(b["y"])
         return torch.cat(preds).numpy(), torch.cat(trues).numpy()
 
     def evaluate(self, model: nn.Module, examples: list[Any], meta: dict[str, Any]) -> dict[str, float]:
         pred, true = self._predict_ids(model, examples, meta)
-        return {"accuracy": float((pred == true).mean()), "macro_f1": macro_f1(pred, true, len(meta["labels"]))}
+        scores = {"accuracy": float((pred == true).mean()), "macro_f1": macro_f1(pred, true, len(meta["labels"]))}
+        if isinstance(model, Ensemble):  # what one member scores alone, for an honest comparison
+            alone = [self._predict_ids(model, examples, meta, member=i)[0] for i in range(len(model.members))]
+            scores["member_accuracy_mean"] = float(np.mean([(p == true).mean() for p in alone]))
+            scores["member_macro_f1_mean"] = float(np.mean([macro_f1(p, true, len(meta["labels"])) for p in alone]))
+        return scores
 
     def baselines(self, data: Prepared) -> dict[str, float]:
         from sklearn.feature_extraction.text import CountVectorizer
         from sklearn.linear_model import LogisticRegression
 
-        train_y = [lab for lab, _, _ in data.train]
-        test_y = np.array([lab for lab, _, _ in data.test])
+        train_y = [ex[0] for ex in data.train]
+        test_y = np.array([ex[0] for ex in data.test])
         majority = max(set(train_y), key=train_y.count)
         bigrams = lambda toks: toks + [a + " " + b for a, b in zip(toks, toks[1:], strict=False)]  # noqa: E731
         if len(set(train_y)) < 2:  # a tiny user file: logistic regression needs two classes
             pred = np.array([majority] * len(test_y))
         else:
             vec = CountVectorizer(analyzer=bigrams, min_df=2 if len(train_y) >= 100 else 1)
-            xtr = vec.fit_transform([toks for _, toks, _ in data.train])
-            clf = LogisticRegression(max_iter=1000, C=0.5).fit(xtr, train_y)
-            pred = clf.predict(vec.transform([toks for _, toks, _ in data.test]))
+            xtr = vec.fit_transform([ex[1] for ex in data.train])
+            weight = np.array([ex[3] for ex in data.train])
+            xval, val_y = vec.transform([ex[1] for ex in data.val]), np.array([ex[0] for ex in data.val])
+            best = None  # the inverse regularisation C with the best validation accuracy
+            for c in BOW_C_GRID:
+                clf = LogisticRegression(max_iter=2000, C=c).fit(xtr, train_y, sample_weight=weight)
+                acc = float((clf.predict(xval) == val_y).mean())
+                if best is None or acc > best[0]:
+                    best = (acc, clf)
+            pred = best[1].predict(vec.transform([ex[1] for ex in data.test]))
         labels = sorted(set(train_y))
         ids = {lab: i for i, lab in enumerate(labels)}
         as_ids = lambda a: np.array([ids.get(v, -1) for v in a])  # noqa: E731
