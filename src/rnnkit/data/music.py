@@ -10,12 +10,11 @@ lengths>"`` (``"R_<quarter lengths>"`` for a rest); the mode (major/minor) is ke
 
 from __future__ import annotations
 
-import importlib.util
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
-from rnnkit.data.bundled import DatasetInfo, DataUnavailable
+from rnnkit.data.bundled import DatasetInfo, require
 
 __all__ = ["CHORALES", "Melody", "bach_chorales", "parse_melody", "parse_token", "write_melody"]
 
@@ -80,8 +79,7 @@ def parse_melody(xml_text: str | bytes) -> Melody | None:
 
 
 def _chorale_paths() -> list[Path]:
-    if importlib.util.find_spec("music21") is None:
-        raise DataUnavailable(f"music21 is not installed; run: {CHORALES.install}")
+    require("music21", CHORALES.install)
     from music21 import corpus
 
     paths = []
