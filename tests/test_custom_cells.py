@@ -30,7 +30,8 @@ def copy_shared(dst, src):
 def run(cell, x, state=None, lengths=None):
     """Sequential scan of ``cell`` over time-major ``x``: (outputs, final state)."""
     state = state if state is not None else cell.initial_state(x.size(1), dtype=x.dtype)
-    return sequential_scan(cell, cell.project_input(x), state, lengths)
+    noise = cell.draw_noise(x.size(1), x.device, x.dtype)  # once per sequence, as the driver does
+    return sequential_scan(cell, cell.project_input(x), state, lengths, noise=noise)
 
 
 @pytest.mark.parametrize("name", list(NEW))
@@ -123,19 +124,21 @@ def test_layernorm_gru_matches_a_hand_written_step():
 def test_recurrent_dropout_mask_is_drawn_once_per_sequence():
     p = 0.4
     cell = LayerNormLSTMCell(I, 400, layer_norm=False, recurrent_dropout=p).train()
+    layer = rnnkit.Recurrent(cell, batch_first=False, backend="sequential")
     draws = []
-    begin = cell.begin_sequence
-    cell.begin_sequence = lambda *a: (begin(*a), draws.append(cell._dropout_mask))[0]
+    draw = cell.draw_noise
+    cell.draw_noise = lambda *a: draws.append(draw(*a)) or draws[-1]
     seen = []
-    recurrent_input = cell.recurrent_input
-    cell.recurrent_input = lambda h: (seen.append(cell._dropout_mask), recurrent_input(h))[1]
-    run(cell, torch.randn(T, 50, I))
+    step = cell.step
+    cell.step = lambda xp, st, noise=None: (seen.append(noise), step(xp, st, noise))[1]
+    layer(torch.randn(T, 50, I))
     assert len(draws) == 1 and len(seen) == T and all(m is draws[0] for m in seen)  # one mask, every step
+    assert not hasattr(cell, "_dropout_mask")  # the mask is an input, never state of the cell
     mask = draws[0]
     assert mask.shape == (50, 400)
     assert torch.isclose(mask, torch.tensor(1 / (1 - p))).logical_or(mask == 0).all()  # inverted dropout
     assert abs((mask == 0).float().mean().item() - p) < 0.02
-    run(cell, torch.randn(T, 50, I))
+    layer(torch.randn(T, 50, I))
     assert not torch.equal(draws[1], draws[0])  # a new sequence, a new mask
 
 
@@ -144,9 +147,8 @@ def test_recurrent_dropout_acts_on_the_matmul_input_only_and_is_off_in_eval():
     plain = rnnkit.GRUCell(I, H)
     copy_shared(cell, plain)
     x, h = torch.randn(B, I), torch.randn(B, H)
-    cell.begin_sequence(B)
-    m = cell._dropout_mask
-    y = cell(x, (h,))[0]
+    m = cell.draw_noise(B)
+    y = cell(x, (h,), noise=m)[0]
     # torch's GRU with the masked state in the matmul and the clean state in z * h
     hh = (h * m) @ plain.weight_hh.T + plain.bias_hh
     xx = x @ plain.weight_ih.T + plain.bias_ih

@@ -11,7 +11,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit.cells import IndRNNCell, LayerNormGRUCell, LayerNormLSTMCell, PeepholeLSTMCell
-from rnnkit.scan.fast import buffers, gru_sequence, lstm_sequence, simple_sequence
+from rnnkit.cells import _buffers as buffers
+from rnnkit.scan.fast import gru_sequence, lstm_sequence, simple_sequence
 
 B, T, I, H = 3, 6, 4, 5
 LENGTHS = [6, 2, 4]

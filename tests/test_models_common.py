@@ -12,7 +12,7 @@ import torch
 
 import rnnkit.models as M
 from rnnkit.cells.registry import cell_names
-from rnnkit.models._common import InputLayer, flat_state, stacked_state, step_stack, zero_flat_state
+from rnnkit.models._common import InputLayer, flat_state, stacked_state, zero_flat_state
 from rnnkit.models.attention import AdditiveAttention, LuongAttention, make_attention, masked_softmax
 from rnnkit.models.config import RecurrentConfig, as_config
 
@@ -21,22 +21,25 @@ MODELS_DIR = Path(M.__file__).parent
 
 @pytest.mark.parametrize("cell", cell_names())
 @pytest.mark.parametrize("layers", [1, 2])
-def test_step_stack_equals_whole_sequence(cell: str, layers: int) -> None:
+def test_stepping_equals_whole_sequence(cell: str, layers: int) -> None:
     torch.manual_seed(0)
     rnn = RecurrentConfig(cell, 6, layers).build(3)
     x = torch.randn(2, 5, 3)
-    h0 = rnn.cells[0].initial_state(2)
     start = tuple(torch.randn(layers, 2, s) for s in rnn.cells[0].state_sizes)
     start = start[0] if len(start) == 1 else start
     want, want_state = rnn(x, start)
     flat = flat_state(start, layers)
+    back = stacked_state(flat, len(rnn.cells[0].state_sizes))  # the flat form's inverse
+    for a, b in zip(*[(s,) if isinstance(s, torch.Tensor) else s for s in (back, start)], strict=True):
+        assert torch.equal(a, b)
+    stepping = None
     ys = []
-    for x_t in x.unbind(1):
-        y, flat = step_stack(rnn, x_t, flat)
+    for t, x_t in enumerate(x.unbind(1)):
+        y, stepping = rnn.step(x_t, start if t == 0 else stepping)
         ys.append(y)
     torch.testing.assert_close(torch.stack(ys, 1), want)
-    got_state = stacked_state(flat, len(h0))
-    for g, w in zip((got_state,) if isinstance(got_state, torch.Tensor) else got_state,
+    got_state = stepping.state
+    for g, w in zip(got_state,
                     (want_state,) if isinstance(want_state, torch.Tensor) else want_state, strict=True):
         torch.testing.assert_close(g, w)
     assert all(z.abs().sum() == 0 for z in zero_flat_state(rnn, 2, x))

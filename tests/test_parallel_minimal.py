@@ -8,6 +8,7 @@ import torch
 import rnnkit
 from rnnkit.cells import make_cell
 from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell, g, log_g
+from rnnkit.scan.parallel import minimal_scan
 from rnnkit.scan.sequential import sequential_scan
 
 F64 = torch.float64
@@ -62,7 +63,7 @@ def test_parallel_scan_equals_step_loop(cls, scan, dtype):
     h0 = torch.randn(4, 6, dtype=dtype)
     lengths = torch.tensor([90, 1, 45, 70])
     for lens in (None, lengths):
-        y, (s,) = cell.parallel_scan(x_proj, (h0,), lens)
+        y, (s,) = minimal_scan(cell, x_proj, (h0,), lens)
         y_ref, (s_ref,) = sequential_scan(cell, x_proj, (h0,), lens)
         torch.testing.assert_close(y, y_ref, rtol=tol, atol=tol)
         torch.testing.assert_close(s, s_ref, rtol=tol, atol=tol)
@@ -100,7 +101,7 @@ def test_streaming_steps_equal_one_parallel_call(cls):
         y_t, state = layer.step(x[:, t], state)
         ys.append(y_t)
     torch.testing.assert_close(torch.stack(ys, 1), y, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(state, s, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state.state[0], s, rtol=1e-5, atol=1e-5)  # a StepState's stacked state
 
 
 @pytest.mark.parametrize("cls", CELLS)
@@ -130,7 +131,7 @@ def test_gradcheck(cls, scan):
     lengths = torch.tensor([12, 5])
 
     def run(xp, h):
-        y, (last,) = cell.parallel_scan(xp, (h,), lengths)
+        y, (last,) = minimal_scan(cell, xp, (h,), lengths)
         return y, last
 
     assert torch.autograd.gradcheck(run, (x_proj, h0))
@@ -143,13 +144,13 @@ def test_stable_at_65536_steps(cls, scan):
     cell = cls(2, 4, scan=scan)
     x = torch.randn(T, 2, 2) * 8  # large pre-activations: saturated gates, long memories
     x.requires_grad_()
-    y, (s,) = cell.parallel_scan(cell.project_input(x), cell.initial_state(2))
+    y, (s,) = minimal_scan(cell, cell.project_input(x), cell.initial_state(2))
     assert torch.isfinite(y).all() and torch.isfinite(s).all()
     (y.mean() + s.sum()).backward()
     assert torch.isfinite(x.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in cell.parameters())
     with torch.no_grad():  # against float64 arithmetic
-        ref, _ = cell.double().parallel_scan(cell.project_input(x.double()), cell.initial_state(2))
+        ref, _ = minimal_scan(cell.double(), cell.project_input(x.double()), cell.initial_state(2))
     torch.testing.assert_close(y.double(), ref, rtol=1e-4, atol=1e-4)
 
 
@@ -168,6 +169,6 @@ def test_errors():
         MinGRUCell(3, 4, scan="fast")
     cell = MinLSTMCell(3, 4)
     with pytest.raises(ValueError, match=r"x_proj must have shape \(T, B, 12\)"):
-        cell.parallel_scan(torch.randn(5, 2, 8), cell.initial_state(2))
+        minimal_scan(cell, torch.randn(5, 2, 8), cell.initial_state(2))
     with pytest.raises(ValueError, match=r"state\[0\] must have shape \(2, 4\)"):
-        cell.parallel_scan(torch.randn(5, 2, 12), (torch.zeros(3, 4),))
+        minimal_scan(cell, torch.randn(5, 2, 12), (torch.zeros(3, 4),))

@@ -46,14 +46,14 @@ class _FirstOutput(nn.Module):
 def exportable_paths(module: nn.Module) -> Iterator[nn.Module]:
     """Within the block, every :class:`rnnkit.Recurrent` in ``module`` that would take a parallel
     scan runs its sequential reference path instead (fused and sequential paths trace to ONNX)."""
-    from rnnkit.layers.engine import choose_path
+    from rnnkit.layers.engine import choose_backend
     from rnnkit.layers.recurrent import Recurrent
 
     changed = []
     for layer in module.modules():
         if isinstance(layer, Recurrent) and layer.backend != "sequential":
             probe = torch.zeros(1, 2, layer.cells[0].input_size)
-            if choose_path(layer.cells, probe, layer.backend).path.startswith("parallel"):
+            if choose_backend(layer.cells, probe, layer.backend).name == "parallel":
                 changed.append((layer, layer.backend))
                 layer.backend = "sequential"
     try:

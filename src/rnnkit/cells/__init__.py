@@ -1,6 +1,7 @@
 """Cells: one step of a recurrence each (see :mod:`rnnkit.cells.base` for the contract)."""
 
 from rnnkit.cells.base import GatedWeightsCell, RecurrentCell, State
+from rnnkit.cells.convlstm import ConvLSTMCell
 from rnnkit.cells.elman import ElmanCell
 from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.indrnn import IndRNNCell
@@ -16,3 +17,4 @@ __all__ = [
     "State", "cell_names", "make_cell",
 ]
 __all__ += ["IndRNNCell", "LayerNormGRUCell", "LayerNormLSTMCell", "PeepholeLSTMCell", "SequenceOptions"]
+__all__ += ["ConvLSTMCell"]

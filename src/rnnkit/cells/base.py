@@ -8,9 +8,21 @@ A cell splits its work in two so that a driver can run it fast:
 * ``step(x_proj_t, state) -> (y_t, state_t)`` is the recurrent part for one time step.
 
 States are always tuples of tensors, one per entry of ``state_sizes`` (``(h,)`` for Elman and
-GRU, ``(h, c)`` for LSTM), each of shape ``(B, state_sizes[k])``. The output ``y_t`` has
-``output_size`` features and is what the next layer sees. Masking, reversal, stacking and
-bidirectionality belong to the driver (:class:`rnnkit.Recurrent`), never to a cell.
+GRU, ``(h, c)`` for LSTM), each of shape ``(B, state_sizes[k], *rest)``: a vector cell
+(``feature_dims = 1``) has no ``rest``; a convolutional cell (``feature_dims = 3``,
+:class:`~rnnkit.cells.ConvLSTMCell`) has states ``(B, C, H, W)``, and sizes count channels. The
+output ``y_t`` has ``output_size`` features (channels) on dim ``-feature_dims`` and is what the
+next layer sees. Masking, reversal, stacking and bidirectionality belong to the driver
+(:class:`rnnkit.Recurrent`), never to a cell.
+
+Randomness is an input. A cell with per-sequence noise (recurrent dropout) returns it from
+``draw_noise(batch, device, dtype)``; the driver draws it once per sequence and calls
+``step(x_proj_t, state, noise)`` (cells without noise return None and are called as
+``step(x_proj_t, state)``). A cell stores parameters, never per-batch state.
+
+``gate_layout`` names the gate blocks of ``weight_ih``/``weight_hh``'s rows in order (``"ifgo"``
+for the LSTM, ``"rzn"`` for the GRU, ``"h"`` for the Elman cell's one block), so initialisers
+(:mod:`rnnkit.init`) find the forget gate without knowing the cell's class.
 """
 
 from __future__ import annotations
@@ -42,26 +54,41 @@ class RecurrentCell(nn.Module):
     #: name of the torch fused kernel that computes exactly this cell (``"LSTM"``, ``"GRU"``,
     #: ``"RNN_TANH"``, ``"RNN_RELU"``), or ``None`` when no vendor kernel can run it.
     fused_mode: str | None = None
+    #: trailing dims of one step's input, output and state entries beyond the batch (1: vectors)
+    feature_dims: int = 1
+    #: the gate blocks of ``weight_hh``'s rows, one letter each, in order (:mod:`rnnkit.init`);
+    #: None: the cell declares none, and the gate initialisers skip it
+    gate_layout: str | None = None
 
     # -- the contract -------------------------------------------------------------------------
     def project_input(self, x: Tensor) -> Tensor:  # (..., I) -> (..., P)
         raise NotImplementedError
 
-    def step(self, x_proj: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x_proj: Tensor, state: State, noise: Tensor | None = None) -> tuple[Tensor, State]:
         raise NotImplementedError
+
+    def draw_noise(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> Tensor | None:
+        """This sequence's noise for every step (None: the cell has none, or eval mode)."""
+        return None
 
     # -- helpers shared by every cell ---------------------------------------------------------
     def initial_state(
-        self, batch_size: int, *, device: torch.device | None = None, dtype: torch.dtype | None = None
+        self, batch_size: int, *, device: torch.device | None = None, dtype: torch.dtype | None = None,
+        input_shape: tuple[int, ...] | None = None,
     ) -> State:
-        """Zeros of shape ``(batch_size, s)`` for each state size ``s``."""
+        """Zeros of shape ``(batch_size, s)`` for each state size ``s``. ``input_shape`` is one
+        step's trailing input shape, which cells with spatial states read."""
         ref = next(self.parameters(), None)
         device = device if device is not None else (ref.device if ref is not None else None)
         dtype = dtype if dtype is not None else (ref.dtype if ref is not None else None)
         return tuple(torch.zeros(batch_size, s, device=device, dtype=dtype) for s in self.state_sizes)
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """One step: ``x`` is ``(B, I)``; returns ``(y, state)`` with ``y`` of shape ``(B, O)``."""
+    def forward(self, x: Tensor, state: State | None = None, noise: Tensor | None = None) -> tuple[Tensor, State]:
+        """One step: ``x`` is ``(B, I)``; returns ``(y, state)`` with ``y`` of shape ``(B, O)``.
+        In training, a cell with per-sequence noise draws it for this one step unless ``noise``
+        (from :meth:`draw_noise`) is given; pass the same noise to every step of a sequence."""
         if x.dim() != 2 or x.size(1) != self.input_size:
             raise ValueError(
                 f"{type(self).__name__}: x must have shape (batch, {self.input_size}), "
@@ -71,7 +98,11 @@ class RecurrentCell(nn.Module):
             state = self.initial_state(x.size(0), device=x.device, dtype=x.dtype)
         else:
             state = self.check_state(state, x.size(0))
-        return self.step(self.project_input(x), state)
+        if noise is None:
+            noise = self.draw_noise(x.size(0), x.device, x.dtype)
+        if noise is None:
+            return self.step(self.project_input(x), state)
+        return self.step(self.project_input(x), state, noise)
 
     def check_state(self, state: State | Tensor, batch_size: int, name: str = "state") -> State:
         """Validate a per-cell state; a bare tensor is accepted for one-tensor states."""

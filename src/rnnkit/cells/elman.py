@@ -22,6 +22,8 @@ class ElmanCell(GatedWeightsCell):
     Shapes: x ``(B, I)``, state ``(h,)`` with h ``(B, H)``, output y = h ``(B, H)``.
     """
 
+    gate_layout = "h"
+
     def __init__(
         self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
         device=None, dtype=None,

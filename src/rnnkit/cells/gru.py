@@ -23,6 +23,7 @@ class GRUCell(GatedWeightsCell):
     """GRU cell. Shapes: x ``(B, I)``, state ``(h,)`` with h ``(B, H)``, output y = h."""
 
     fused_mode = "GRU"
+    gate_layout = "rzn"
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from rnnkit.cells._linear import linear
 from rnnkit.cells.base import RecurrentCell, State
 from rnnkit.cells.options import SequenceOptions
-from rnnkit.scan.fast.project import linear
 
 __all__ = ["IndRNNCell"]
 
@@ -70,16 +70,16 @@ class IndRNNCell(SequenceOptions, RecurrentCell):
     def project_input(self, x: Tensor) -> Tensor:
         return self._append_noise(linear(x, self.weight_ih, self.bias_ih))  # (..., H [+ zoneout mask])
 
-    def step(self, x_proj: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x_proj: Tensor, state: State, noise: Tensor | None = None) -> tuple[Tensor, State]:
         x_proj, keeps = self.split_noise(x_proj)
         (h,) = state
-        h_new = self._act(torch.addcmul(x_proj, self.weight_hh, self.recurrent_input(h)))  # (B, H)
+        h_new = self._act(torch.addcmul(x_proj, self.weight_hh, self.recurrent_input(h, noise)))  # (B, H)
         (h_new,) = self.zoneout_state((h_new,), (h,), keeps)
         return h_new, (h_new,)
 
-    def fast_inputs(self, x_proj: Tensor) -> dict:
+    def fast_inputs(self, x_proj: Tensor, noise: Tensor | None = None) -> dict:
         core, keeps = self.split_noise(x_proj)
         return dict(
             family="indrnn", x_proj=core, weight_hh=self.weight_hh, activation=self.nonlinearity,
-            drop=self.dropout_mask(core.size(1)), keeps=keeps,
+            drop=noise, keeps=keeps,
         )

@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.cells._linear import linear, linear_norm
 from rnnkit.cells.base import GatedWeightsCell, State
 from rnnkit.cells.options import SequenceOptions
-from rnnkit.scan.fast.project import linear, linear_norm
 
 __all__ = ["LayerNormGRUCell", "LayerNormLSTMCell"]
 
@@ -76,8 +76,8 @@ class _NormedCell(SequenceOptions, GatedWeightsCell):
             return linear_norm(x, self.weight_ih, self.ln_ih_weight, bias, self.eps)  # (..., G*H)
         return linear(x, self.weight_ih, bias)
 
-    def _recurrent(self, h: Tensor, bias: Tensor | None) -> Tensor:
-        a = self.recurrent_input(h) @ self.weight_hh.t()  # (B, G*H)
+    def _recurrent(self, h: Tensor, bias: Tensor | None, noise: Tensor | None) -> Tensor:
+        a = self.recurrent_input(h, noise) @ self.weight_hh.t()  # (B, G*H)
         if self.layer_norm:
             return F.layer_norm(a, (a.size(-1),), self.ln_hh_weight, bias, self.eps)
         return a if bias is None else a + bias
@@ -155,11 +155,11 @@ class LayerNormLSTMCell(_NormedCell):
         bias = self.bias_ih if self.layer_norm or self.bias_ih is None else self.bias_ih + self.bias_hh
         return self._append_noise(self._input_norm(x, bias))  # (..., 4H [+ zoneout masks])
 
-    def step(self, x_proj: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x_proj: Tensor, state: State, noise: Tensor | None = None) -> tuple[Tensor, State]:
         x_proj, keeps = self.split_noise(x_proj)
         h, c = state
         H = self.hidden_size
-        gates = x_proj + self._recurrent(h, self.bias_hh if self.layer_norm else None)  # (B, 4H): i, f, g, o
+        gates = x_proj + self._recurrent(h, self.bias_hh if self.layer_norm else None, noise)  # (B, 4H): i, f, g, o
         i_pre, f_pre, g_pre, o_pre = gates.split(H, dim=1)
         if self.peephole_weight is not None:
             w_ci, w_cf, w_co = self.peephole_weight  # (H,) each
@@ -176,13 +176,13 @@ class LayerNormLSTMCell(_NormedCell):
         h_new, c_new = self.zoneout_state((h_new, c_new), (h, c), keeps)
         return h_new, (h_new, c_new)
 
-    def fast_inputs(self, x_proj: Tensor) -> dict:
+    def fast_inputs(self, x_proj: Tensor, noise: Tensor | None = None) -> dict:
         """What the fast engine (:mod:`rnnkit.scan.fast`) needs for ``x_proj (T, B, P)``."""
         core, keeps = self.split_noise(x_proj)
         return dict(
             family="lstm", x_proj=core, weight_hh=self.weight_hh, weight_hr=self.weight_hr,
             ln_hh=self._ln_hh(), ln_cell=(self.ln_cell_weight, self.ln_cell_bias) if self.layer_norm else None,
-            peephole=self.peephole_weight, eps=self.eps, drop=self.dropout_mask(core.size(1)), keeps=keeps,
+            peephole=self.peephole_weight, eps=self.eps, drop=noise, keeps=keeps,
         )
 
 
@@ -217,11 +217,11 @@ class LayerNormGRUCell(_NormedCell):
     def project_input(self, x: Tensor) -> Tensor:
         return self._append_noise(self._input_norm(x, self.bias_ih))  # (..., 3H [+ zoneout mask])
 
-    def step(self, x_proj: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x_proj: Tensor, state: State, noise: Tensor | None = None) -> tuple[Tensor, State]:
         x_proj, keeps = self.split_noise(x_proj)
         (h,) = state
         H = self.hidden_size
-        hh = self._recurrent(h, self.bias_hh)  # (B, 3H)
+        hh = self._recurrent(h, self.bias_hh, noise)  # (B, 3H)
         rz = torch.sigmoid(x_proj[:, : 2 * H] + hh[:, : 2 * H])
         r, z = rz[:, :H], rz[:, H:]
         n = torch.tanh(x_proj[:, 2 * H :] + r * hh[:, 2 * H :])
@@ -229,9 +229,9 @@ class LayerNormGRUCell(_NormedCell):
         (h_new,) = self.zoneout_state((h_new,), (h,), keeps)
         return h_new, (h_new,)
 
-    def fast_inputs(self, x_proj: Tensor) -> dict:
+    def fast_inputs(self, x_proj: Tensor, noise: Tensor | None = None) -> dict:
         core, keeps = self.split_noise(x_proj)
         return dict(
             family="gru", x_proj=core, weight_hh=self.weight_hh, bias_hh=self.bias_hh, ln_hh=self.ln_hh_weight,
-            eps=self.eps, drop=self.dropout_mask(core.size(1)), keeps=keeps,
+            eps=self.eps, drop=noise, keeps=keeps,
         )

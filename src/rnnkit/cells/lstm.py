@@ -23,6 +23,7 @@ class LSTMCell(GatedWeightsCell):
     where ``R = proj_size`` if ``proj_size > 0`` else ``H``; output y = h ``(B, R)``."""
 
     fused_mode = "LSTM"
+    gate_layout = "ifgo"
 
     def __init__(
         self, input_size: int, hidden_size: int, bias: bool = True, proj_size: int = 0,

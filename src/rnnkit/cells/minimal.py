@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.cells.base import RecurrentCell, State
-from rnnkit.scan.parallel import linear_scan, log_scan
 
 __all__ = ["MinGRUCell", "MinLSTMCell", "g", "log_g"]
 
@@ -88,25 +87,14 @@ class _MinimalCell(RecurrentCell):
         """``(log a, log b)``, each ``(..., H)``, computed in log space (appendix B)."""
         raise NotImplementedError
 
+    #: a linear recurrence in the state: the parallel backend scans its coefficients
+    #: (:func:`rnnkit.scan.parallel.minimal_scan`)
+    linear_recurrence = True
+
     def step(self, x_proj: Tensor, state: State) -> tuple[Tensor, State]:
         a, b = self.coefficients(x_proj)  # (B, H) each
         h = torch.addcmul(b, a, state[0])
         return h, (h,)
-
-    def parallel_scan(self, x_proj: Tensor, state: State, lengths: Tensor | None = None) -> tuple[Tensor, State]:
-        """All steps at once: ``x_proj (T, B, G*H)``, ``state = (h0 (B, H),)``, ``lengths (B,)``
-        or None. Returns ``(h (T, B, H), (h_last (B, H),))`` as :func:`rnnkit.scan.sequential_scan`."""
-        width = self.gates * self.hidden_size
-        if x_proj.dim() != 3 or x_proj.size(-1) != width:
-            raise ValueError(f"{type(self).__name__}.parallel_scan: x_proj must have shape (T, B, {width}), "
-                             f"got {tuple(x_proj.shape)}")
-        (h0,) = self.check_state(state, x_proj.size(1))
-        scan = self.scan if self.scan != "auto" else ("log" if x_proj.device.type == "cuda" else "linear")
-        if scan == "log":
-            h, last = log_scan(*self.log_coefficients(x_proj), h0, lengths)
-        else:
-            h, last = linear_scan(*self.coefficients(x_proj), h0, lengths)
-        return h, (last,)
 
 
 class MinGRUCell(_MinimalCell):

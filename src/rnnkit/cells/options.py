@@ -24,11 +24,11 @@ computed from the un-zoned ``c~_t``.
 How the masks reach a step. Zoneout masks are independent per step, so ``project_input`` (which
 sees every step at once) draws them in training and appends them as extra columns of ``x_proj``;
 ``step`` splits them off again (:meth:`SequenceOptions.split_noise`). The recurrent-dropout mask
-belongs to a sequence: a driver calls ``begin_sequence(batch, device, dtype)`` before the first
-step (:func:`rnnkit.scan.sequential_scan` and the fast engine do); a cell stepped by hand without
-it draws a mask at the first step that finds none for its batch size and keeps it until the next
-``begin_sequence``. Both engines draw the same masks in the same order, so under one seed the
-fast engine and the plain loop see identical noise.
+belongs to a sequence and is an input, never state of the cell: the driver draws it once per
+sequence with :meth:`SequenceOptions.draw_noise` and passes it to every step as
+``step(x_proj, state, noise)`` (a step without it applies no recurrent dropout). Every backend
+gets its masks from the same driver, so under one seed the fast engine and the plain loop see
+identical noise.
 
 Forget-gate initialisers (``forget_bias``, ``chrono_init``) call :mod:`rnnkit.init`.
 """
@@ -40,6 +40,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from rnnkit.cells.initialisers import chrono_init_, forget_gate_bias_
+
 __all__ = ["SequenceOptions"]
 
 Keep = Tensor | float | None
@@ -49,13 +51,12 @@ class SequenceOptions:
     """Mixin for :class:`~rnnkit.cells.RecurrentCell` subclasses (put it first in the bases).
 
     The cell calls :meth:`_init_options` in its constructor, :meth:`_append_noise` at the end
-    of ``project_input``, and in ``step``: :meth:`split_noise`, :meth:`recurrent_input` on the
+    of ``project_input``, and in ``step``: :meth:`split_noise`, :meth:`recurrent_input` (with the noise) on the
     state it multiplies by ``weight_hh``, and :meth:`zoneout_state` on the new state.
     """
 
     recurrent_dropout: float
     zoneout: tuple[float, ...]
-    _dropout_mask: Tensor | None
 
     def _init_options(self, recurrent_dropout: float, zoneout: float | Sequence[float]) -> None:
         if not isinstance(recurrent_dropout, int | float) or not 0.0 <= recurrent_dropout < 1.0:
@@ -69,7 +70,6 @@ class SequenceOptions:
             )
         self.recurrent_dropout = float(recurrent_dropout)
         self.zoneout = tuple(float(p) for p in rates)
-        self._dropout_mask = None
 
     def _init_gates(self, forget_bias: float | None, chrono_init: int | None) -> None:
         """Apply :func:`rnnkit.init.forget_gate_bias_` or :func:`rnnkit.init.chrono_init_`."""
@@ -79,45 +79,34 @@ class SequenceOptions:
             return
         if getattr(self, "bias_ih", None) is None:
             raise ValueError("forget_bias/chrono_init set gate biases; this cell was built with bias=False")
-        from rnnkit import init  # the initialisers live above the cells; import on use
-
         if forget_bias is not None:
-            init.forget_gate_bias_(self, float(forget_bias))
+            forget_gate_bias_(self, float(forget_bias))
         else:
-            init.chrono_init_(self, int(chrono_init))
+            chrono_init_(self, int(chrono_init))
 
     def _option_repr(self) -> dict:
         return {"recurrent_dropout": self.recurrent_dropout, "zoneout": self.zoneout}
 
     # -- recurrent dropout -------------------------------------------------------------------
-    def begin_sequence(
+    def draw_noise(
         self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> None:
-        """Draw the per-sequence recurrent-dropout mask ``(batch, R)`` (none in eval mode)."""
-        self._dropout_mask = None
-        if self.training and self.recurrent_dropout > 0.0:
-            p = self.recurrent_dropout
-            ref = self.weight_hh
-            shape = (batch, self.state_sizes[0])
-            device = ref.device if device is None else device
-            dtype = ref.dtype if dtype is None else dtype
-            # drawn in float32 whatever the dtype, so float32 and float64 runs share masks
-            keep = torch.rand(shape, device=device) >= p
-            self._dropout_mask = keep.to(dtype).div_(1.0 - p)
-
-    def dropout_mask(self, batch: int) -> Tensor | None:
-        """The current sequence's mask, drawn now if this batch size has none (training only)."""
+    ) -> Tensor | None:
+        """The per-sequence recurrent-dropout mask ``(batch, R)``, or None (eval mode, or no
+        dropout). A driver draws it once per sequence and passes it to every step."""
         if not (self.training and self.recurrent_dropout > 0.0):
             return None
-        mask = self._dropout_mask
-        if mask is None or mask.size(0) != batch:
-            self.begin_sequence(batch)
-        return self._dropout_mask
+        p = self.recurrent_dropout
+        ref = self.weight_hh
+        device = ref.device if device is None else device
+        dtype = ref.dtype if dtype is None else dtype
+        # drawn in float32 whatever the dtype, so float32 and float64 runs share masks
+        keep = torch.rand((batch, self.state_sizes[0]), device=device) >= p
+        return keep.to(dtype).div_(1.0 - p)
 
-    def recurrent_input(self, h: Tensor) -> Tensor:
-        """``h * m``: what the recurrent matmul reads."""
-        mask = self.dropout_mask(h.size(0))
-        return h if mask is None else h * mask
+    @staticmethod
+    def recurrent_input(h: Tensor, noise: Tensor | None) -> Tensor:
+        """``h * m``: what the recurrent matmul reads (``h`` itself without a mask)."""
+        return h if noise is None else h * noise
 
     # -- zoneout -----------------------------------------------------------------------------
     def _noise_width(self) -> int:

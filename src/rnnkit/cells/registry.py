@@ -10,6 +10,7 @@ import inspect
 from typing import Any
 
 from rnnkit.cells.base import RecurrentCell
+from rnnkit.cells.convlstm import ConvLSTMCell
 from rnnkit.cells.elman import ElmanCell
 from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.indrnn import IndRNNCell
@@ -30,6 +31,7 @@ CELLS: dict[str, tuple[type[RecurrentCell], dict[str, Any]]] = {
     "layernorm_gru": (LayerNormGRUCell, {}),
     "peephole_lstm": (PeepholeLSTMCell, {}),
     "indrnn": (IndRNNCell, {}),
+    "convlstm": (ConvLSTMCell, {}),
 }
 
 
@@ -46,5 +48,7 @@ def make_cell(name: str, input_size: int, hidden_size: int, **options: Any) -> R
     return cls(input_size, hidden_size, **{**fixed, **options})
 
 
-def cell_names() -> list[str]:
-    return sorted(CELLS)
+def cell_names(feature_dims: int | None = 1) -> list[str]:
+    """The registered names, sorted: by default the cells over feature vectors (what the
+    sequence models and tasks take); ``feature_dims=3`` the convolutional ones, None all."""
+    return sorted(n for n, (cls, _) in CELLS.items() if feature_dims is None or cls.feature_dims == feature_dims)

@@ -34,7 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.layers import Recurrent
-from rnnkit.layers.engine import merge_directions
+from rnnkit.layers.engine import run_stack
+from rnnkit.scan.backends import SequentialBackend
 from rnnkit.scan.sequential import length_mask, reverse_padded
 
 __all__ = [
@@ -80,59 +81,31 @@ def probed_forward(
     layer: Recurrent, x: Tensor, state=None, lengths=None, *, record: list[HiddenProbe] | None = None
 ):
     """Same result as ``layer(x, state, lengths)``, computed step by step with zero probes on
-    every state (see the module docstring). The :class:`HiddenProbe` is appended to ``record``."""
+    every state (see the module docstring) through the stack driver's ``on_step`` seam. The
+    :class:`HiddenProbe` is appended to ``record``."""
     inputs = x.detach()
     x, state, lengths = layer._check(x, state, lengths)  # x: (T, B, I)
-    steps, batch = x.shape[:2]
+    steps = x.size(0)
     if lengths is not None and bool((lengths == steps).all()):
         lengths = None
     probe = HiddenProbe(lengths=lengths, directions=layer.directions, inputs=inputs)
-    finals = []
-    for li in range(layer.num_layers):
-        outputs = []
-        for d in range(layer.directions):
-            n = li * layer.directions + d
-            cell = layer.cells[n]
-            if state is None:
-                st = cell.initial_state(batch, device=x.device, dtype=x.dtype)
-            else:
-                st = tuple(s[n] for s in state)
-            x_proj = cell.project_input(x)  # (T, B, P)
-            if d == 1:
-                x_proj = reverse_padded(x_proj, lengths)
-            probes = [torch.zeros(steps, batch, s, device=x.device, dtype=x.dtype, requires_grad=True)
-                      for s in cell.state_sizes]  # each (T, B, S_k)
+    slices: list[list[tuple[Tensor, ...]]] = []  # per cell, per state entry: the probes' T steps
+
+    def add_probe(index: int, t: int, xp: Tensor, old, new):
+        if t == 0:  # the first step of the next cell: its probes, one (T, B, *S_k) per entry
+            probes = [torch.zeros(steps, *s.shape, device=s.device, dtype=s.dtype, requires_grad=True) for s in new]
             probe.probes.append(probes)
-            y, st = _probed_scan(cell, x_proj, st, lengths, [p.unbind(0) for p in probes])
-            outputs.append(reverse_padded(y, lengths) if d == 1 else y)
-            finals.append(st)
-        x = merge_directions(outputs, layer.merge)
-        if layer.dropout > 0.0 and layer.training and li < layer.num_layers - 1:
-            x = torch.nn.functional.dropout(x, layer.dropout, training=True)
+            slices.append([p.unbind(0) for p in probes])
+        return tuple(s + p[t] for s, p in zip(new, slices[index], strict=True))
+
+    out, final = run_stack(
+        layer.cells, x, state, lengths, num_layers=layer.num_layers, directions=layer.directions, merge=layer.merge,
+        dropout=layer.dropout, training=layer.training, backend=SequentialBackend(add_probe),
+    )
     if record is not None:
         record.append(probe)
-    stacked = tuple(torch.stack(parts) for parts in zip(*finals, strict=True))  # each (N, B, S_k)
-    out = x.transpose(0, 1) if layer.batch_first else x
-    return out, (stacked[0] if len(stacked) == 1 else stacked)
-
-
-def _probed_scan(cell, x_proj: Tensor, state, lengths: Tensor | None, probes: list[tuple[Tensor, ...]]):
-    """:func:`rnnkit.scan.sequential_scan` with ``h_t' = h_t + p_t`` on every state component."""
-    steps = x_proj.size(0)
-    masks = length_mask(lengths, steps).unsqueeze(-1).unbind(0) if lengths is not None else None  # T x (B, 1)
-    outputs = []
-    for t, xp in enumerate(x_proj.unbind(0)):
-        y, new = cell.step(xp, state)
-        probed = tuple(s + p[t] for s, p in zip(new, probes, strict=True))
-        if y is new[0]:
-            y = probed[0]
-        if masks is not None:
-            m = masks[t]
-            probed = tuple(torch.where(m, n, o) for n, o in zip(probed, state, strict=True))
-            y = y.masked_fill(~m, 0.0)
-        state = probed
-        outputs.append(y)
-    return torch.stack(outputs), state  # (T, B, O)
+    out = out.transpose(0, 1) if layer.batch_first else out
+    return out, (final[0] if len(final) == 1 else final)
 
 
 def recurrent_layers(model: nn.Module) -> list[tuple[str, Recurrent]]:

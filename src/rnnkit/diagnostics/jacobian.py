@@ -22,8 +22,8 @@ from torch import Tensor
 
 from rnnkit.cells.base import RecurrentCell, State
 from rnnkit.layers import Recurrent
-from rnnkit.layers.engine import merge_directions
-from rnnkit.scan.sequential import reverse_padded
+from rnnkit.layers.engine import run_stack
+from rnnkit.scan.backends import SequentialBackend
 
 __all__ = ["jacobian_spectral_norm", "trajectory_jacobian_norms"]
 
@@ -56,39 +56,30 @@ def jacobian_spectral_norm(
     return sigma.detach()
 
 
-@torch.no_grad()
-def _layer_states(cell: RecurrentCell, x_proj: Tensor, state: State) -> tuple[list[State], Tensor]:
-    """The states before each step, and the outputs ``(T, B, O)``."""
-    before, outputs = [], []
-    for xp in x_proj.unbind(0):
-        before.append(state)
-        y, state = cell.step(xp, state)
-        outputs.append(y)
-    return before, torch.stack(outputs)
-
-
 def trajectory_jacobian_norms(
     layer: Recurrent, x: Tensor, *, iters: int = 10, stride: int = 1, generator: torch.Generator | None = None
 ) -> Tensor:
     """Estimated ``||J_t||_2`` along the trajectory of ``x`` for every cell of ``layer``:
     ``(N, ceil(T / stride))`` (mean over the batch), at steps ``0, stride, 2 stride, ...`` of
-    each cell's own processing order. Zero initial state, no lengths, no dropout."""
+    each cell's own processing order. Zero initial state, no lengths, no dropout. The
+    trajectory comes from the stack driver (its ``on_step`` seam records each step's input
+    projection and the state before it)."""
     x, _, _ = layer._check(x, None, None)  # (T, B, I)
-    result = []
-    for li in range(layer.num_layers):
-        outputs = []
-        for d in range(layer.directions):
-            cell = layer.cells[li * layer.directions + d]
-            with torch.no_grad():
-                x_proj = cell.project_input(x)  # (T, B, P)
-            if d == 1:
-                x_proj = reverse_padded(x_proj, None)
-            st = cell.initial_state(x.size(1), device=x.device, dtype=x.dtype)
-            before, y = _layer_states(cell, x_proj, st)
-            xs = x_proj.unbind(0)
-            sig = [jacobian_spectral_norm(cell, xs[t], before[t], iters=iters, generator=generator).mean()
-                   for t in range(0, len(xs), stride)]
-            result.append(torch.stack(sig))
-            outputs.append(reverse_padded(y, None) if d == 1 else y)
-        x = merge_directions(outputs, layer.merge)
+    seen: list[list[tuple[Tensor, State]]] = []  # per cell: (x_proj_t, state before step t)
+
+    def record(index: int, t: int, xp: Tensor, old: State, new: State) -> State:
+        if t == 0:
+            seen.append([])
+        if t % stride == 0:
+            seen[index].append((xp, old))
+        return new
+
+    with torch.no_grad():
+        run_stack(layer.cells, x, None, None, num_layers=layer.num_layers, directions=layer.directions,
+                  merge=layer.merge, backend=SequentialBackend(record))
+    result = [
+        torch.stack([jacobian_spectral_norm(cell, xp, old, iters=iters, generator=generator).mean()
+                     for xp, old in steps])
+        for cell, steps in zip(layer.cells, seen, strict=True)
+    ]
     return torch.stack(result)  # (N, T')

@@ -5,26 +5,59 @@ Every error names the argument and the expected and received shapes; nothing is 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 
-def check_input(x: object, input_size: int, weight: Tensor, dims: tuple[int, ...], layout: str) -> Tensor:
-    """``x`` must be a floating tensor of rank in ``dims`` with ``input_size`` features, on the
-    weights' device and of their dtype. ``layout`` names the expected shape in messages."""
+class RecurrentInputError(ValueError, RuntimeError):
+    """A shape, size, device or length problem with a recurrent layer's input, state or lengths.
+
+    A ``ValueError`` (rnnkit's own contract) and a ``RuntimeError`` (what ``torch.nn.RNN/GRU/LSTM``
+    raise for the same mistakes), so code written against either catches it."""
+
+
+class RecurrentTypeError(TypeError, ValueError, RuntimeError):
+    """A dtype or type problem with a recurrent layer's input, state or lengths: a ``TypeError``
+    (rnnkit), a ``ValueError`` (torch's module tests expect one for a dtype mismatch) and a
+    ``RuntimeError`` (what torch's kernels raise)."""
+
+
+def _time_dims(layout: str, rank: int) -> tuple[int, ...] | None:
+    """The dims named "time" or "sum of lengths" in the ``rank``-D shape that ``layout`` spells,
+    e.g. ``(0,)`` for ``"(time, batch, features)"`` and rank 3; None if ``layout`` names none."""
+    for group in re.findall(r"\(([^()]*)\)", layout):
+        names = [n.strip() for n in group.split(",")]
+        if len(names) == rank:
+            return tuple(k for k, n in enumerate(names) if n in ("time", "sum of lengths"))
+    return None
+
+
+def check_input(
+    x: object, input_size: int, weight: Tensor, dims: tuple[int, ...], layout: str, feature_dim: int = -1
+) -> Tensor:
+    """``x`` must be a floating tensor of rank in ``dims`` with ``input_size`` features on dim
+    ``feature_dim`` (channels for convolutional cells), on the weights' device and of their
+    dtype. ``layout`` names the expected shape in messages."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"input must be a Tensor or PackedSequence, got {type(x).__name__}")
+        raise RecurrentTypeError(f"input must be a Tensor or PackedSequence, got {type(x).__name__}")
     if x.dim() not in dims:
-        raise ValueError(f"input must have shape {layout} ({' or '.join(map(str, dims))}-D), got {tuple(x.shape)}")
-    if x.size(-1) != input_size:
-        raise ValueError(
-            f"input.size(-1) must be equal to input_size. Expected {input_size}, got {x.size(-1)} "
-            f"(input shape {tuple(x.shape)})"
+        ranks = " or ".join(map(str, dims))
+        raise RecurrentInputError(f"input must have shape {layout} ({ranks}-D), got {tuple(x.shape)}")
+    if x.size(feature_dim) != input_size:
+        raise RecurrentInputError(
+            f"input.size({feature_dim}) must be equal to input_size. Expected {input_size}, got "
+            f"{x.size(feature_dim)} (input shape {tuple(x.shape)})"
         )
     if x.dim() >= 2 and 0 in x.shape[:-1]:
-        raise ValueError(f"input has an empty time or batch dimension: shape {tuple(x.shape)}")
+        # an empty batch runs (and returns empty outputs, as torch.nn's layers do); no time steps
+        # do not. A layout naming no time dim (e.g. "(batch, features)") lets every size be 0.
+        time_dims = _time_dims(layout, x.dim())
+        empty = range(x.dim() - 1) if time_dims is None else time_dims
+        if any(x.size(k) == 0 for k in empty):
+            raise RecurrentInputError(f"input has an empty time or batch dimension: shape {tuple(x.shape)}")
     check_like(x, weight, "input")
     return x
 
@@ -32,12 +65,12 @@ def check_input(x: object, input_size: int, weight: Tensor, dims: tuple[int, ...
 def check_like(t: Tensor, weight: Tensor, name: str) -> None:
     """Same dtype and device as the layer's weights (autocast may change the dtype)."""
     if t.dtype != weight.dtype and not torch.is_autocast_enabled(t.device.type):
-        raise TypeError(
+        raise RecurrentTypeError(
             f"{name} dtype {t.dtype} does not match the layer's weight dtype {weight.dtype}; "
             f"convert with {name}.to({weight.dtype}) or the layer with .to({t.dtype})"
         )
     if t.device != weight.device:
-        raise ValueError(f"{name} is on {t.device} but the layer's weights are on {weight.device}")
+        raise RecurrentInputError(f"{name} is on {t.device} but the layer's weights are on {weight.device}")
 
 
 def check_lengths(lengths: object, batch: int, steps: int) -> Tensor:
@@ -45,22 +78,24 @@ def check_lengths(lengths: object, batch: int, steps: int) -> Tensor:
     ``[1, steps]``. Returns an int64 CPU tensor."""
     if isinstance(lengths, Tensor):
         if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-            raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
+            raise RecurrentTypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
         values = lengths.detach().to("cpu", torch.int64)
     elif isinstance(lengths, Sequence) and all(isinstance(v, int) and not isinstance(v, bool) for v in lengths):
         values = torch.tensor(list(lengths), dtype=torch.int64)
     else:
-        raise TypeError(f"lengths must be a 1-D integer tensor or a list of ints, got {type(lengths).__name__}")
+        raise RecurrentTypeError(
+            f"lengths must be a 1-D integer tensor or a list of ints, got {type(lengths).__name__}"
+        )
     if values.dim() != 1 or values.numel() != batch:
-        raise ValueError(f"lengths must have shape ({batch},) (one per sequence), got {tuple(values.shape)}")
+        raise RecurrentInputError(f"lengths must have shape ({batch},) (one per sequence), got {tuple(values.shape)}")
     too_long = (values > steps).nonzero()
     if too_long.numel():
         b = int(too_long[0])
-        raise ValueError(f"lengths[{b}] = {int(values[b])} exceeds the sequence length {steps}")
+        raise RecurrentInputError(f"lengths[{b}] = {int(values[b])} exceeds the sequence length {steps}")
     too_short = (values < 1).nonzero()
     if too_short.numel():
         b = int(too_short[0])
-        raise ValueError(f"lengths[{b}] = {int(values[b])}: every sequence needs at least one step")
+        raise RecurrentInputError(f"lengths[{b}] = {int(values[b])}: every sequence needs at least one step")
     return values
 
 
@@ -74,13 +109,18 @@ def check_state(
         isinstance(p, Tensor) for p in parts
     ):
         kind = "a Tensor" if len(shapes) == 1 else f"a tuple of {len(shapes)} Tensors"
-        raise TypeError(f"{name} must be {kind}, got {type(state).__name__}")
+        raise RecurrentTypeError(f"{name} must be {kind}, got {type(state).__name__}")
     labels = [name] if len(shapes) == 1 else [f"{name}[{k}]" for k in range(len(shapes))]
     for part, shape, label in zip(parts, shapes, labels, strict=True):
         if tuple(part.shape) != tuple(shape):
             hint = ""
             if part.dim() == len(shape) and part.shape[batch_dim] != shape[batch_dim]:
                 hint = f" (batch size {part.shape[batch_dim]} does not match the input's {shape[batch_dim]})"
-            raise ValueError(f"{label} must have shape {tuple(shape)}, got {tuple(part.shape)}{hint}")
+            raise RecurrentInputError(f"{label} must have shape {tuple(shape)}, got {tuple(part.shape)}{hint}")
         check_like(part, weight, label)
     return tuple(parts)
+
+
+__all__ = [
+    "RecurrentInputError", "RecurrentTypeError", "check_input", "check_lengths", "check_like", "check_state",
+]

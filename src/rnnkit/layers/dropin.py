@@ -34,7 +34,12 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from rnnkit.cells import ElmanCell, GRUCell, LSTMCell, RecurrentCell
 from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.layers.checks import check_input, check_lengths, check_state
-from rnnkit.layers.engine import BACKENDS, PathReport, choose_path, run_stack
+from rnnkit.layers.engine import BACKEND_NAMES, PathReport, choose_backend, run_stack
+
+# Dynamo refuses to trace any nn.RNN/GRU/LSTM instance unless this flag is set (torch.export sets
+# it for itself). rnnkit's drop-ins subclass them and are written to be traced, so rnnkit turns it
+# on; torch.nn's own layers then trace too, as they do under torch.export.
+torch._dynamo.config.allow_rnn = True
 
 
 class _DropIn:
@@ -45,11 +50,11 @@ class _DropIn:
     _variant_type: type[RecurrentCell] | None = None
 
     def _init_backend(self, backend: str) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend not in BACKEND_NAMES:
+            raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
         self.backend = backend
-        self._engine_key: tuple[int, ...] | None = None
-        self._engine_cells: list[RecurrentCell] = []
+        self._choices: dict = {}  # the backend choice per (device, dtype, mode) key
+        self._skeleton: list[RecurrentCell] | None = None
         self._extra_names: list[str] = []
 
     def _init_variant(self, variant: dict, forget_bias: float | None, chrono_init: int | None) -> None:
@@ -73,6 +78,7 @@ class _DropIn:
         else:
             self.variant = {}
         self._reset_extras()
+        self._cell_skeleton()  # built here, never inside a traced forward
 
     def _suffixes(self) -> list[str]:
         directions = 2 if self.bidirectional else 1
@@ -97,7 +103,7 @@ class _DropIn:
         if forget_bias is not None and chrono_init is not None:
             raise ValueError("give forget_bias or chrono_init, not both (chrono_init sets the forget-gate bias)")
         if forget_bias is not None or chrono_init is not None:
-            from rnnkit import init
+            from rnnkit.cells import initialisers as init
 
             if not self.bias:
                 raise ValueError("forget_bias/chrono_init set gate biases; this layer was built with bias=False")
@@ -114,22 +120,29 @@ class _DropIn:
     def _cell_kwargs(self) -> dict:
         return {"bias": self.bias}
 
+    def _cell_skeleton(self) -> list[RecurrentCell]:
+        """rnnkit cells of this layer's kinds and options on the meta device, built once: what
+        the backend choice reads (no weight is touched, so a parametrization is not evaluated)."""
+        if self._skeleton is None:
+            self._skeleton = self._layer_cells("meta")
+        for cell in self._skeleton:
+            if cell.training != self.training:
+                cell.train(self.training)  # not submodules: .train()/.eval() do not reach them
+        return self._skeleton
+
     def engine_cells(self) -> list[RecurrentCell]:
-        """rnnkit cells bound to this module's current parameter tensors (rebuilt if they were
-        replaced, e.g. by ``.to()`` or ``torch.func.functional_call``); not registered as
-        submodules, so they add nothing to ``state_dict`` or ``parameters()``."""
-        current = [getattr(self, name) for name in [*self._flat_weights_names, *self._extra_names]]
-        key = tuple(id(w) for w in current)
-        if key != self._engine_key:
-            cells = self._layer_cells("meta")
-            for cell, suffix in zip(cells, self._suffixes(), strict=True):
-                for name in list(cell._parameters):
-                    if cell._parameters[name] is not None:
-                        cell._parameters[name] = getattr(self, name + suffix)
-            self._engine_cells, self._engine_key = cells, key
-        for cell in self._engine_cells:
-            cell.train(self.training)  # not submodules: .train()/.eval() do not reach them
-        return self._engine_cells
+        """rnnkit cells bound to this module's parameters as they are now. Each parameter is read
+        once per call, so a parametrized weight (``weight_norm``, ``spectral_norm``, any
+        ``torch.nn.utils.parametrize`` parametrization) is evaluated once per forward, and
+        weights replaced by ``.to()`` or ``torch.func.functional_call`` are seen. The cells are
+        not submodules: they add nothing to ``state_dict`` or ``parameters()``."""
+        cells = self._cell_skeleton()
+        for cell, suffix in zip(cells, self._suffixes(), strict=True):
+            params = cell._parameters
+            for name in params:
+                if params[name] is not None:
+                    params[name] = getattr(self, name + suffix)
+        return cells
 
     def extra_repr(self) -> str:
         parts = [super().extra_repr()] + [f"{k}={v!r}" for k, v in getattr(self, "variant", {}).items()]
@@ -140,7 +153,7 @@ class _DropIn:
         probe = input.data if isinstance(input, PackedSequence) else input
         if probe is None:
             probe = self._flat_weights[0].new_empty(0)
-        return choose_path(self.engine_cells(), probe, self.backend)
+        return choose_backend(self._cell_skeleton(), probe, self.backend)
 
     # -- forward ------------------------------------------------------------------------------
     def _state_shapes(self, batch: int | None) -> list[tuple[int, ...]]:
@@ -171,8 +184,8 @@ class _DropIn:
                     raise ValueError("lengths= needs batched 3-D input; unbatched input is one whole sequence")
                 steps = input.size(1) if self.batch_first else input.size(0)
                 lengths = check_lengths(lengths, batch, steps)
-        path = choose_path(self.engine_cells(), input.data if packed else input, self.backend)
-        if path.path.startswith("fused"):
+        report = choose_backend(self._cell_skeleton(), input.data if packed else input, self.backend, self._choices)
+        if report.name == "fused":
             if lengths is None:
                 return super().forward(input, hx)
             steps = input.size(1) if self.batch_first else input.size(0)
@@ -180,9 +193,9 @@ class _DropIn:
             out, hidden = super().forward(seq, hx)
             out, _ = pad_packed_sequence(out, batch_first=self.batch_first, total_length=steps)
             return out, hidden
-        return self._engine_forward(input, hx, lengths, path.path)
+        return self._engine_forward(input, hx, lengths, report.backend)
 
-    def _engine_forward(self, input, hx, lengths, path):
+    def _engine_forward(self, input, hx, lengths, backend):
         packed = isinstance(input, PackedSequence)
         if packed:
             x, lengths = pad_packed_sequence(input)  # (T, B, I) and lengths, in the caller's order
@@ -201,7 +214,7 @@ class _DropIn:
             lengths = lengths.to(x.device)
         out, final = run_stack(
             self.engine_cells(), x, state, lengths, num_layers=self.num_layers,
-            directions=2 if self.bidirectional else 1, dropout=self.dropout, training=self.training, path=path,
+            directions=2 if self.bidirectional else 1, dropout=self.dropout, training=self.training, backend=backend,
         )
         if not batched:
             out, final = out.squeeze(1), tuple(s.squeeze(1) for s in final)
@@ -224,6 +237,7 @@ class RNN(_DropIn, nn.RNN):
     def __init__(self, *args, backend: str = "auto", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._init_backend(backend)
+        self._cell_skeleton()  # built here, never inside a traced forward
 
     def _cell_kwargs(self) -> dict:
         return {"bias": self.bias, "nonlinearity": self.nonlinearity}

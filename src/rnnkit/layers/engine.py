@@ -1,5 +1,11 @@
-"""The stack driver shared by :class:`rnnkit.Recurrent` and the torch.nn drop-ins: layers,
-directions, merging, dropout between layers, lengths, and the choice of scan per layer."""
+"""The stack driver shared by :class:`rnnkit.Recurrent`, the torch.nn drop-ins, the models'
+decoders and the diagnostics: layers, directions, merging, dropout between layers, lengths, the
+per-sequence noise, and the choice of backend.
+
+One loop (:func:`run_stack`) runs whole sequences, streaming steps (a one-step sequence with the
+noise of the sequence it continues, :class:`StepState`) and gradient probes (a sequential
+backend with an ``on_step`` seam, :class:`rnnkit.scan.backends.SequentialBackend`).
+"""
 
 from __future__ import annotations
 
@@ -9,24 +15,30 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from rnnkit.cells._trace import transform_active
 from rnnkit.cells.base import RecurrentCell, State
-from rnnkit.scan.fast import fast_project, fast_scan, fast_unavailable
-from rnnkit.scan.fused import fused_layer, fused_unavailable
-from rnnkit.scan.sequential import reverse_padded, sequential_scan
-from rnnkit.scan.triton import triton_label, triton_scan, triton_unavailable
+from rnnkit.scan.backends import BACKEND_NAMES, BACKENDS, Backend, get_backend
+
+__all__ = [
+    "BACKENDS", "BACKEND_NAMES", "MERGES", "PathReport", "StepState", "choose_backend", "draw_noise",
+    "merge_directions", "merged_size", "run_stack",
+]
 
 MERGES = ("concat", "sum", "mul", "ave")
-BACKENDS = ("auto", "fused", "parallel", "triton", "fast", "sequential")
-#: the scans faster than the sequential reference, in the order ``backend="auto"`` tries them
-FAST_PATHS = ("fused", "parallel", "triton", "fast")
 
 
 @dataclass
 class PathReport:
-    """Which scan a layer takes, and why each faster one does not apply."""
+    """Which backend a layer takes (``backend``, with its ``path`` description), and why each
+    faster one does not apply (``rejected``: name -> reason)."""
 
+    backend: Backend
     path: str
     rejected: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
 
     def __str__(self) -> str:
         lines = [f"path: {self.path}"]
@@ -34,58 +46,66 @@ class PathReport:
         return "\n".join(lines)
 
 
-def _parallel_unavailable(cells: Sequence[RecurrentCell], x: Tensor, requested: bool) -> str | None:
-    serial_only = [c for c in cells if getattr(c, "parallel_scan", None) is None]
-    if serial_only:
-        return f"{type(serial_only[0]).__name__} has no parallel_scan (its step depends nonlinearly on the state)"
+def _needs_transforms(x: Tensor) -> str | None:
+    """Why only transform-safe backends may run now (a torch.func transform, or double
+    backward through an input), or None."""
+    if transform_active(x):
+        return "a torch.func transform (vmap/grad/jvp) is active"
     return None
 
 
-def _unavailable(name: str, cells: Sequence[RecurrentCell], x: Tensor, requested: bool) -> str | None:
-    if name == "fused":
-        return fused_unavailable(list(cells), x)
-    if name == "parallel":
-        return _parallel_unavailable(cells, x, requested)
-    if name == "triton":
-        return triton_unavailable(list(cells), x, requested=requested)
-    return fast_unavailable(list(cells), x)
+def choose_backend(
+    cells: Sequence[RecurrentCell], x: Tensor, requested: str, cache: dict | None = None
+) -> PathReport:
+    """Pick the backend for a stack of ``cells`` on input ``x`` under a ``requested`` name.
 
-
-def _label(name: str, cells: Sequence[RecurrentCell], x: Tensor) -> str:
-    if name == "fused":
-        return f"fused (torch vendor kernel, {'cuDNN' if x.device.type == 'cuda' else 'oneDNN/ATen'})"
-    if name == "parallel":
-        return "parallel (whole-sequence scan in time)"
-    if name == "triton":
-        return triton_label(list(cells), x)
-    return "fast (rnnkit engine: one autograd Function per layer, hand-written backward through time)"
-
-
-def choose_path(cells: Sequence[RecurrentCell], x: Tensor, backend: str) -> PathReport:
-    """Pick the scan for a stack of ``cells`` on input ``x`` under a ``backend`` request:
-    ``"auto"`` takes the first of :data:`FAST_PATHS` that can run the layer, else the sequential
-    reference; naming a path forces it (ValueError with the reason if it cannot run)."""
+    ``"auto"`` takes the first of :data:`BACKENDS` that can run the layer (the sequential
+    reference runs every cell); a name forces that backend (ValueError with the reason if it
+    cannot run); an unknown name is a ValueError. The choice depends on the input's device and
+    dtype, training mode, grad mode and whether a torch.func transform is active; ``cache``
+    (a dict the layer owns) keeps it per such key.
+    """
+    if requested != "auto":
+        get_backend(requested)  # an unknown name fails here
+    transform = _needs_transforms(x)
+    cells0 = cells[0]
+    key = (requested, x.device, x.dtype, cells0.training, torch.is_grad_enabled(), transform is not None)
+    compiling = torch.compiler.is_compiling()
+    if cache is not None and not compiling:
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
     rejected: dict[str, str] = {}
-    for name in FAST_PATHS:
-        if backend not in ("auto", name):
-            rejected[name] = f"backend={backend!r} was requested"
+    report = None
+    for backend in BACKENDS:
+        name = backend.name
+        if requested not in ("auto", name):
+            rejected[name] = f"backend={requested!r} was requested"
             continue
-        reason = _unavailable(name, cells, x, requested=backend == name)
+        reason = backend.unavailable(cells, x, requested=requested == name)
+        if reason is None and transform is not None and not backend.transforms and requested != name:
+            reason = f"{transform}; {name} does not support it"
         if reason is None:
-            return PathReport(_label(name, cells, x), rejected)
-        if backend == name:
+            report = PathReport(backend, backend.describe(cells, x), rejected)
+            break
+        if requested == name:
             what = "the fused kernels cannot run this layer: " if name == "fused" else ""
             raise ValueError(f"backend={name!r} was requested but {what}{reason}")
         rejected[name] = reason
-    return PathReport("sequential", rejected)
+    assert report is not None, "the sequential backend runs every cell"
+    if cache is not None and not compiling:
+        cache[key] = report
+    return report
 
 
-def merge_directions(outputs: Sequence[Tensor], merge: str) -> Tensor:
+def merge_directions(outputs: Sequence[Tensor], merge: str, feature_dims: int = 1) -> Tensor:
+    """Combine the two directions' outputs ``(T, B, O, *rest)``; ``concat`` joins the feature
+    (channel) dim ``-feature_dims``."""
     if len(outputs) == 1:
         return outputs[0]
     fw, bw = outputs
     if merge == "concat":
-        return torch.cat((fw, bw), dim=-1)
+        return torch.cat((fw, bw), dim=-feature_dims)
     if merge == "sum":
         return fw + bw
     if merge == "mul":
@@ -98,7 +118,50 @@ def merged_size(cell: RecurrentCell, directions: int, merge: str) -> int:
     return cell.output_size * (directions if merge == "concat" else 1)
 
 
-_SCANS = {"fast": fast_scan, "triton": triton_scan, "sequential": sequential_scan}
+def draw_noise(cells: Sequence[RecurrentCell], batch: int, like: Tensor) -> tuple[Tensor | None, ...]:
+    """Each cell's per-sequence noise (None where it has none), drawn now, in cell order."""
+    return tuple(c.draw_noise(batch, like.device, like.dtype) for c in cells)
+
+
+@dataclass
+class StepState:
+    """A sequence being stepped (:meth:`rnnkit.Recurrent.step`): the stacked state, as
+    ``forward`` returns it (``(N, B, *S_k)`` per entry), and the noise drawn for the sequence
+    (one entry per cell), which every later step reuses."""
+
+    state: tuple[Tensor, ...]
+    noise: tuple[Tensor | None, ...]
+
+    def index_select(self, dim: int, index: Tensor) -> StepState:
+        """The rows ``index`` of the batch (``dim`` must be 0, the batch of a decoding state),
+        e.g. to reorder beams."""
+        if dim != 0:
+            raise ValueError(f"StepState.index_select reorders the batch: dim must be 0, got {dim}")
+        return StepState(
+            tuple(s.index_select(1, index) for s in self.state),
+            tuple(None if n is None else n.index_select(0, index) for n in self.noise),
+        )
+
+    def repeat_interleave(self, repeats: int, dim: int = 0) -> StepState:
+        """Each row repeated ``repeats`` times in place (beam search's ``B -> B * K`` rows)."""
+        if dim != 0:
+            raise ValueError(f"StepState.repeat_interleave repeats batch rows: dim must be 0, got {dim}")
+        return StepState(
+            tuple(s.repeat_interleave(repeats, 1) for s in self.state),
+            tuple(None if n is None else n.repeat_interleave(repeats, 0) for n in self.noise),
+        )
+
+    @property
+    def shape(self) -> torch.Size:
+        """``(B,)``: a stepping state is a batch of rows (what decoders check)."""
+        return torch.Size([self.state[0].size(1)])
+
+    @property
+    def device(self) -> torch.device:
+        return self.state[0].device
+
+    def size(self, dim: int) -> int:
+        return self.shape[dim]
 
 
 def run_stack(
@@ -112,48 +175,39 @@ def run_stack(
     merge: str = "concat",
     dropout: float = 0.0,
     training: bool = False,
-    path: str = "sequential",
+    backend: Backend | str = "sequential",
+    noise: Sequence[Tensor | None] | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """Run a stack of cells over time-major ``x (T, B, I)``.
+    """Run a stack of cells over time-major ``x (T, B, *F)``.
 
     ``cells[l * directions + d]`` is layer ``l``, direction ``d`` (1 = reversed). ``state`` is
-    one tensor per cell state entry, each ``(num_layers * directions, B, S_k)``, or None for
-    zeros. With ``lengths (B,)`` each sequence runs to its own end, both ways. Returns the last
-    layer's merged outputs ``(T, B, O)`` and the stacked final states. ``path`` is the
-    :class:`PathReport` path (its first word: fused, parallel, triton, fast or sequential).
-
-    A cell with a parallel mode defines ``parallel_scan(x_proj, state, lengths) -> (y, state)``
-    with the same contract as :func:`rnnkit.scan.sequential_scan`; the ``parallel`` path calls it.
+    one tensor per cell state entry, each ``(num_layers * directions, B, *S_k)``, or None for
+    zeros. With ``lengths (B,)`` each sequence runs to its own end, both ways. ``noise`` holds
+    each cell's per-sequence noise (drawn here when None). Returns the last layer's merged
+    outputs ``(T, B, *O)`` and the stacked final states.
     """
-    fused = path.startswith("fused")
+    if isinstance(backend, str):
+        backend = get_backend(backend)
     batch = x.size(1)
     if lengths is not None and bool((lengths == x.size(0)).all()):
         lengths = None  # nothing is padded: skip the masking
+    feature_dims = cells[0].feature_dims
     finals: list[State] = []
     for layer in range(num_layers):
         layer_cells = list(cells[layer * directions : (layer + 1) * directions])
         if state is None:
-            layer_states = [c.initial_state(batch, device=x.device, dtype=x.dtype) for c in layer_cells]
+            layer_states = [c.initial_state(batch, device=x.device, dtype=x.dtype, input_shape=tuple(x.shape[2:]))
+                            for c in layer_cells]
         else:
             layer_states = [tuple(s[layer * directions + d] for s in state) for d in range(directions)]
-        if fused:
-            outputs, new_states = fused_layer(layer_cells, x, layer_states, lengths)
+        if noise is None:
+            layer_noise = draw_noise(layer_cells, batch, x)
         else:
-            outputs, new_states = [], []
-            for d, (cell, st) in enumerate(zip(layer_cells, layer_states, strict=True)):
-                project = fast_project if path.startswith(("fast", "triton")) else type(cell).project_input
-                x_proj = project(cell, x)  # (T, B, P): one GEMM for every step
-                if d == 1:
-                    x_proj = reverse_padded(x_proj, lengths)
-                if path.startswith("parallel"):
-                    y, st = cell.parallel_scan(x_proj, st, lengths)
-                else:
-                    y, st = _SCANS.get(path.split(" ")[0], sequential_scan)(cell, x_proj, st, lengths)
-                outputs.append(reverse_padded(y, lengths) if d == 1 else y)
-                new_states.append(st)
+            layer_noise = tuple(noise[layer * directions : (layer + 1) * directions])
+        outputs, new_states = backend.run_layer(layer_cells, x, layer_states, lengths, layer_noise)
         finals.extend(new_states)
-        x = merge_directions(outputs, merge)
+        x = merge_directions(outputs, merge, feature_dims)
         if dropout > 0.0 and training and layer < num_layers - 1:
             x = torch.nn.functional.dropout(x, dropout, training=True)
-    stacked = tuple(torch.stack(parts) for parts in zip(*finals, strict=True))  # each (L*D, B, S_k)
+    stacked = tuple(torch.stack(parts) for parts in zip(*finals, strict=True))  # each (L*D, B, *S_k)
     return x, stacked

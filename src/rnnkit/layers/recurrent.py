@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from rnnkit.cells.base import RecurrentCell
 from rnnkit.layers.checks import check_input, check_lengths, check_state
-from rnnkit.layers.engine import BACKENDS, MERGES, PathReport, choose_path, merged_size, run_stack
+from rnnkit.layers.engine import (
+    BACKEND_NAMES,
+    MERGES,
+    PathReport,
+    StepState,
+    choose_backend,
+    draw_noise,
+    merged_size,
+    run_stack,
+)
+from rnnkit.scan.backends import get_backend
 
 StateArg = Tensor | tuple[Tensor, ...]
 
@@ -50,8 +61,8 @@ class Recurrent(nn.Module):
             raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
         if not 0.0 <= dropout <= 1.0:
             raise ValueError(f"dropout must be in [0, 1], got {dropout}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend not in BACKEND_NAMES:
+            raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
         self.num_layers, self.bidirectional, self.merge = num_layers, bidirectional, merge
         self.dropout, self.batch_first, self.backend = dropout, batch_first, backend
         self.directions = 2 if bidirectional else 1
@@ -63,51 +74,95 @@ class Recurrent(nn.Module):
         self.cells = nn.ModuleList(cells)  # index = layer * directions + direction
         self.input_size = cell.input_size
         self.output_size = merged_size(cell, self.directions, merge)
+        self.feature_dims = cell.feature_dims
+        self._choices: dict = {}  # the backend choice per (device, dtype, mode) key
 
-    def _state_shapes(self, batch: int) -> list[tuple[int, int, int]]:
-        return [(len(self.cells), batch, s) for s in self.cells[0].state_sizes]
+    def _state_shapes(self, batch: int, step_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """Expected state entry shapes ``(N, B, *S_k)`` for one step's input shape ``step_shape``."""
+        cell = self.cells[0]
+        if self.feature_dims == 1:
+            return [(len(self.cells), batch, s) for s in cell.state_sizes]
+        zeros = cell.initial_state(batch, device="meta", input_shape=step_shape)
+        return [(len(self.cells), *z.shape) for z in zeros]
+
+    def _layout(self, time: bool) -> str:
+        features = "features" if self.feature_dims == 1 else "channels, height, width"
+        if not time:
+            return f"(batch, {features})"
+        return f"(batch, time, {features})" if self.batch_first else f"(time, batch, {features})"
 
     def _check(self, x: Tensor, state, lengths) -> tuple[Tensor, tuple[Tensor, ...] | None, Tensor | None]:
         weight = next(self.cells[0].parameters())
-        layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
-        check_input(x, self.input_size, weight, (3,), layout)
-        x = x.transpose(0, 1) if self.batch_first else x  # (T, B, I)
+        check_input(x, self.input_size, weight, (2 + self.feature_dims,), self._layout(True),
+                    feature_dim=-self.feature_dims)
+        x = x.transpose(0, 1) if self.batch_first else x  # (T, B, *F)
         steps, batch = x.shape[:2]
         if state is not None:
-            state = check_state(state, self._state_shapes(batch), weight, "state")
+            state = check_state(state, self._state_shapes(batch, tuple(x.shape[2:])), weight, "state")
         if lengths is not None:
             lengths = check_lengths(lengths, batch, steps).to(x.device)
         return x, state, lengths
 
     def explain(self, x: Tensor | None = None) -> PathReport:
-        """The scan this layer takes (for input ``x``, or a CPU input by default) and why the
+        """The backend this layer takes (for input ``x``, or a CPU input by default) and why the
         faster ones do not apply."""
         weight = next(self.cells[0].parameters())
         probe = x if x is not None else weight.new_empty(0)
-        return choose_path(self.cells, probe, self.backend)
+        return choose_backend(self.cells, probe, self.backend)
 
     def forward(
         self, x: Tensor, state: StateArg | None = None, lengths: Tensor | list[int] | None = None
     ) -> tuple[Tensor, StateArg]:
         x, state, lengths = self._check(x, state, lengths)
-        path = choose_path(self.cells, x, self.backend)
+        report = choose_backend(self.cells, x, self.backend, self._choices)
         out, final = run_stack(
             self.cells, x, state, lengths, num_layers=self.num_layers, directions=self.directions,
-            merge=self.merge, dropout=self.dropout, training=self.training, path=path.path,
+            merge=self.merge, dropout=self.dropout, training=self.training, backend=report.backend,
         )
         if self.batch_first:
             out = out.transpose(0, 1)  # (B, T, O)
         return out, (final[0] if len(final) == 1 else final)
 
-    def step(self, x_t: Tensor, state: StateArg | None = None) -> tuple[Tensor, StateArg]:
-        """One time step for streaming: ``x_t (B, I)`` -> ``(y_t (B, O), state)``. Feeding a
-        sequence step by step equals one :meth:`forward` call on the whole of it."""
+    def begin(self, batch: int, state: StateArg | None = None, *, like: Tensor | None = None,
+              step_shape: tuple[int, ...] | None = None) -> StepState:
+        """Start stepping a batch of ``batch`` sequences from ``state`` (zeros if None): the
+        noise of each cell (recurrent dropout) is drawn now, once for the whole sequence.
+        ``like`` gives the device and dtype (the weights' by default); ``step_shape`` one step's
+        trailing input shape, for cells with spatial states."""
+        weight = next(self.cells[0].parameters())
+        like = weight if like is None else like
+        shape = step_shape if step_shape is not None else (self.input_size,)
+        if state is None:
+            zeros = [c.initial_state(batch, device=like.device, dtype=like.dtype, input_shape=shape)
+                     for c in self.cells]
+            parts = tuple(torch.stack(p) for p in zip(*zeros, strict=True))  # each (N, B, *S_k)
+        else:
+            parts = check_state(state, self._state_shapes(batch, shape), weight, "state")
+        return StepState(parts, draw_noise(self.cells, batch, like))
+
+    def step(self, x_t: Tensor, state: StateArg | StepState | None = None) -> tuple[Tensor, StepState]:
+        """One time step for streaming: ``x_t (B, *F)`` -> ``(y_t (B, *O), StepState)``.
+
+        Pass the returned :class:`~rnnkit.layers.engine.StepState` to the next step; a plain
+        state (or None) begins a new sequence (:meth:`begin`). Its ``.state`` is the state in
+        :meth:`forward`'s form. Feeding a sequence step by step equals one :meth:`forward` call
+        on the whole of it under the same noise (in eval mode: exactly)."""
         if self.bidirectional:
             raise ValueError("a bidirectional layer reads the future and cannot be stepped; use forward()")
         weight = next(self.cells[0].parameters())
-        check_input(x_t, self.input_size, weight, (2,), "(batch, features)")
-        out, final = self.forward(x_t.unsqueeze(1 if self.batch_first else 0), state)
-        return out.squeeze(1 if self.batch_first else 0), final
+        check_input(x_t, self.input_size, weight, (1 + self.feature_dims,), self._layout(False),
+                    feature_dim=-self.feature_dims)
+        if not isinstance(state, StepState):
+            state = self.begin(x_t.size(0), state, like=x_t, step_shape=tuple(x_t.shape[1:]))
+        elif state.state[0].size(1) != x_t.size(0):
+            raise ValueError(f"x_t has batch size {x_t.size(0)} but the stepping state holds "
+                             f"{state.state[0].size(1)} sequences")
+        out, final = run_stack(
+            self.cells, x_t.unsqueeze(0), state.state, None, num_layers=self.num_layers, directions=1,
+            merge=self.merge, dropout=self.dropout, training=self.training, backend=get_backend("sequential"),
+            noise=state.noise,
+        )
+        return out.squeeze(0), StepState(final, state.noise)
 
     def extra_repr(self) -> str:
         parts = [f"num_layers={self.num_layers}", f"bidirectional={self.bidirectional}"]

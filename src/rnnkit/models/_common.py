@@ -1,5 +1,6 @@
-"""Pieces the models share: token-or-vector input, lengths and masks, and stepping a stack of
-cells one time step at a time (generation is O(T): one ``cell.step`` per layer per token).
+"""Pieces the models share: token-or-vector input, lengths and masks, and the conversions between
+the stacked and flat state forms. Stepping goes through :meth:`rnnkit.Recurrent.step` (the one
+stack driver), whose :class:`~rnnkit.layers.engine.StepState` carries each sequence's noise.
 
 State forms. :class:`rnnkit.Recurrent` takes and returns its state *stacked*: a tensor
 ``(N, B, S)`` or a tuple of ``(N, B, S_k)`` (N = L * D). Decoders keep it *flat*: a tuple of
@@ -11,7 +12,6 @@ of a decoding state has the batch first and beam search reorders all of them wit
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.layers.checks import check_lengths
@@ -21,7 +21,7 @@ from rnnkit.scan.sequential import length_mask as time_major_mask
 
 __all__ = [
     "InputLayer", "check_tokens", "flat_state", "length_mask", "prepare_lengths", "require_unidirectional",
-    "stacked_state", "step_stack", "zero_flat_state",
+    "stacked_state", "zero_flat_state",
 ]
 
 StackedState = Tensor | tuple[Tensor, ...]
@@ -120,24 +120,6 @@ def stacked_state(flat: tuple[Tensor, ...], num_entries: int) -> StackedState:
     """Flat tuple -> the stacked form :class:`rnnkit.Recurrent` takes (inverse of :func:`flat_state`)."""
     parts = tuple(torch.stack(flat[k::num_entries]) for k in range(num_entries))  # each (L, B, S_k)
     return parts[0] if num_entries == 1 else parts
-
-
-def step_stack(rnn: Recurrent, x_t: Tensor, flat: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """One time step of a unidirectional stack through the cell contract.
-
-    ``x_t (B, I)``, ``flat`` as in :func:`flat_state`. Returns the top layer's ``y_t (B, O)`` and
-    the new flat state; equal to ``rnn.forward`` on a one-step sequence (same dropout between
-    layers), without its per-call checks and scan selection.
-    """
-    k = len(rnn.cells[0].state_sizes)
-    new: list[Tensor] = []
-    y = x_t
-    for layer, cell in enumerate(rnn.cells):
-        y, st = cell.step(cell.project_input(y), flat[layer * k : (layer + 1) * k])
-        new.extend(st)
-        if rnn.dropout > 0.0 and rnn.training and layer < len(rnn.cells) - 1:
-            y = F.dropout(y, rnn.dropout, training=True)
-    return y, tuple(new)
 
 
 def zero_flat_state(rnn: Recurrent, batch: int, like: Tensor) -> tuple[Tensor, ...]:

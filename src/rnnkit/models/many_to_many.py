@@ -22,11 +22,9 @@ from torch import Tensor, nn
 
 from rnnkit.models._common import (
     InputLayer,
-    flat_state,
     length_mask,
     prepare_lengths,
     require_unidirectional,
-    step_stack,
 )
 from rnnkit.models.config import RecurrentConfig, as_config
 from rnnkit.models.crf import LinearChainCRF
@@ -122,11 +120,11 @@ class Forecaster(nn.Module):
         outputs, state = self.rnn(x, lengths=lengths)  # state at each history's own end
         end = (lengths - 1) if lengths is not None else torch.full((B,), T - 1, device=x.device)
         last = outputs.gather(1, end.view(B, 1, 1).expand(B, 1, outputs.size(2))).squeeze(1)  # (B, O)
-        flat = flat_state(state, self.config.num_layers)
+        stepping = self.rnn.begin(B, state, like=x)
         pred = self.head(last)  # (B, F): x^_{T+1}
         preds = [pred]
         for _ in range(horizon - 1):
-            y, flat = step_stack(self.rnn, pred, flat)
+            y, stepping = self.rnn.step(pred, stepping)
             pred = self.head(y)
             preds.append(pred)
         return torch.stack(preds, dim=1)  # (B, horizon, F)

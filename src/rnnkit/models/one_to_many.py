@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rnnkit.models._common import check_tokens, require_unidirectional, stacked_state, step_stack
+from rnnkit.models._common import check_tokens, require_unidirectional, stacked_state
 from rnnkit.models.config import RecurrentConfig, as_config
 from rnnkit.models.decoding import Decoded, DecodeState, beam_search, greedy_search, sample_search
 
@@ -81,8 +81,13 @@ class Generator(nn.Module):
         return self.out(outputs)
 
     def _step(self, tok: Tensor, state: DecodeState) -> tuple[Tensor, DecodeState, None]:
-        y, state = step_stack(self.rnn, self.embed(tok), state)
-        return self.out(y), state, None
+        y, stepping = self.rnn.step(self.embed(tok), state[0])  # state: (StepState,)
+        return self.out(y), (stepping,), None
+
+    def _stepping(self, flat: DecodeState) -> DecodeState:
+        """The flat ``s_0`` as a decoding state: one :class:`~rnnkit.layers.engine.StepState`
+        (the stacked state and the sequence's noise, drawn now)."""
+        return (self.rnn.begin(flat[0].size(0), stacked_state(flat, self._entries), like=flat[0]),)
 
     @torch.no_grad()
     def generate(
@@ -94,13 +99,13 @@ class Generator(nn.Module):
         ids = dict(bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id, max_len=max_len)
         B = state[0].size(0)
         if strategy == "greedy":
-            return greedy_search(self._step, state, batch_size=B, **ids)
+            return greedy_search(self._step, self._stepping(state), batch_size=B, **ids)
         if strategy == "sample":
-            return sample_search(self._step, state, batch_size=B, temperature=temperature, top_k=top_k,
-                                 generator=generator, **ids)
+            return sample_search(self._step, self._stepping(state), batch_size=B, temperature=temperature,
+                                 top_k=top_k, generator=generator, **ids)
         if strategy == "beam":
             if not isinstance(beam_width, int) or beam_width < 1:
                 raise ValueError(f"beam_width must be a positive int, got {beam_width!r}")
-            state = tuple(s.repeat_interleave(beam_width, 0) for s in state)
+            state = self._stepping(tuple(s.repeat_interleave(beam_width, 0) for s in state))
             return beam_search(self._step, state, batch_size=B, beam_width=beam_width, alpha=length_penalty, **ids)
         raise ValueError(f"strategy must be 'greedy', 'sample' or 'beam', got {strategy!r}")

@@ -35,7 +35,6 @@ from rnnkit.models._common import (
     prepare_lengths,
     require_unidirectional,
     stacked_state,
-    step_stack,
 )
 from rnnkit.models.attention import ATTENTIONS, make_attention
 from rnnkit.models.config import RecurrentConfig, as_config
@@ -124,24 +123,27 @@ class Seq2Seq(nn.Module):
         top = torch.cat([p[-D:].transpose(0, 1).reshape(B, -1) for p in parts], dim=1)  # (B, D * sum S_k)
         init = torch.tanh(self.bridge(top)).split(self._dec_splits, dim=1)
         if self.luong:  # h~_0 = 0 (read only with input feeding)
-            return memory, mask, (top.new_zeros(B, self.out_size), *init)
-        return memory, mask, (init[-1], *init[:-1])  # (q_0 (B, O), *flat decoder state)
+            prev, flat = top.new_zeros(B, self.out_size), init
+        else:
+            prev, flat = init[-1], init[:-1]
+        # (q_0 (B, O), the decoder's stepping state: stacked state and this sequence's noise)
+        return memory, mask, (prev, self.decoder.begin(B, stacked_state(flat, self._dec_entries), like=top))
 
     # -- one decoder step ------------------------------------------------------------------------
     def _step(self, tok: Tensor, state: DecodeState, memory: Tensor, mask: Tensor, prepared: Tensor):
-        """``tok (N,)``, ``state = (q or h~ (N, O), *flat decoder state)`` -> logits, state, attention."""
-        prev, rnn_state = state[0], state[1:]
+        """``tok (N,)``, ``state = (q or h~ (N, O), decoder StepState)`` -> logits, state, attention."""
+        prev, rnn_state = state
         emb = self.tgt_embed(tok)  # (N, E)
         if self.luong:
             x = torch.cat([emb, prev], dim=1) if self.input_feeding else emb
-            y, rnn_state = step_stack(self.decoder, x, rnn_state)  # (N, O)
+            y, rnn_state = self.decoder.step(x, rnn_state)  # (N, O)
             ctx, a = self.attention(y.unsqueeze(1), memory, mask, prepared)  # (N, 1, M), (N, 1, S)
             h_tilde = torch.tanh(self.combine(torch.cat([ctx.squeeze(1), y], dim=1)))  # (N, O)
-            return self.out(h_tilde), (h_tilde, *rnn_state), a.squeeze(1)
+            return self.out(h_tilde), (h_tilde, rnn_state), a.squeeze(1)
         ctx, a = self.attention(prev.unsqueeze(1), memory, mask, prepared)
         ctx = ctx.squeeze(1)  # (N, M)
-        y, rnn_state = step_stack(self.decoder, torch.cat([emb, ctx], dim=1), rnn_state)
-        return self.out(torch.cat([y, ctx], dim=1)), (y, *rnn_state), a.squeeze(1)
+        y, rnn_state = self.decoder.step(torch.cat([emb, ctx], dim=1), rnn_state)
+        return self.out(torch.cat([y, ctx], dim=1)), (y, rnn_state), a.squeeze(1)
 
     def _step_fn(self, memory: Tensor, mask: Tensor):
         prepared = self.attention.prepare(memory)
@@ -179,8 +181,8 @@ class Seq2Seq(nn.Module):
     def _forward_whole(self, inputs: Tensor, memory: Tensor, mask: Tensor, state: DecodeState) -> Tensor:
         """Teacher-forced Luong decoding without input feeding: every step's input is known, so
         the decoder runs once over the whole target and attention is one batched product."""
-        init = stacked_state(state[1:], self._dec_entries)
-        ys, _ = self.decoder(self.tgt_embed(inputs), init)  # (B, T, O)
+        init = state[1].state  # the stacked initial decoder state
+        ys, _ = self.decoder(self.tgt_embed(inputs), init[0] if len(init) == 1 else init)  # (B, T, O)
         ctx, _ = self.attention(ys, memory, mask)  # (B, T, M)
         return self.out(torch.tanh(self.combine(torch.cat([ctx, ys], dim=-1))))  # (B, T, V)
 

@@ -289,6 +289,9 @@ class DeerGRUCell(GRUCell):
     :func:`deer_gru`; ``stats`` holds the last call's iteration counts.
     """
 
+    #: Newton iterations until a data-dependent test: not traceable by compile/export/vmap
+    parallel_traceable = False
+
     def __init__(
         self, input_size: int, hidden_size: int, bias: bool = True, tol: float = 1e-5, max_iter: int = 100,
         device=None, dtype=None,

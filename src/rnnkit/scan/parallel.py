@@ -35,6 +35,8 @@ import math
 import torch
 from torch import Tensor
 
+from rnnkit.cells._trace import traceable_needed
+
 __all__ = ["heinsen_scan", "linear_scan", "log_scan"]
 
 _LOOP_MAX = 32  # at most this many steps: a plain loop beats the chunked passes
@@ -90,14 +92,21 @@ class _LinearScan(torch.autograd.Function):
     def forward(ctx, a: Tensor, b: Tensor, h0: Tensor, reverse: bool) -> Tensor:
         h = _scan_core(a, b, h0, reverse)
         ctx.save_for_backward(a, h, h0)
+        ctx.saved_b = b  # read only by double backward
         ctx.reverse = reverse
         return h
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h: Tensor):
         a, h, h0 = ctx.saved_tensors
         rev = ctx.reverse
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain loop, with a graph
+            b = ctx.saved_b
+            need = ctx.needs_input_grad[:3]
+            wanted = [t for t, n in zip((a, b, h0), need, strict=True) if n]
+            with torch.enable_grad():
+                grads = iter(torch.autograd.grad(_plain_scan(a, b, h0, rev), wanted, grad_h, create_graph=True))
+            return (*(next(grads) if n else None for n in need), None)
         a_next = torch.empty_like(a)  # the coefficient that carries g back one step
         grad_a = torch.empty_like(a)
         first = -1 if rev else 0  # the step that reads h0
@@ -112,6 +121,16 @@ class _LinearScan(torch.autograd.Function):
             torch.mul(g[1:], h[:-1], out=grad_a[1:])
         grad_a[first] = g[first] * h0
         return grad_a, g, a[first] * g[first], None
+
+
+def _plain_scan(a: Tensor, b: Tensor, h0: Tensor, reverse: bool) -> Tensor:
+    """:func:`_scan_core` in plain differentiable ops, step by step (its traceable form)."""
+    h, out = h0, []
+    steps = range(a.size(0) - 1, -1, -1) if reverse else range(a.size(0))
+    for t in steps:
+        h = torch.addcmul(b[t], a[t], h)
+        out.append(h)
+    return torch.stack(out[::-1] if reverse else out)
 
 
 # -- validation shared by the public functions --------------------------------------------------
@@ -166,7 +185,10 @@ def linear_scan(
         a, b = torch.where(mask, a, 1.0), torch.where(mask, b, 0.0)
     shape = a.shape
     a2, b2 = a.reshape(shape[0], -1).contiguous(), b.reshape(shape[0], -1).contiguous()  # (T, N)
-    h = _LinearScan.apply(a2, b2, h0.reshape(-1), reverse).view(shape)  # (T, ...)
+    if traceable_needed(a2):  # compile/export/vmap: the same recurrence as a plain loop
+        h = _plain_scan(a2, b2, h0.reshape(-1), reverse).view(shape)
+    else:
+        h = _LinearScan.apply(a2, b2, h0.reshape(-1), reverse).view(shape)  # (T, ...)
     last = h[0] if reverse else h[-1]
     return (h if mask is None else h.masked_fill(~mask, 0.0)), last
 
@@ -225,3 +247,22 @@ def log_scan(
     start = torch.cat((start0.unsqueeze(0), ends[:-1]))  # (K, N) state entering chunk k
     h = torch.addcmul(local, torch.exp(a_star), start.unsqueeze(1)).reshape(chunks * chunk, *tail)[:steps]
     return (h if mask is None else h.masked_fill(~mask, 0.0)), h[-1]
+
+
+def minimal_scan(cell, x_proj: Tensor, state, lengths: Tensor | None = None):
+    """All steps of a linear-recurrence cell (minGRU/minLSTM: ``h_t = a_t h_{t-1} + b_t`` with
+    ``(a, b) = cell.coefficients(x_proj)``) at once: ``x_proj (T, B, G*H)``, ``state = (h0 (B, H),)``,
+    ``lengths (B,)`` or None. Returns ``(h (T, B, H), (h_last (B, H),))`` as
+    :func:`rnnkit.scan.sequential_scan`. The cell's ``scan`` picks the log-space scan
+    (``"log"``), the real-space one (``"linear"``) or by device (``"auto"``: log on CUDA)."""
+    width = cell.gates * cell.hidden_size
+    if x_proj.dim() != 3 or x_proj.size(-1) != width:
+        raise ValueError(f"{type(cell).__name__} parallel scan: x_proj must have shape (T, B, {width}), "
+                         f"got {tuple(x_proj.shape)}")
+    (h0,) = cell.check_state(state, x_proj.size(1))
+    scan = cell.scan if cell.scan != "auto" else ("log" if x_proj.device.type == "cuda" else "linear")
+    if scan == "log":
+        h, last = log_scan(*cell.log_coefficients(x_proj), h0, lengths)
+    else:
+        h, last = linear_scan(*cell.coefficients(x_proj), h0, lengths)
+    return h, (last,)

@@ -8,6 +8,8 @@ O(T^2) in memory traffic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -36,34 +38,45 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
 
 
 def sequential_scan(
-    cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None = None
+    cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None = None, *,
+    noise: Tensor | None = None, on_step: Callable[[int, Tensor, State, State], State] | None = None,
 ) -> tuple[Tensor, State]:
-    """Run ``cell.step`` over ``x_proj (T, B, P)`` from ``state``.
+    """Run ``cell.step`` over ``x_proj (T, B, *P)`` from ``state``.
 
     With ``lengths``, sequence ``b`` stops at step ``lengths[b]``: its state is frozen from then
     on (so the returned state is the one at its own end) and its outputs there are zero.
-    Returns ``(outputs (T, B, O), final state)``. A cell with per-sequence noise (recurrent
-    dropout, :mod:`rnnkit.cells.options`) gets ``begin_sequence(B, device, dtype)`` first.
+    Returns ``(outputs (T, B, *O), final state)``. ``noise`` is the sequence's noise
+    (:meth:`~rnnkit.cells.RecurrentCell.draw_noise`, e.g. a recurrent-dropout mask), passed to
+    every step. ``on_step(t, x_proj_t, old_state, new_state) -> state`` sees each step and may
+    replace its new state before it is used (the diagnostics' seam); a cell that returns
+    ``state[0]`` as its output gets the replaced ``state[0]`` as its output too.
     """
     steps = x_proj.size(0)
-    begin = getattr(cell, "begin_sequence", None)
-    if begin is not None:
-        begin(x_proj.size(1), x_proj.device, x_proj.dtype)
     active_until = steps
     if lengths is not None:
         lengths = lengths.to(x_proj.device)
         min_len = int(lengths.min())
         if min_len < steps:
             active_until = min_len
-            masks = length_mask(lengths, steps).unsqueeze(-1).unbind(0)  # T x (B, 1)
+            masks = length_mask(lengths, steps).unbind(0)  # T x (B,)
     outputs = []
     for t, xp in enumerate(x_proj.unbind(0)):
-        y, new_state = cell.step(xp, state)
+        y, new_state = cell.step(xp, state) if noise is None else cell.step(xp, state, noise)
+        if on_step is not None:
+            hooked = on_step(t, xp, state, new_state)
+            if y is new_state[0]:
+                y = hooked[0]
+            new_state = hooked
         if t >= active_until:  # some sequences have ended: keep their state, zero their output
             m = masks[t]
-            state = tuple(torch.where(m, n, o) for n, o in zip(new_state, state, strict=True))
-            y = y.masked_fill(~m, 0.0)
+            state = tuple(torch.where(_expand(m, n), n, o) for n, o in zip(new_state, state, strict=True))
+            y = y.masked_fill(~_expand(m, y), 0.0)
         else:
             state = new_state
         outputs.append(y)
-    return torch.stack(outputs), state  # (T, B, O)
+    return torch.stack(outputs), state  # (T, B, *O)
+
+
+def _expand(mask: Tensor, like: Tensor) -> Tensor:
+    """A per-sequence ``(B,)`` mask shaped to broadcast over ``like (B, *S)``."""
+    return mask.view(-1, *([1] * (like.dim() - 1)))

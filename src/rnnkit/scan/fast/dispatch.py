@@ -16,13 +16,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnkit.cells._linear import linear
 from rnnkit.cells.base import RecurrentCell, State
 from rnnkit.cells.elman import ElmanCell
 from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.lstm import LSTMCell
 from rnnkit.scan.fast.gru import gru_sequence
 from rnnkit.scan.fast.lstm import lstm_sequence
-from rnnkit.scan.fast.project import linear
 from rnnkit.scan.fast.simple import simple_sequence
 from rnnkit.scan.sequential import length_mask
 
@@ -59,7 +59,7 @@ def cell_unavailable(cell: RecurrentCell) -> str | None:
 
 def fast_project(cell: RecurrentCell, x: Tensor) -> Tensor:
     """``cell.project_input(x)``; for torch's classic cells the same linear map into a reused
-    buffer (:mod:`rnnkit.scan.fast.project`)."""
+    buffer (:mod:`rnnkit.cells._linear`)."""
     if type(cell) in (LSTMCell, ElmanCell):
         bias = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh
         return linear(x, cell.weight_ih, bias)
@@ -77,9 +77,12 @@ def fast_unavailable(cells: list[RecurrentCell], x: Tensor) -> str | None:
     return None
 
 
-def cell_inputs(cell: RecurrentCell, x_proj: Tensor) -> dict:
-    """The cell's ``fast_inputs`` (after ``begin_sequence``), with defaults filled in."""
-    spec = _core_inputs(cell, x_proj) if type(cell) in (LSTMCell, GRUCell, ElmanCell) else cell.fast_inputs(x_proj)
+def cell_inputs(cell: RecurrentCell, x_proj: Tensor, noise: Tensor | None = None) -> dict:
+    """The cell's ``fast_inputs`` for this sequence's ``noise``, with defaults filled in."""
+    if type(cell) in (LSTMCell, GRUCell, ElmanCell):
+        spec = _core_inputs(cell, x_proj)
+    else:
+        spec = cell.fast_inputs(x_proj) if noise is None else cell.fast_inputs(x_proj, noise)
     spec.setdefault("keeps", [None] * len(cell.state_sizes))
     spec.setdefault("drop", None)
     return spec
@@ -108,15 +111,13 @@ def keep_factors(keeps: list, lengths: Tensor | None, steps: int, ref: Tensor) -
 
 
 def fast_scan(
-    cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None = None
+    cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None = None, noise: Tensor | None = None
 ) -> tuple[Tensor, State]:
     """Run ``cell`` over ``x_proj (T, B, P)`` from ``state`` on the fast engine; same result as
-    :func:`rnnkit.scan.sequential_scan`. Returns ``(outputs (T, B, O), final state)``."""
-    steps, batch = x_proj.shape[:2]
-    begin = getattr(cell, "begin_sequence", None)
-    if begin is not None:
-        begin(batch, x_proj.device, x_proj.dtype)
-    spec = cell_inputs(cell, x_proj)
+    :func:`rnnkit.scan.sequential_scan` (``noise``: the sequence's recurrent-dropout mask).
+    Returns ``(outputs (T, B, O), final state)``."""
+    steps = x_proj.size(0)
+    spec = cell_inputs(cell, x_proj, noise)
     xp = spec["x_proj"]
     keeps, keep_from = keep_factors(spec["keeps"], lengths, steps, xp)
     family = spec["family"]

@@ -18,7 +18,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnkit.scan.fast.buffers import take
+from rnnkit.cells._buffers import take
+from rnnkit.cells._trace import traceable_needed
+from rnnkit.scan.fast.reference import differentiable_grads, gru_reference
 from rnnkit.scan.fast.simple import blend_kept
 
 __all__ = ["gru_sequence"]
@@ -36,6 +38,8 @@ def gru_sequence(
     the recurrent LN's weight; its shift is ``bias_hh``. Returns every ``h_t`` ``(T, B, H)``."""
     if ln_hh is not None and bias_hh is None:
         bias_hh = torch.zeros_like(ln_hh)  # the LN kernels want a shift; this one has no gradient
+    if traceable_needed(xp):  # compile/export/vmap: the same recurrence in plain torch ops
+        return gru_reference(xp, h0, weight_hh, bias_hh, ln_hh, drop, keep, eps, keep_from)
     return _GRU.apply(xp, h0, weight_hh, bias_hh, ln_hh, drop, keep, eps, keep_from)
 
 
@@ -72,14 +76,17 @@ class _GRU(torch.autograd.Function):
             if keep is not None:
                 blend_kept(hts[t], h, keep, t, keep_from, out=hs[t])
             h = hs[t]
-        ctx.save_for_backward(h0, w_hh, b_hh, ln_hh, drop, keep, Hs)
+        ctx.save_for_backward(h0, w_hh, b_hh, ln_hh, drop, keep, Hs, xp)
         ctx.buffers = (RZ, N, HH, Araw, stats)
         ctx.eps, ctx.keep_from = eps, keep_from
         return Hs
 
     @staticmethod
     def backward(ctx, dHs):
-        h0, w_hh, b_hh, ln_hh, drop, keep, Hs = ctx.saved_tensors
+        h0, w_hh, b_hh, ln_hh, drop, keep, Hs, xp = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain form, with a graph
+            return differentiable_grads(gru_reference, ctx, (xp, h0, w_hh, b_hh, ln_hh, drop, keep),
+                                        (ctx.eps, ctx.keep_from), (dHs,))
         RZ, N, HH, Araw, stats = ctx.buffers
         keep_from = ctx.keep_from
         T, B, H = Hs.shape

@@ -24,7 +24,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnkit.scan.fast.buffers import take
+from rnnkit.cells._buffers import take
+from rnnkit.cells._trace import traceable_needed
+from rnnkit.scan.fast.reference import differentiable_grads, lstm_reference
 
 __all__ = ["lstm_sequence"]
 
@@ -46,6 +48,9 @@ def lstm_sequence(
     pre-activation over all 4H, ``ln_cell = (weight, bias)`` the cell state."""
     hw, hb = ln_hh if ln_hh is not None else (None, None)
     cw, cb = ln_cell if ln_cell is not None else (None, None)
+    if traceable_needed(xp):  # compile/export/vmap: the same recurrence in plain torch ops
+        return lstm_reference(xp, h0, c0, weight_hh, weight_hr, hw, hb, cw, cb, peephole, drop, keep_h, keep_c,
+                              eps, keep_from)
     return _LSTM.apply(xp, h0, c0, weight_hh, weight_hr, hw, hb, cw, cb, peephole, drop, keep_h, keep_c,
                        eps, keep_from)
 
@@ -112,14 +117,17 @@ class _LSTM(torch.autograd.Function):
                         hs[t].copy_(hts[t])
                     css[t].copy_(cs[t])
             h, c = hs[t], css[t]
-        ctx.save_for_backward(h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs)
+        ctx.save_for_backward(h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs, xp)
         ctx.buffers = (G, C, TC, Cs, M, Araw, stats_g, stats_c)
         ctx.eps, ctx.keep_from = eps, keep_from
         return Hs, c.clone()
 
     @staticmethod
     def backward(ctx, dHs, dcT):
-        h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs = ctx.saved_tensors
+        h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs, xp = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain form, with a graph
+            inputs = (xp, h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c)
+            return differentiable_grads(lstm_reference, ctx, inputs, (ctx.eps, ctx.keep_from), (dHs, dcT))
         G, C, TC, Cs, M, Araw, stats_g, stats_c = ctx.buffers
         keep_from = ctx.keep_from
         T, B, G4 = G.shape

@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnkit.scan.fast.buffers import take
+from rnnkit.cells._buffers import take
+from rnnkit.cells._trace import traceable_needed
+from rnnkit.scan.fast.reference import differentiable_grads, simple_reference
 
 __all__ = ["blend_kept", "simple_sequence"]
 
@@ -38,6 +40,8 @@ def simple_sequence(
     ``h0 (B, H)``; returns every ``h_t`` ``(T, B, H)``."""
     if activation not in _ACT:
         raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
+    if traceable_needed(xp):  # compile/export/vmap: the same recurrence in plain torch ops
+        return simple_reference(xp, h0, weight_hh, drop, keep, activation, keep_from)
     return _Simple.apply(xp, h0, weight_hh, drop, keep, activation, keep_from)
 
 
@@ -61,13 +65,16 @@ class _Simple(torch.autograd.Function):
             if keep is not None:
                 blend_kept(hts[t], h, keep, t, keep_from, out=hs[t])
             h = hs[t]
-        ctx.save_for_backward(h0, w_hh, drop, keep, Hs, Ht if keep is not None else None)
+        ctx.save_for_backward(h0, w_hh, drop, keep, Hs, Ht if keep is not None else None, xp)
         ctx.activation, ctx.keep_from = activation, keep_from
         return Hs
 
     @staticmethod
     def backward(ctx, dHs):
-        h0, w_hh, drop, keep, Hs, Ht = ctx.saved_tensors
+        h0, w_hh, drop, keep, Hs, Ht, xp = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain form, with a graph
+            return differentiable_grads(simple_reference, ctx, (xp, h0, w_hh, drop, keep),
+                                        (ctx.activation, ctx.keep_from), (dHs,))
         Ht = Hs if Ht is None else Ht
         T = Hs.size(0)
         D = take(Ht.shape, Ht)  # act'(h~), then dpre

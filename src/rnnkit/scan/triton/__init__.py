@@ -45,8 +45,9 @@ def triton_label(cells: list[RecurrentCell], x: Tensor) -> str:
     return describe(cells, x)
 
 
-def triton_scan(cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None = None):
+def triton_scan(cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None = None,
+                noise: Tensor | None = None):
     """:func:`rnnkit.scan.fast.fast_scan` with the per-step elementwise work in Triton kernels."""
     from rnnkit.scan.triton.scan import triton_scan as scan
 
-    return scan(cell, x_proj, state, lengths)
+    return scan(cell, x_proj, state, lengths, noise)

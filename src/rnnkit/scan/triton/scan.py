@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnkit.cells._buffers import take
 from rnnkit.cells.base import RecurrentCell, State
 from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.cells.lstm import LSTMCell
-from rnnkit.scan.fast.buffers import take
 from rnnkit.scan.fast.dispatch import cell_inputs, cell_unavailable, keep_factors
 from rnnkit.scan.sequential import length_mask
 from rnnkit.scan.triton import persistent
@@ -81,14 +81,11 @@ def _or(t: Tensor | None, dummy: Tensor) -> Tensor:
 
 
 def triton_scan(
-    cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None = None
+    cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None = None, noise: Tensor | None = None
 ) -> tuple[Tensor, State]:
     """:func:`rnnkit.scan.fast.fast_scan`'s contract, with the step kernels in Triton."""
-    steps, batch = x_proj.shape[:2]
-    begin = getattr(cell, "begin_sequence", None)
-    if begin is not None:
-        begin(batch, x_proj.device, x_proj.dtype)
-    spec = cell_inputs(cell, x_proj)
+    steps = x_proj.size(0)
+    spec = cell_inputs(cell, x_proj, noise)
     xp = spec["x_proj"].contiguous()
     keeps, keep_from = keep_factors(spec["keeps"], lengths, steps, xp)
     eps, drop = spec.get("eps", 1e-5), spec["drop"]

@@ -1,5 +1,5 @@
 """Input projections for every step at once, ``(T, B, I) -> (T, B, G)``, written into reused buffers
-(:mod:`rnnkit.scan.fast.buffers`).
+(:mod:`rnnkit.cells._buffers`).
 
 The math is ``F.linear`` and ``F.layer_norm(F.linear(...))``; these Functions only avoid a fresh
 ``(T, B, G)`` allocation (and its page faults) per call and per backward, which on the
@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnkit.scan.fast.buffers import take
+from rnnkit.cells._buffers import take
+from rnnkit.cells._trace import traceable_needed
 
 __all__ = ["linear", "linear_norm"]
 
@@ -22,14 +23,14 @@ _ln_backward_out = torch.ops.aten.native_layer_norm_backward.out
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``x @ weight^T + bias`` over the last dimension (as ``F.linear``)."""
-    if x.dim() < 2:
+    if x.dim() < 2 or traceable_needed(x):
         return torch.nn.functional.linear(x, weight, bias)
     return _Linear.apply(x, weight, bias)
 
 
 def linear_norm(x: Tensor, weight: Tensor, ln_weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
     """``LN(x @ weight^T) * ln_weight + bias``, the norm over the last dimension (as ``F.layer_norm``)."""
-    if x.dim() < 2:
+    if x.dim() < 2 or traceable_needed(x):
         z = torch.nn.functional.linear(x, weight)
         return torch.nn.functional.layer_norm(z, (z.size(-1),), ln_weight, bias, eps)
     return _LinearNorm.apply(x, weight, ln_weight, bias, eps)
@@ -45,6 +46,17 @@ def _input_grad(dz: Tensor, weight: Tensor, x: Tensor) -> Tensor:
     return dx
 
 
+def _plain_grads(fn, ctx, inputs: tuple, dout: Tensor) -> tuple:
+    """The input gradients of ``fn(*inputs)`` by autograd through plain ops, with a graph (for
+    double backward); None where an input needs none."""
+    need = ctx.needs_input_grad
+    wanted = [t for t, n in zip(inputs, need, strict=False) if n and t is not None]
+    with torch.enable_grad():
+        out = fn(*inputs)
+        grads = iter(torch.autograd.grad(out, wanted, dout, create_graph=True, allow_unused=True))
+    return tuple(next(grads) if n and t is not None else None for t, n in zip(inputs, need, strict=False))
+
+
 class _Linear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -53,13 +65,15 @@ class _Linear(torch.autograd.Function):
             torch.mm(_rows(x), weight.t(), out=_rows(out))
         else:
             torch.addmm(bias, _rows(x), weight.t(), out=_rows(out))  # (N, G)
-        ctx.save_for_backward(x, weight)
+        ctx.save_for_backward(x, weight, bias)
         ctx.has_bias = bias is not None
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        x, weight = ctx.saved_tensors
+        x, weight, bias = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
+            return _plain_grads(torch.nn.functional.linear, ctx, (x, weight, bias), dout)
         dz = _rows(dout)
         need = ctx.needs_input_grad
         dx = _input_grad(dz, weight, x) if need[0] else None
@@ -79,11 +93,17 @@ class _LinearNorm(torch.autograd.Function):
         mean, rstd = z.new_empty(n, 1), z.new_empty(n, 1)
         _ln(_rows(z), (G,), ln_weight, bias, eps, out0=_rows(out), out1=mean, out2=rstd)
         ctx.save_for_backward(x, weight, ln_weight, bias, z, mean, rstd)
+        ctx.eps = eps
         return out
 
     @staticmethod
     def backward(ctx, dout):
         x, weight, ln_weight, bias, z, mean, rstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
+            def plain(x, w, g, b):
+                z = torch.nn.functional.linear(x, w)
+                return torch.nn.functional.layer_norm(z, (z.size(-1),), g, b, ctx.eps)
+            return (*_plain_grads(plain, ctx, (x, weight, ln_weight, bias), dout), None)
         need = ctx.needs_input_grad
         G = weight.size(0)
         mask = (need[0] or need[1], ln_weight is not None and need[2], bias is not None and need[3])

@@ -1,0 +1,36 @@
+"""Whether the PyTorch stack is looking through rnnkit's code right now.
+
+rnnkit's fast kernels are ``torch.autograd.Function`` s that write into reused buffers with
+``out=`` ops. Eager autograd runs them as they are; Dynamo (``torch.compile``), ``torch.export``,
+the TorchScript tracer (ONNX) and ``torch.func`` transforms (vmap, grad, jvp) cannot see through
+such code. Under them each kernel runs its *traceable form* instead: the same recurrence in plain
+differentiable torch ops (:mod:`rnnkit.scan.fast.reference`), with the same values.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["traceable_needed", "transform_active"]
+
+
+def transform_active(x: Tensor) -> bool:
+    """Whether ``x`` is being traced by a torch.func transform (vmap, grad, jvp). (Under Dynamo
+    the question is not asked: it cannot trace the check, and the traced code is plain anyway.)"""
+    if torch.compiler.is_compiling():
+        return False
+    return torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
+def traceable_needed(x: Tensor) -> bool:
+    """True under ``torch.compile``, ``torch.export``, TorchScript tracing, a torch.func transform,
+    or when ``x`` is a fake or functional tensor (the tracers' stand-ins)."""
+    return bool(
+        torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+        or torch.jit.is_tracing()
+        or transform_active(x)
+        or isinstance(x, torch._subclasses.FakeTensor)
+        or torch._is_functional_tensor(x)
+    )

@@ -1,0 +1,212 @@
+"""Backends: the ways one layer (one or two directions) runs over time, as objects in one table.
+
+Each backend answers three questions (the protocol the driver, ``explain()`` and the tests use):
+
+* ``unavailable(cells, x, requested) -> str | None``: why it cannot run this layer on ``x``
+  (``None`` if it can); ``requested`` is True when the user forced it by name;
+* ``describe(cells, x) -> str``: how it runs the layer, for ``explain()``;
+* ``run_layer(cells, x, states, lengths, noise) -> (outputs, states)``: one layer over
+  time-major ``x (T, B, *F)``; ``states[d]`` and ``noise[d]`` belong to direction ``d`` (1 =
+  reversed, which starts at each sequence's own last element); returns the per-direction
+  outputs ``(T, B, *O)`` (zero at padded steps) and final states.
+
+:data:`BACKENDS` lists them in the order ``backend="auto"`` tries them; the sequential reference
+comes last and runs every cell. Nothing here parses a label: a backend is found by its
+``name`` (:func:`get_backend`), and an unknown name is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import Tensor
+
+from rnnkit.cells._trace import traceable_needed, transform_active
+from rnnkit.cells.base import RecurrentCell, State
+from rnnkit.scan.fast import fast_project, fast_scan, fast_unavailable
+from rnnkit.scan.fused import fused_layer, fused_unavailable
+from rnnkit.scan.parallel import minimal_scan
+from rnnkit.scan.sequential import reverse_padded, sequential_scan
+from rnnkit.scan.triton import triton_label, triton_scan, triton_unavailable
+
+__all__ = [
+    "BACKENDS", "BACKEND_NAMES", "Backend", "FastBackend", "FusedBackend", "ParallelBackend", "SequentialBackend",
+    "TritonBackend", "get_backend", "transform_active",
+]
+
+Scan = Callable[..., tuple[Tensor, State]]
+
+
+class Backend:
+    """Base of every backend; subclasses set ``name`` and override what differs."""
+
+    name: str = ""
+    #: whether ``torch.func`` transforms and double backward go through this backend
+    transforms: bool = True
+
+    def unavailable(self, cells: Sequence[RecurrentCell], x: Tensor, requested: bool = False) -> str | None:
+        return None
+
+    def describe(self, cells: Sequence[RecurrentCell], x: Tensor) -> str:
+        return self.name
+
+    def run_layer(
+        self, cells: Sequence[RecurrentCell], x: Tensor, states: Sequence[State], lengths: Tensor | None,
+        noise: Sequence[Tensor | None],
+    ) -> tuple[list[Tensor], list[State]]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<backend {self.name}>"
+
+
+class _PerDirection(Backend):
+    """A backend that projects the input and scans each direction on its own."""
+
+    def project(self, cell: RecurrentCell, x: Tensor) -> Tensor:
+        return cell.project_input(x)
+
+    def scan(self, cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None,
+             noise: Tensor | None) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+    def run_layer(self, cells, x, states, lengths, noise):
+        outputs, finals = [], []
+        for d, (cell, st, nz) in enumerate(zip(cells, states, noise, strict=True)):
+            x_proj = self.project(cell, x)  # (T, B, P): one GEMM for every step
+            if d == 1:
+                x_proj = reverse_padded(x_proj, lengths)
+            y, st = self.scan(cell, x_proj, st, lengths, nz)
+            outputs.append(reverse_padded(y, lengths) if d == 1 else y)
+            finals.append(st)
+        return outputs, finals
+
+
+def _has_parallel(cell: RecurrentCell) -> bool:
+    """A linear recurrence (minGRU/minLSTM) or a cell with its own ``parallel_scan`` (DEER)."""
+    return getattr(cell, "linear_recurrence", False) or getattr(cell, "parallel_scan", None) is not None
+
+
+class FusedBackend(Backend):
+    """torch's multi-step kernels (``torch._VF``): oneDNN/ATen on CPU, cuDNN on GPU."""
+
+    name = "fused"
+    transforms = False  # cuDNN has no double backward, and torch's RNN ops have no batching rule
+
+    def unavailable(self, cells, x, requested=False):
+        reason = fused_unavailable(list(cells), x)
+        if reason is None and not requested and transform_active(x):
+            return "a torch.func transform (vmap/grad) is active; torch's RNN kernels have no batching rule"
+        return reason
+
+    def describe(self, cells, x):
+        return f"fused (torch vendor kernel, {'cuDNN' if x.device.type == 'cuda' else 'oneDNN/ATen'})"
+
+    def run_layer(self, cells, x, states, lengths, noise):
+        return fused_layer(list(cells), x, list(states), lengths)
+
+
+class ParallelBackend(_PerDirection):
+    """The cells' own whole-sequence scan in time (minGRU/minLSTM's log-space scan, DEER)."""
+
+    name = "parallel"
+
+    def unavailable(self, cells, x, requested=False):
+        serial = [c for c in cells if not _has_parallel(c)]
+        if serial:
+            return f"{type(serial[0]).__name__} has no parallel_scan (its step depends nonlinearly on the state)"
+        untraceable = [c for c in cells if not getattr(c, "parallel_traceable", True)]
+        if untraceable and traceable_needed(x):
+            return (f"{type(untraceable[0]).__name__}'s parallel scan stops on a data-dependent test, which "
+                    "torch.compile/export and torch.func transforms cannot trace")
+        return None
+
+    def describe(self, cells, x):
+        return "parallel (whole-sequence scan in time)"
+
+    def scan(self, cell, x_proj, state, lengths, noise):
+        if getattr(cell, "linear_recurrence", False):
+            return minimal_scan(cell, x_proj, state, lengths)
+        return cell.parallel_scan(x_proj, state, lengths)
+
+
+class TritonBackend(_PerDirection):
+    """rnnkit's Triton kernels for each step's elementwise work (CUDA)."""
+
+    name = "triton"
+    transforms = False
+
+    def unavailable(self, cells, x, requested=False):
+        if traceable_needed(x):
+            return ("torch.compile/export or a torch.func transform is tracing the layer, and the Triton "
+                    "kernels are not registered with it; the fast engine's traceable form runs instead")
+        return triton_unavailable(list(cells), x, requested=requested)
+
+    def describe(self, cells, x):
+        return triton_label(list(cells), x)
+
+    def project(self, cell, x):
+        return fast_project(cell, x)
+
+    def scan(self, cell, x_proj, state, lengths, noise):
+        return triton_scan(cell, x_proj, state, lengths, noise)
+
+
+class FastBackend(_PerDirection):
+    """rnnkit's engine: one autograd Function per layer and direction with a hand-written backward
+    (its traceable form under compile/export/transforms, :mod:`rnnkit.scan.fast.reference`)."""
+
+    name = "fast"
+
+    def unavailable(self, cells, x, requested=False):
+        return fast_unavailable(list(cells), x)
+
+    def describe(self, cells, x):
+        if traceable_needed(x):
+            return ("fast (rnnkit engine, traceable form: the same recurrence in plain torch ops, because "
+                    "torch.compile/export or a torch.func transform is tracing it)")
+        return ("fast (rnnkit engine: one autograd Function per layer and direction, hand-written backward "
+                "through time; double backward differentiates its plain form)")
+
+    def project(self, cell, x):
+        return fast_project(cell, x)
+
+    def scan(self, cell, x_proj, state, lengths, noise):
+        return fast_scan(cell, x_proj, state, lengths, noise)
+
+
+class SequentialBackend(_PerDirection):
+    """The reference: a Python loop of ``cell.step`` over time, plain autograd.
+
+    ``on_step(index, t, x_proj_t, old_state, new_state) -> state``, when given, sees each step
+    of cell ``index`` (``layer * directions + direction``) at step ``t`` of its own processing
+    order, and may replace the new state as it leaves the cell: the seam of the gradient probes
+    and the Jacobian diagnostics (:mod:`rnnkit.diagnostics`). Use a fresh instance per call."""
+
+    name = "sequential"
+
+    def __init__(self, on_step: Callable[..., State] | None = None) -> None:
+        self.on_step = on_step
+        self._cell_index = 0
+
+    def scan(self, cell, x_proj, state, lengths, noise):
+        hook = None
+        if self.on_step is not None:
+            index, self._cell_index = self._cell_index, self._cell_index + 1
+            hook = lambda t, xp, old, new: self.on_step(index, t, xp, old, new)  # noqa: E731
+        return sequential_scan(cell, x_proj, state, lengths, noise=noise, on_step=hook)
+
+
+#: every backend, in the order ``backend="auto"`` tries them (the reference last)
+BACKENDS: tuple[Backend, ...] = (FusedBackend(), ParallelBackend(), TritonBackend(), FastBackend(),
+                                 SequentialBackend())
+BACKEND_NAMES: tuple[str, ...] = ("auto", *(b.name for b in BACKENDS))
+_BY_NAME = {b.name: b for b in BACKENDS}
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name``; ValueError naming the choices for anything else."""
+    try:
+        return _BY_NAME[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {name!r}") from None
