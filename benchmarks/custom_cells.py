@@ -84,7 +84,7 @@ def main() -> None:
         x = torch.randn(T, B, I, device=args.device)
         layers = {name: CASES[name][1](I, H).to(args.device).train() for name in cases}
         labels = {
-            name: f"{CASES[name][0]} [{layer.explain(x).path.split(' ')[0] if hasattr(layer, 'explain') else 'vendor'}]"
+            name: f"{CASES[name][0]} [{layer.explain(x).name if hasattr(layer, 'explain') else 'vendor'}]"
             for name, layer in layers.items()
         }
         times = time_interleaved({name: step_fn(layer, x) for name, layer in layers.items()}, args.repeats)

@@ -3,7 +3,9 @@
 rnnkit's fast kernels are ``torch.autograd.Function`` s that write into reused buffers with
 ``out=`` ops. Eager autograd runs them as they are; Dynamo (``torch.compile``), ``torch.export``,
 the TorchScript tracer (ONNX) and ``torch.func`` transforms (vmap, grad, jvp) cannot see through
-such code. Under them each kernel runs its *traceable form* instead: the same recurrence in plain
+such code. Under Dynamo and export each kernel runs as a ``torch.library`` custom op
+(:mod:`rnnkit.scan.fast.ops`: one opaque node per layer, the same kernels inside); under torch.func
+transforms and TorchScript tracing it runs its *traceable form*: the same recurrence in plain
 differentiable torch ops (:mod:`rnnkit.scan.fast.reference`), with the same values.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["traceable_needed", "transform_active"]
+__all__ = ["graph_capture", "traceable_needed", "transform_active"]
 
 
 def transform_active(x: Tensor) -> bool:
@@ -31,6 +33,20 @@ def traceable_needed(x: Tensor) -> bool:
         or torch.compiler.is_exporting()
         or torch.jit.is_tracing()
         or transform_active(x)
+        or isinstance(x, torch._subclasses.FakeTensor)
+        or torch._is_functional_tensor(x)
+    )
+
+
+def graph_capture(x: Tensor) -> bool:
+    """True under ``torch.compile`` or ``torch.export`` (and their fake or functional tensors), where
+    rnnkit's kernels run as ``torch.library`` custom ops (:mod:`rnnkit.scan.fast.ops`); False under
+    torch.func transforms and TorchScript tracing, which take the plain form instead."""
+    if torch.jit.is_tracing() or transform_active(x):
+        return False
+    return bool(
+        torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
         or isinstance(x, torch._subclasses.FakeTensor)
         or torch._is_functional_tensor(x)
     )

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells._buffers import take
-from rnnkit.cells._trace import traceable_needed
+from rnnkit.cells._trace import graph_capture, traceable_needed
 from rnnkit.scan.fast.reference import differentiable_grads, gru_reference
 from rnnkit.scan.fast.simple import blend_kept
 
@@ -38,7 +38,11 @@ def gru_sequence(
     the recurrent LN's weight; its shift is ``bias_hh``. Returns every ``h_t`` ``(T, B, H)``."""
     if ln_hh is not None and bias_hh is None:
         bias_hh = torch.zeros_like(ln_hh)  # the LN kernels want a shift; this one has no gradient
-    if traceable_needed(xp):  # compile/export/vmap: the same recurrence in plain torch ops
+    if graph_capture(xp):  # torch.compile/export: one custom op (imported here: ops imports this module)
+        from rnnkit.scan.fast.ops import gru_op
+
+        return gru_op(xp, h0, weight_hh, bias_hh, ln_hh, drop, keep, eps, keep_from)
+    if traceable_needed(xp):  # torch.func transforms, TorchScript tracing: the recurrence in plain torch ops
         return gru_reference(xp, h0, weight_hh, bias_hh, ln_hh, drop, keep, eps, keep_from)
     return _GRU.apply(xp, h0, weight_hh, bias_hh, ln_hh, drop, keep, eps, keep_from)
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells._buffers import take
-from rnnkit.cells._trace import traceable_needed
+from rnnkit.cells._trace import graph_capture, traceable_needed
 from rnnkit.scan.fast.reference import differentiable_grads, lstm_reference
 
 __all__ = ["lstm_sequence"]
@@ -48,7 +48,12 @@ def lstm_sequence(
     pre-activation over all 4H, ``ln_cell = (weight, bias)`` the cell state."""
     hw, hb = ln_hh if ln_hh is not None else (None, None)
     cw, cb = ln_cell if ln_cell is not None else (None, None)
-    if traceable_needed(xp):  # compile/export/vmap: the same recurrence in plain torch ops
+    if graph_capture(xp):  # torch.compile/export: one custom op (imported here: ops imports this module)
+        from rnnkit.scan.fast.ops import lstm_op
+
+        return lstm_op(xp, h0, c0, weight_hh, weight_hr, hw, hb, cw, cb, peephole, drop, keep_h, keep_c,
+                       eps, keep_from)
+    if traceable_needed(xp):  # torch.func transforms, TorchScript tracing: the recurrence in plain torch ops
         return lstm_reference(xp, h0, c0, weight_hh, weight_hr, hw, hb, cw, cb, peephole, drop, keep_h, keep_c,
                               eps, keep_from)
     return _LSTM.apply(xp, h0, c0, weight_hh, weight_hr, hw, hb, cw, cb, peephole, drop, keep_h, keep_c,

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells._buffers import take
-from rnnkit.cells._trace import traceable_needed
+from rnnkit.cells._trace import graph_capture, traceable_needed
 from rnnkit.scan.fast.reference import differentiable_grads, simple_reference
 
 __all__ = ["blend_kept", "simple_sequence"]
@@ -40,7 +40,11 @@ def simple_sequence(
     ``h0 (B, H)``; returns every ``h_t`` ``(T, B, H)``."""
     if activation not in _ACT:
         raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
-    if traceable_needed(xp):  # compile/export/vmap: the same recurrence in plain torch ops
+    if graph_capture(xp):  # torch.compile/export: one custom op (imported here: ops imports this module)
+        from rnnkit.scan.fast.ops import simple_op
+
+        return simple_op(xp, h0, weight_hh, drop, keep, activation, keep_from)
+    if traceable_needed(xp):  # torch.func transforms, TorchScript tracing: the recurrence in plain torch ops
         return simple_reference(xp, h0, weight_hh, drop, keep, activation, keep_from)
     return _Simple.apply(xp, h0, weight_hh, drop, keep, activation, keep_from)
 

@@ -1,0 +1,273 @@
+"""The fast engine's kernels as ``torch.library`` custom ops, for ``torch.compile`` and ``torch.export``.
+
+Eager calls run the hand-written ``autograd.Function`` s directly (:mod:`.lstm`, :mod:`.gru`,
+:mod:`.simple`). Under Dynamo or ``torch.export`` they would be traced step by step (a graph of
+``T`` unrolled steps, and ``out=`` ops that the tracers refuse), so there each layer becomes one
+opaque op instead: ``rnnkit::<family>_forward`` and ``rnnkit::<family>_backward``, each with a fake
+(shape) kernel, and autograd registered between them. The compiled graph then holds one node per
+layer and direction, runs the same hand-written kernels, and compiles in about the same time
+whatever ``T`` is. The forward op returns, after the outputs, the buffers its backward reads
+(empty tensors where a buffer would only alias another one); they are saved for backward and
+carry no gradient.
+
+Double backward (``create_graph=True``) differentiates the engine's plain form
+(:mod:`.reference`) on the saved inputs, as the Functions do. torch.func transforms (vmap, grad)
+never reach these ops: the engine takes its plain form under them (:mod:`rnnkit.cells._trace`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnkit.scan.fast.gru import _GRU
+from rnnkit.scan.fast.lstm import _LSTM
+from rnnkit.scan.fast.reference import differentiable_grads, gru_reference, lstm_reference, simple_reference
+from rnnkit.scan.fast.simple import _Simple
+
+__all__ = ["gru_op", "lstm_op", "simple_op"]
+
+Opt = Tensor | None
+
+
+class _Ctx:
+    """Stands in for autograd's ``ctx`` when a Function's forward or backward body runs inside an op."""
+
+    def __init__(self, needs: tuple[bool, ...] = (), saved: tuple = (), **attrs) -> None:
+        self.needs_input_grad, self.saved_tensors = needs, saved
+        self.__dict__.update(attrs)
+
+    def save_for_backward(self, *tensors) -> None:
+        self.saved_tensors = tensors
+
+
+def _empty(like: Tensor) -> Tensor:
+    return like.new_empty(0)
+
+
+def _or_none(t: Tensor) -> Tensor | None:
+    return None if t.numel() == 0 and t.dim() == 1 else t
+
+
+def _grads_out(grads, inputs, needs) -> list[Tensor]:
+    """One tensor per input: its gradient where asked for (zeros where the Function has none,
+    e.g. for zoneout masks), an empty tensor elsewhere; the shapes the fake kernel promises."""
+    out = []
+    for g, t, n in zip(grads, inputs, needs, strict=False):
+        if not n or t is None:
+            out.append(_empty(inputs[0]))
+        else:
+            out.append(torch.zeros_like(t) if g is None else g.contiguous())
+    return out
+
+
+def _fake_grads(inputs, needs) -> list[Tensor]:
+    return [t.new_empty(t.shape) if (n and t is not None) else _empty(inputs[0]) for t, n in zip(inputs, needs,
+                                                                                              strict=False)]
+
+
+# -- LSTM family ----------------------------------------------------------------------------------
+@torch.library.custom_op("rnnkit::lstm_forward", mutates_args=())
+def _lstm_forward(
+    xp: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Opt, ln_hw: Opt, ln_hb: Opt, ln_cw: Opt, ln_cb: Opt,
+    peep: Opt, drop: Opt, keep_h: Opt, keep_c: Opt, eps: float, keep_from: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    ctx = _Ctx()
+    Hs, c_last = _LSTM.forward(ctx, xp, h0, c0, w_hh, w_hr, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c,
+                               eps, keep_from)
+    G, C, TC, Cs, M, Araw, stats_g, stats_c = ctx.buffers
+
+    def e() -> Tensor:  # a fresh empty tensor per slot: outputs may not alias each other
+        return _empty(xp)
+
+    sg = stats_g if stats_g is not None else (e(), e())
+    sc = stats_c if stats_c is not None else (e(), e())
+    return (Hs, c_last, G, C, TC, e() if Cs is C else Cs, M if w_hr is not None else e(),
+            e() if Araw is None else Araw, sg[0], sg[1], sc[0], sc[1])
+
+
+@_lstm_forward.register_fake
+def _(xp, h0, c0, w_hh, w_hr, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, eps, keep_from):
+    T, B, G4 = xp.shape
+    H, R = G4 // 4, h0.size(1)
+    zoned = keep_h is not None or keep_c is not None
+    new = xp.new_empty
+
+    def opt(on: bool, *shape: int) -> Tensor:
+        return new(*shape) if on else new(0)
+
+    lg, lc = ln_hw is not None, ln_cw is not None
+    return (new(T, B, R), new(B, H), new(T, B, G4), new(T, B, H), new(T, B, H), opt(zoned, T, B, H),
+            opt(w_hr is not None, T, B, H), opt(lg, T, B, G4), opt(lg, T, B, 1), opt(lg, T, B, 1), opt(lc, T, B, 1),
+            opt(lc, T, B, 1))
+
+
+@torch.library.custom_op("rnnkit::lstm_backward", mutates_args=())
+def _lstm_backward(
+    dHs: Tensor, dcT: Tensor, xp: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Opt, ln_hw: Opt, ln_hb: Opt,
+    ln_cw: Opt, ln_cb: Opt, peep: Opt, drop: Opt, keep_h: Opt, keep_c: Opt, Hs: Tensor, G: Tensor, C: Tensor,
+    TC: Tensor, Cs: Tensor, M: Tensor, Araw: Tensor, sg0: Tensor, sg1: Tensor, sc0: Tensor, sc1: Tensor, eps: float,
+    keep_from: int, needs: list[bool],
+) -> list[Tensor]:
+    stats_g = None if _or_none(sg0) is None else (sg0, sg1)
+    stats_c = None if _or_none(sc0) is None else (sc0, sc1)
+    Cs = C if _or_none(Cs) is None else Cs
+    inputs = (xp, h0, c0, w_hh, w_hr, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c)
+    ctx = _Ctx(tuple(needs) + (False, False), (*inputs[1:], Hs, xp), eps=eps, keep_from=keep_from,
+               buffers=(G, C, TC, Cs, _or_none(M), _or_none(Araw), stats_g, stats_c))
+    grads = _LSTM.backward(ctx, dHs.contiguous(), dcT.contiguous())
+    return _grads_out(grads, inputs, needs)
+
+
+@_lstm_backward.register_fake
+def _(dHs, dcT, xp, h0, c0, w_hh, w_hr, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, *rest):
+    return _fake_grads((xp, h0, c0, w_hh, w_hr, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c), rest[-1])
+
+
+def _lstm_setup(ctx, inputs, output):
+    *tensors, eps, keep_from = inputs
+    ctx.save_for_backward(*tensors, output[0], *output[2:])
+    ctx.eps, ctx.keep_from = eps, keep_from
+
+
+def _lstm_grad(ctx, dHs, dcT, *_):
+    saved = ctx.saved_tensors
+    inputs, kept = saved[:13], saved[13:]
+    if dHs is None:
+        dHs = torch.zeros_like(kept[0])
+    if dcT is None:
+        dcT = torch.zeros_like(inputs[2])
+    if torch.is_grad_enabled():  # create_graph=True: differentiate the plain form, with a graph
+        return differentiable_grads(lstm_reference, ctx, inputs, (ctx.eps, ctx.keep_from), (dHs, dcT))
+    needs = list(ctx.needs_input_grad[:13])
+    grads = _lstm_backward(dHs, dcT, *inputs, *kept, ctx.eps, ctx.keep_from, needs)
+    return (*(g if n else None for g, n in zip(grads, needs, strict=True)), None, None)
+
+
+_lstm_forward.register_autograd(_lstm_grad, setup_context=_lstm_setup)
+
+
+def lstm_op(*args) -> tuple[Tensor, Tensor]:
+    """:func:`~rnnkit.scan.fast.lstm_sequence`'s Function arguments -> ``(Hs, c_last)`` through the op."""
+    out = _lstm_forward(*args)
+    return out[0], out[1]
+
+
+# -- GRU family -----------------------------------------------------------------------------------
+@torch.library.custom_op("rnnkit::gru_forward", mutates_args=())
+def _gru_forward(
+    xp: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Opt, ln_hh: Opt, drop: Opt, keep: Opt, eps: float, keep_from: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    ctx = _Ctx()
+    Hs = _GRU.forward(ctx, xp, h0, w_hh, b_hh, ln_hh, drop, keep, eps, keep_from)
+    RZ, N, HH, Araw, stats = ctx.buffers
+    st = stats if stats is not None else (_empty(xp), _empty(xp))
+    return Hs, RZ, N, HH, _empty(xp) if Araw is None else Araw, st[0], st[1]
+
+
+@_gru_forward.register_fake
+def _(xp, h0, w_hh, b_hh, ln_hh, drop, keep, eps, keep_from):
+    T, B, G3 = xp.shape
+    H = G3 // 3
+    new = xp.new_empty
+    ln = ln_hh is not None
+    return (new(T, B, H), new(T, B, 2 * H), new(T, B, H), new(T, B, G3), new(T, B, G3) if ln else new(0),
+            new(T, B, 1) if ln else new(0), new(T, B, 1) if ln else new(0))
+
+
+@torch.library.custom_op("rnnkit::gru_backward", mutates_args=())
+def _gru_backward(
+    dHs: Tensor, xp: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Opt, ln_hh: Opt, drop: Opt, keep: Opt, Hs: Tensor,
+    RZ: Tensor, N: Tensor, HH: Tensor, Araw: Tensor, s0: Tensor, s1: Tensor, eps: float, keep_from: int,
+    needs: list[bool],
+) -> list[Tensor]:
+    inputs = (xp, h0, w_hh, b_hh, ln_hh, drop, keep)
+    stats = None if _or_none(s0) is None else (s0, s1)
+    ctx = _Ctx(tuple(needs) + (False, False), (*inputs[1:], Hs, xp), eps=eps, keep_from=keep_from,
+               buffers=(RZ, N, HH, _or_none(Araw), stats))
+    return _grads_out(_GRU.backward(ctx, dHs.contiguous()), inputs, needs)
+
+
+@_gru_backward.register_fake
+def _(dHs, xp, h0, w_hh, b_hh, ln_hh, drop, keep, *rest):
+    return _fake_grads((xp, h0, w_hh, b_hh, ln_hh, drop, keep), rest[-1])
+
+
+def _gru_setup(ctx, inputs, output):
+    *tensors, eps, keep_from = inputs
+    ctx.save_for_backward(*tensors, *output)
+    ctx.eps, ctx.keep_from = eps, keep_from
+
+
+def _gru_grad(ctx, dHs, *_):
+    saved = ctx.saved_tensors
+    inputs, kept = saved[:7], saved[7:]
+    if torch.is_grad_enabled():
+        return differentiable_grads(gru_reference, ctx, inputs, (ctx.eps, ctx.keep_from), (dHs,))
+    needs = list(ctx.needs_input_grad[:7])
+    grads = _gru_backward(dHs, *inputs, *kept, ctx.eps, ctx.keep_from, needs)
+    return (*(g if n else None for g, n in zip(grads, needs, strict=True)), None, None)
+
+
+_gru_forward.register_autograd(_gru_grad, setup_context=_gru_setup)
+
+
+def gru_op(*args) -> Tensor:
+    """:func:`~rnnkit.scan.fast.gru_sequence`'s Function arguments -> ``Hs`` through the op."""
+    return _gru_forward(*args)[0]
+
+
+# -- Elman and IndRNN -----------------------------------------------------------------------------
+@torch.library.custom_op("rnnkit::simple_forward", mutates_args=())
+def _simple_forward(
+    xp: Tensor, h0: Tensor, w_hh: Tensor, drop: Opt, keep: Opt, activation: str, keep_from: int,
+) -> tuple[Tensor, Tensor]:
+    ctx = _Ctx()
+    Hs = _Simple.forward(ctx, xp, h0, w_hh, drop, keep, activation, keep_from)
+    Ht = ctx.saved_tensors[5]
+    return Hs, _empty(xp) if Ht is None else Ht
+
+
+@_simple_forward.register_fake
+def _(xp, h0, w_hh, drop, keep, activation, keep_from):
+    return xp.new_empty(xp.shape), (xp.new_empty(xp.shape) if keep is not None else xp.new_empty(0))
+
+
+@torch.library.custom_op("rnnkit::simple_backward", mutates_args=())
+def _simple_backward(
+    dHs: Tensor, xp: Tensor, h0: Tensor, w_hh: Tensor, drop: Opt, keep: Opt, Hs: Tensor, Ht: Tensor,
+    activation: str, keep_from: int, needs: list[bool],
+) -> list[Tensor]:
+    inputs = (xp, h0, w_hh, drop, keep)
+    ctx = _Ctx(tuple(needs) + (False, False), (h0, w_hh, drop, keep, Hs, _or_none(Ht), xp), activation=activation,
+               keep_from=keep_from)
+    return _grads_out(_Simple.backward(ctx, dHs.contiguous()), inputs, needs)
+
+
+@_simple_backward.register_fake
+def _(dHs, xp, h0, w_hh, drop, keep, *rest):
+    return _fake_grads((xp, h0, w_hh, drop, keep), rest[-1])
+
+
+def _simple_setup(ctx, inputs, output):
+    *tensors, activation, keep_from = inputs
+    ctx.save_for_backward(*tensors, *output)
+    ctx.activation, ctx.keep_from = activation, keep_from
+
+
+def _simple_grad(ctx, dHs, _):
+    saved = ctx.saved_tensors
+    inputs, kept = saved[:5], saved[5:]
+    if torch.is_grad_enabled():
+        return differentiable_grads(simple_reference, ctx, inputs, (ctx.activation, ctx.keep_from), (dHs,))
+    needs = list(ctx.needs_input_grad[:5])
+    grads = _simple_backward(dHs, *inputs, *kept, ctx.activation, ctx.keep_from, needs)
+    return (*(g if n else None for g, n in zip(grads, needs, strict=True)), None, None)
+
+
+_simple_forward.register_autograd(_simple_grad, setup_context=_simple_setup)
+
+
+def simple_op(*args) -> Tensor:
+    """:func:`~rnnkit.scan.fast.simple_sequence`'s Function arguments -> ``Hs`` through the op."""
+    return _simple_forward(*args)[0]
