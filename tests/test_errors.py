@@ -22,16 +22,18 @@ def lstm(request):
         (lambda: (torch.randn(4, 2, 3, 1),), ValueError, r"input must have shape .*got \(4, 2, 3, 1\)"),
         (lambda: (torch.randn(4, 2, 7),), ValueError, r"input_size. Expected 3, got 7"),
         (lambda: (torch.randn(0, 2, 3),), ValueError, r"empty time or batch"),
-        (lambda: (torch.randn(4, 2, 3, dtype=torch.float64),), TypeError, r"input dtype torch.float64 does not match"),
+        (lambda: (torch.randn(4, 2, 3, dtype=torch.float64),), TypeError,
+         r"RNN input dtype \(torch.float64\) does not match weight dtype \(torch.float32\)"),
         (lambda: (torch.randn(4, 2, 3), torch.randn(2, 2, 5)), TypeError, r"hx must be a tuple of 2 Tensors"),
         (lambda: (torch.randn(4, 2, 3), (torch.randn(2, 2, 5), torch.randn(2, 2, 4))), ValueError,
-         r"hx\[1\] must have shape \(2, 2, 5\), got \(2, 2, 4\)"),
+         r"Expected hidden size \(2, 2, 5\) for hx\[1\], got \(2, 2, 4\)"),
         (lambda: (torch.randn(4, 2, 3), (torch.randn(2, 3, 5), torch.randn(2, 3, 5))), ValueError,
-         r"hx\[0\] must have shape \(2, 2, 5\), got \(2, 3, 5\) \(batch size 3 does not match the input's 2\)"),
+         r"Expected hidden size \(2, 2, 5\) for hx\[0\], got \(2, 3, 5\) "
+         r"\(batch size 3 does not match the input's 2\)"),
         (lambda: (torch.randn(4, 2, 3), (torch.randn(2, 5), torch.randn(2, 5))), ValueError,
-         r"hx\[0\] must have shape \(2, 2, 5\), got \(2, 5\)"),
+         r"Expected hidden size \(2, 2, 5\) for hx\[0\], got \(2, 5\)"),
         (lambda: (torch.randn(4, 3), (torch.randn(2, 1, 5), torch.randn(2, 1, 5))), ValueError,
-         r"hx\[0\] must have shape \(2, 5\), got \(2, 1, 5\)"),
+         r"Expected hidden size \(2, 5\) for hx\[0\], got \(2, 1, 5\)"),
     ],
 )
 def test_dropin_input_errors(lstm, make_args, error, pattern):
@@ -70,7 +72,7 @@ def test_gru_state_must_be_one_tensor():
 
 def test_packed_state_batch_is_checked():
     packed = pack_padded_sequence(torch.randn(4, 2, I), [4, 2])
-    with pytest.raises(ValueError, match=r"hx must have shape \(1, 2, 5\), got \(1, 3, 5\)"):
+    with pytest.raises(ValueError, match=r"Expected hidden size \(1, 2, 5\) for hx, got \(1, 3, 5\)"):
         rnnkit.GRU(I, H)(packed, torch.randn(1, 3, H))
 
 
@@ -78,7 +80,7 @@ def test_recurrent_errors():
     rec = rnnkit.Recurrent(rnnkit.LSTMCell(I, H), num_layers=2)
     with pytest.raises(ValueError, match=r"input must have shape \(batch, time, features\) \(3-D\), got \(4, 3\)"):
         rec(torch.randn(4, 3))
-    with pytest.raises(ValueError, match=r"state\[0\] must have shape \(2, 4, 5\), got \(1, 4, 5\)"):
+    with pytest.raises(ValueError, match=r"Expected hidden size \(2, 4, 5\) for state\[0\], got \(1, 4, 5\)"):
         rec(torch.randn(4, 6, I), (torch.zeros(1, 4, H), torch.zeros(1, 4, H)))
     with pytest.raises(ValueError, match=r"lengths\[2\] = 7 exceeds the sequence length 6"):
         rec(torch.randn(4, 6, I), lengths=[1, 2, 7, 3])

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells._buffers import take
-from rnnkit.cells._trace import traceable_needed
+from rnnkit.cells._trace import traceable_needed, transform_active
 
 __all__ = ["linear", "linear_norm"]
 
@@ -72,7 +72,7 @@ class _Linear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         x, weight, bias = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
+        if torch.is_grad_enabled() or transform_active(dout):  # double backward, or vmap over backward
             return _plain_grads(torch.nn.functional.linear, ctx, (x, weight, bias), dout)
         dz = _rows(dout)
         need = ctx.needs_input_grad
@@ -99,7 +99,7 @@ class _LinearNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         x, weight, ln_weight, bias, z, mean, rstd = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
+        if torch.is_grad_enabled() or transform_active(dout):  # double backward, or vmap over backward
             def plain(x, w, g, b):
                 z = torch.nn.functional.linear(x, w)
                 return torch.nn.functional.layer_norm(z, (z.size(-1),), g, b, ctx.eps)

@@ -22,7 +22,11 @@ def transform_active(x: Tensor) -> bool:
     the question is not asked: it cannot trace the check, and the traced code is plain anyway.)"""
     if torch.compiler.is_compiling():
         return False
-    return torch._C._functorch.is_functorch_wrapped_tensor(x)
+    if torch._C._functorch.is_functorch_wrapped_tensor(x):
+        return True
+    # the legacy vmap (torch._vmap_internals, which gradcheck's batched-gradient check uses)
+    # (its dispatch key, "Batched", is not in the DispatchKey enum; read the set's names)
+    return "Batched" in str(torch._C._dispatch_keys(x))
 
 
 def traceable_needed(x: Tensor) -> bool:

@@ -65,9 +65,9 @@ def check_input(
 def check_like(t: Tensor, weight: Tensor, name: str) -> None:
     """Same dtype and device as the layer's weights (autocast may change the dtype)."""
     if t.dtype != weight.dtype and not torch.is_autocast_enabled(t.device.type):
-        raise RecurrentTypeError(
-            f"{name} dtype {t.dtype} does not match the layer's weight dtype {weight.dtype}; "
-            f"convert with {name}.to({weight.dtype}) or the layer with .to({t.dtype})"
+        raise RecurrentTypeError(  # torch.nn's wording, so code matching its message keeps working
+            f"RNN {name} dtype ({t.dtype}) does not match weight dtype ({weight.dtype}). "
+            f"Convert {name}: {name}.to({weight.dtype}), or convert model: model.to({t.dtype})"
         )
     if t.device != weight.device:
         raise RecurrentInputError(f"{name} is on {t.device} but the layer's weights are on {weight.device}")
@@ -116,7 +116,8 @@ def check_state(
             hint = ""
             if part.dim() == len(shape) and part.shape[batch_dim] != shape[batch_dim]:
                 hint = f" (batch size {part.shape[batch_dim]} does not match the input's {shape[batch_dim]})"
-            raise RecurrentInputError(f"{label} must have shape {tuple(shape)}, got {tuple(part.shape)}{hint}")
+            # torch.nn's "Expected hidden size ..., got ..." wording, naming the argument
+            raise RecurrentInputError(f"Expected hidden size {tuple(shape)} for {label}, got {tuple(part.shape)}{hint}")
         check_like(part, weight, label)
     return tuple(parts)
 

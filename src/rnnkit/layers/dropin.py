@@ -27,6 +27,8 @@ add:
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
@@ -55,6 +57,7 @@ class _DropIn:
         self.backend = backend
         self._choices: dict = {}  # the backend choice per (device, dtype, mode) key
         self._skeleton: list[RecurrentCell] | None = None
+        self._meta_params: list[dict] | None = None
         self._extra_names: list[str] = []
 
     def _init_variant(self, variant: dict, forget_bias: float | None, chrono_init: int | None) -> None:
@@ -125,24 +128,37 @@ class _DropIn:
         the backend choice reads (no weight is touched, so a parametrization is not evaluated)."""
         if self._skeleton is None:
             self._skeleton = self._layer_cells("meta")
+            self._meta_params = [dict(cell._parameters) for cell in self._skeleton]
         for cell in self._skeleton:
             if cell.training != self.training:
                 cell.train(self.training)  # not submodules: .train()/.eval() do not reach them
         return self._skeleton
 
-    def engine_cells(self) -> list[RecurrentCell]:
-        """rnnkit cells bound to this module's parameters as they are now. Each parameter is read
-        once per call, so a parametrized weight (``weight_norm``, ``spectral_norm``, any
-        ``torch.nn.utils.parametrize`` parametrization) is evaluated once per forward, and
-        weights replaced by ``.to()`` or ``torch.func.functional_call`` are seen. The cells are
-        not submodules: they add nothing to ``state_dict`` or ``parameters()``."""
+    def engine_cells(self, dtype: torch.dtype | None = None) -> list[RecurrentCell]:
+        """rnnkit cells bound to this module's parameters as they are now (cast to ``dtype`` if
+        given: autocast). torch.nn's weights are read the way torch.nn reads them
+        (``_update_flat_weights``, then ``_flat_weights``), so a parametrized weight
+        (``weight_norm``, ``spectral_norm``, any ``torch.nn.utils.parametrize`` parametrization) is
+        evaluated as often as in torch.nn, never cached by ``id()``; weights replaced by ``.to()``
+        or ``torch.func.functional_call`` are seen. The cells are not submodules (nothing in
+        ``state_dict`` or ``parameters()``); :meth:`_release` drops the binding after a forward."""
+        self._update_flat_weights()
+        current = dict(zip(self._flat_weights_names, self._flat_weights, strict=True))
         cells = self._cell_skeleton()
         for cell, suffix in zip(cells, self._suffixes(), strict=True):
             params = cell._parameters
             for name in params:
                 if params[name] is not None:
-                    params[name] = getattr(self, name + suffix)
+                    key = name + suffix
+                    w = current[key] if key in current else getattr(self, key)
+                    params[name] = w if dtype is None or w.dtype == dtype else w.to(dtype)
         return cells
+
+    def _release(self) -> None:
+        """Unbind the skeleton from the parameters, so that no reference outlives the forward
+        (``.to()`` with swapped parameters needs them unshared)."""
+        for cell, held in zip(self._cell_skeleton(), self._meta_params, strict=True):
+            cell._parameters.update(held)
 
     def extra_repr(self) -> str:
         parts = [super().extra_repr()] + [f"{k}={v!r}" for k, v in getattr(self, "variant", {}).items()]
@@ -195,6 +211,19 @@ class _DropIn:
             return out, hidden
         return self._engine_forward(input, hx, lengths, report.backend)
 
+    #: the modes whose torch.nn layer computes in autocast's lower precision (as measured: CPU
+    #: bfloat16 autocast gives RNN and LSTM outputs in bfloat16, GRU outputs in float32)
+    _AUTOCAST_LOWER = ("LSTM", "RNN_TANH", "RNN_RELU")
+
+    def _autocast_dtype(self, x: Tensor) -> torch.dtype | None:
+        """The dtype torch.nn's layer computes in under an active autocast (None: no autocast)."""
+        device = x.device.type
+        if not torch.is_autocast_enabled(device):
+            return None
+        if self.mode in self._AUTOCAST_LOWER:
+            return torch.get_autocast_dtype(device)
+        return self._flat_weights[0].dtype
+
     def _engine_forward(self, input, hx, lengths, backend):
         packed = isinstance(input, PackedSequence)
         if packed:
@@ -212,10 +241,19 @@ class _DropIn:
                 state = tuple(s.unsqueeze(1) for s in state)  # (N, H) -> (N, 1, H)
         if lengths is not None:
             lengths = lengths.to(x.device)
-        out, final = run_stack(
-            self.engine_cells(), x, state, lengths, num_layers=self.num_layers,
-            directions=2 if self.bidirectional else 1, dropout=self.dropout, training=self.training, backend=backend,
-        )
+        dtype = self._autocast_dtype(x)
+        if dtype is not None:  # as torch.nn under autocast: the whole layer in that dtype
+            x = x.to(dtype)
+            state = None if state is None else tuple(s.to(dtype) for s in state)
+        try:
+            with torch.autocast(x.device.type, enabled=False) if dtype is not None else nullcontext():
+                out, final = run_stack(
+                    self.engine_cells(dtype), x, state, lengths, num_layers=self.num_layers,
+                    directions=2 if self.bidirectional else 1, dropout=self.dropout, training=self.training,
+                    backend=backend,
+                )
+        finally:
+            self._release()
         if not batched:
             out, final = out.squeeze(1), tuple(s.squeeze(1) for s in final)
         elif packed:

@@ -35,7 +35,7 @@ import math
 import torch
 from torch import Tensor
 
-from rnnkit.cells._trace import traceable_needed
+from rnnkit.cells._trace import traceable_needed, transform_active
 
 __all__ = ["heinsen_scan", "linear_scan", "log_scan"]
 
@@ -100,7 +100,7 @@ class _LinearScan(torch.autograd.Function):
     def backward(ctx, grad_h: Tensor):
         a, h, h0 = ctx.saved_tensors
         rev = ctx.reverse
-        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain loop, with a graph
+        if torch.is_grad_enabled() or transform_active(grad_h):  # double backward, or vmap over backward
             b = ctx.saved_b
             need = ctx.needs_input_grad[:3]
             wanted = [t for t, n in zip((a, b, h0), need, strict=True) if n]

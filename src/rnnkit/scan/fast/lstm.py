@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells._buffers import take
-from rnnkit.cells._trace import graph_capture, traceable_needed
+from rnnkit.cells._trace import graph_capture, traceable_needed, transform_active
 from rnnkit.scan.fast.reference import differentiable_grads, lstm_reference
 
 __all__ = ["lstm_sequence"]
@@ -123,14 +123,17 @@ class _LSTM(torch.autograd.Function):
                     css[t].copy_(cs[t])
             h, c = hs[t], css[t]
         ctx.save_for_backward(h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs, xp)
-        ctx.buffers = (G, C, TC, Cs, M, Araw, stats_g, stats_c)
+        # never an output on ctx (M is Ht, maybe Hs, without a projection): output -> grad_fn -> ctx -> output
+        # is a cycle the garbage collector cannot see, which would keep every buffer and weight alive
+        ctx.buffers = (G, C, TC, Cs, M if w_hr is not None else None, Araw, stats_g, stats_c)
         ctx.eps, ctx.keep_from = eps, keep_from
         return Hs, c.clone()
 
     @staticmethod
     def backward(ctx, dHs, dcT):
         h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs, xp = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain form, with a graph
+        if torch.is_grad_enabled() or transform_active(dHs) or transform_active(dcT):  # double backward, or
+            # vmap over backward: differentiate the plain form, with a graph
             inputs = (xp, h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c)
             return differentiable_grads(lstm_reference, ctx, inputs, (ctx.eps, ctx.keep_from), (dHs, dcT))
         G, C, TC, Cs, M, Araw, stats_g, stats_c = ctx.buffers

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells._buffers import take
-from rnnkit.cells._trace import graph_capture, traceable_needed
+from rnnkit.cells._trace import graph_capture, traceable_needed, transform_active
 from rnnkit.scan.fast.reference import differentiable_grads, simple_reference
 
 __all__ = ["blend_kept", "simple_sequence"]
@@ -76,7 +76,8 @@ class _Simple(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dHs):
         h0, w_hh, drop, keep, Hs, Ht, xp = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain form, with a graph
+        if torch.is_grad_enabled() or transform_active(dHs):  # double backward, or vmap over backward:
+            # differentiate the plain form, with a graph
             return differentiable_grads(simple_reference, ctx, (xp, h0, w_hh, drop, keep),
                                         (ctx.activation, ctx.keep_from), (dHs,))
         Ht = Hs if Ht is None else Ht
