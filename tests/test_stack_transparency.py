@@ -214,3 +214,57 @@ def test_one_stack_loop():
         if ".step(xp" in text and not name.startswith(("scan/", "cells/", "diagnostics/jacobian.py")):
             steps.append(name)
     assert (merges, runs, steps) == ([], [], []), (merges, runs, steps)
+
+
+# -- the fast engine under graph capture: one custom op per layer and direction ------------------
+@pytest.mark.parametrize(("make", "op"), [
+    (lambda: rnnkit.LSTM(3, 4, layer_norm=True, peephole=True, num_layers=2), "rnnkit.lstm_forward"),
+    (lambda: rnnkit.LSTM(3, 5, proj_size=2, backend="fast"), "rnnkit.lstm_forward"),
+    (lambda: rnnkit.GRU(3, 4, layer_norm=True, bidirectional=True), "rnnkit.gru_forward"),
+    (lambda: rnnkit.RNN(3, 4, backend="fast"), "rnnkit.simple_forward"),
+    (lambda: rnnkit.Recurrent(rnnkit.cells.IndRNNCell(3, 4), backend="fast"), "rnnkit.simple_forward"),
+])
+def test_graph_capture_holds_one_rnnkit_op_per_direction(make, op):
+    torch.manual_seed(0)
+    m = make().eval()
+    x = torch.randn(2, 40, 3)
+    graph = torch.export.export(m, (x,)).graph
+    found = [n for n in graph.nodes if str(n.target).startswith(op)]
+    directions = 2 if getattr(m, "bidirectional", False) else 1
+    assert len(found) == getattr(m, "num_layers", 1) * directions
+    assert not [n for n in graph.nodes if "sigmoid" in str(n.target) or "tanh" in str(n.target)]  # not unrolled
+
+
+def test_inductor_compiles_the_fast_engine_and_equals_eager():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    m = rnnkit.LSTM(3, 4, layer_norm=True, zoneout=0.2, batch_first=True).train()
+    x = torch.randn(2, 30, 3, requires_grad=True)
+    compiled = torch.compile(m, fullgraph=True)
+    with torch._inductor.config.patch(fallback_random=True):  # inductor draws eager's random numbers
+        torch.manual_seed(1)
+        got = compiled(x)[0]
+    (g_got,) = torch.autograd.grad(got.square().sum(), x)
+    torch.manual_seed(1)
+    want = m(x)[0]
+    (g_want,) = torch.autograd.grad(want.square().sum(), x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g_got, g_want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: rnnkit.LSTM(3, 4, backend="fast"), lambda: rnnkit.LSTM(3, 4, layer_norm=True),
+    lambda: rnnkit.GRU(3, 4, backend="fast"), lambda: rnnkit.RNN(3, 4, backend="fast"),
+])
+def test_a_forward_keeps_no_reference_to_the_weights(make):
+    """Nothing of a forward outlives its outputs (a ctx holding an output made a cycle that kept
+    every buffer and weight alive), so .to() can swap parameters."""
+    import gc
+    import sys
+
+    m = make()
+    before = {n: sys.getrefcount(p) for n, p in m.named_parameters()}
+    out = m(torch.randn(2, 5, 3))
+    del out
+    gc.collect()
+    assert {n: sys.getrefcount(p) for n, p in m.named_parameters()} == before
