@@ -20,7 +20,9 @@ step of quasi-DEER (:mod:`rnnkit.scan.deer`). Three pure functions, all time-maj
   (3) every chunk reruns from its true start state. O(T) work (three passes), O(sqrt T)
   sequential steps, each over all chunks at once. Its backward is one more scan of the same
   kind, run backwards in time with the coefficients shifted by one (``g_t = dL/dh_t + a_{t+1}
-  g_{t+1}``), so autograd keeps no per-step graph.
+  g_{t+1}``), so autograd keeps no per-step graph. It is the custom op ``rnnkit::linear_scan``
+  (fake kernel; autograd written with the op itself, so double backward works), and compile and
+  export see one node; torch.func transforms trace a plain loop instead.
 
 Symbols: T time steps, B batch, ``...`` any trailing (feature) dims, e.g. ``(T, B, H)``.
 Lengths (``(B,)``, batch on dim 1): past each sequence's end the recurrence is made the
@@ -35,7 +37,7 @@ import math
 import torch
 from torch import Tensor
 
-from rnnkit.cells._trace import traceable_needed, transform_active
+from rnnkit.cells._trace import transform_active
 
 __all__ = ["heinsen_scan", "linear_scan", "log_scan"]
 
@@ -83,51 +85,46 @@ def _scan_core(a: Tensor, b: Tensor, h0: Tensor, reverse: bool) -> Tensor:
     return out[pad:] if reverse else out[:steps]
 
 
-class _LinearScan(torch.autograd.Function):
-    """Autograd for :func:`_scan_core`. With ``g_t = dL/dh_t`` (total),
-    ``g_t = grad_t + a_{t+1} g_{t+1}`` (reverse: ``a_{t-1} g_{t-1}``) is one more scan, and
-    ``dL/db_t = g_t``, ``dL/da_t = g_t h_{t-1}``, ``dL/dh0 = a_0 g_0``."""
+# -- the scan as a custom op: compile, export, vmap and double backward see one node --------------
+@torch.library.custom_op("rnnkit::linear_scan", mutates_args=())
+def _linear_scan_op(a: Tensor, b: Tensor, h0: Tensor, reverse: bool) -> Tensor:
+    """:func:`_scan_core` (``a, b (T, N)``, ``h0 (N,)``) as an operator."""
+    return _scan_core(a.contiguous(), b.contiguous(), h0.contiguous(), reverse)
 
-    @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, h0: Tensor, reverse: bool) -> Tensor:
-        h = _scan_core(a, b, h0, reverse)
-        ctx.save_for_backward(a, h, h0)
-        ctx.saved_b = b  # read only by double backward
-        ctx.reverse = reverse
-        return h
 
-    @staticmethod
-    def backward(ctx, grad_h: Tensor):
-        a, h, h0 = ctx.saved_tensors
-        rev = ctx.reverse
-        if torch.is_grad_enabled() or transform_active(grad_h):  # double backward, or vmap over backward
-            b = ctx.saved_b
-            need = ctx.needs_input_grad[:3]
-            wanted = [t for t, n in zip((a, b, h0), need, strict=True) if n]
-            with torch.enable_grad():
-                grads = iter(torch.autograd.grad(_plain_scan(a, b, h0, rev), wanted, grad_h, create_graph=True))
-            return (*(next(grads) if n else None for n in need), None)
-        a_next = torch.empty_like(a)  # the coefficient that carries g back one step
-        grad_a = torch.empty_like(a)
-        first = -1 if rev else 0  # the step that reads h0
-        if rev:
-            a_next[1:], a_next[0] = a[:-1], 0.0
-        else:
-            a_next[:-1], a_next[-1] = a[1:], 0.0
-        g = _scan_core(a_next, grad_h.contiguous(), torch.zeros_like(h0), not rev)  # (T, N)
-        if rev:
-            torch.mul(g[:-1], h[1:], out=grad_a[:-1])
-        else:
-            torch.mul(g[1:], h[:-1], out=grad_a[1:])
-        grad_a[first] = g[first] * h0
-        return grad_a, g, a[first] * g[first], None
+@_linear_scan_op.register_fake
+def _(a, b, h0, reverse):
+    return torch.empty_like(b)
+
+
+def _scan_setup(ctx, inputs, output):
+    a, _, h0, reverse = inputs
+    ctx.save_for_backward(a, output, h0)
+    ctx.reverse = reverse
+
+
+def _scan_grad(ctx, grad_h):
+    """With ``g_t = dL/dh_t`` (total), ``g_t = grad_t + a_{t+1} g_{t+1}`` (reverse: ``a_{t-1}
+    g_{t-1}``) is one more scan, and ``dL/db_t = g_t``, ``dL/da_t = g_t h_{t-1}``, ``dL/dh0 =
+    a_0 g_0``. Written with the op and out-of-place ops, so it is itself differentiable (double
+    backward) and batchable (vmap over backward)."""
+    a, h, h0 = ctx.saved_tensors
+    rev = ctx.reverse
+    zero, first = torch.zeros_like(a[:1]), (-1 if rev else 0)
+    a_next = torch.cat((zero, a[:-1])) if rev else torch.cat((a[1:], zero))  # carries g back one step
+    g = _linear_scan_op(a_next, grad_h, torch.zeros_like(h0), not rev)  # (T, N)
+    h_prev = torch.cat((h[1:], h0.unsqueeze(0))) if rev else torch.cat((h0.unsqueeze(0), h[:-1]))
+    return g * h_prev, g, a[first] * g[first], None
+
+
+_linear_scan_op.register_autograd(_scan_grad, setup_context=_scan_setup)
 
 
 def _plain_scan(a: Tensor, b: Tensor, h0: Tensor, reverse: bool) -> Tensor:
-    """:func:`_scan_core` in plain differentiable ops, step by step (its traceable form)."""
+    """The same recurrence step by step in plain ops: what torch.func transforms trace (custom
+    ops' registered autograd does not compose with ``torch.func.grad``)."""
     h, out = h0, []
-    steps = range(a.size(0) - 1, -1, -1) if reverse else range(a.size(0))
-    for t in steps:
+    for t in range(a.size(0) - 1, -1, -1) if reverse else range(a.size(0)):
         h = torch.addcmul(b[t], a[t], h)
         out.append(h)
     return torch.stack(out[::-1] if reverse else out)
@@ -185,10 +182,8 @@ def linear_scan(
         a, b = torch.where(mask, a, 1.0), torch.where(mask, b, 0.0)
     shape = a.shape
     a2, b2 = a.reshape(shape[0], -1).contiguous(), b.reshape(shape[0], -1).contiguous()  # (T, N)
-    if traceable_needed(a2):  # compile/export/vmap: the same recurrence as a plain loop
-        h = _plain_scan(a2, b2, h0.reshape(-1), reverse).view(shape)
-    else:
-        h = _LinearScan.apply(a2, b2, h0.reshape(-1), reverse).view(shape)  # (T, ...)
+    scan = _plain_scan if transform_active(a2) else _linear_scan_op
+    h = scan(a2, b2, h0.reshape(-1), reverse).view(shape)  # (T, ...)
     last = h[0] if reverse else h[-1]
     return (h if mask is None else h.masked_fill(~mask, 0.0)), last
 
