@@ -161,7 +161,7 @@ def test_registry_replicate_and_paths():
     copy = cell.replicate(7)
     assert (copy.input_size, copy.scan, copy.bias_ih) == (7, "log", None)
     report = rnnkit.Recurrent(MinLSTMCell(3, 4)).explain()  # backend="auto"
-    assert report.path.startswith("parallel") and "no vendor kernel" in report.rejected["fused"]
+    assert report.name == "parallel" and "no vendor kernel" in report.rejected["fused"]
 
 
 def test_errors():

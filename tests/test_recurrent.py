@@ -117,7 +117,7 @@ def test_fused_is_refused_for_a_cell_that_changes_the_math():
 
     rec = rnnkit.Recurrent(Leaky(I, H))
     report = rec.explain()
-    assert report.path == "sequential" and "overrides" in report.rejected["fused"]
+    assert report.name == "sequential" and "overrides" in report.rejected["fused"]
     with pytest.raises(ValueError, match="fused"):
         rnnkit.Recurrent(Leaky(I, H), backend="fused")(torch.randn(B, T, I))
 

@@ -268,3 +268,17 @@ def test_a_forward_keeps_no_reference_to_the_weights(make):
     del out
     gc.collect()
     assert {n: sys.getrefcount(p) for n, p in m.named_parameters()} == before
+
+
+def test_no_global_dynamo_switch_and_inductor_compiles_every_drop_in():
+    """rnnkit leaves torch._dynamo.config.allow_rnn alone (torch.nn's own layers compile as
+    before), and the drop-ins compile with inductor in training and inference."""
+    assert torch._dynamo.config.allow_rnn is False
+    for cls in (rnnkit.RNN, rnnkit.GRU, rnnkit.LSTM):
+        for train in (True, False):
+            torch._dynamo.reset()
+            torch.manual_seed(0)
+            m = cls(3, 4, batch_first=True).train(train)
+            x = torch.randn(2, 6, 3)
+            got = torch.compile(m, fullgraph=True)(x)[0]
+            torch.testing.assert_close(got, m(x)[0], atol=1e-5, rtol=1e-5)

@@ -1,6 +1,7 @@
 """``rnnkit.RNN``, ``rnnkit.GRU``, ``rnnkit.LSTM``: drop-in replacements for torch.nn's.
 
-They *are* ``torch.nn.RNN/GRU/LSTM`` subclasses: same constructor, parameter names
+They are ``torch.nn.RNNBase`` subclasses, as torch.nn's three are, and run torch.nn's own
+``forward`` on the fused path: same constructor, parameter names
 (``weight_ih_l0``, ``weight_hh_l1_reverse``, ``weight_hr_l0``, ...), ``state_dict``s in both
 directions, forward signature and outputs (tensors, ``PackedSequence``s, unbatched input). They
 add:
@@ -38,16 +39,17 @@ from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.layers.checks import check_input, check_lengths, check_state
 from rnnkit.layers.engine import BACKEND_NAMES, PathReport, choose_backend, run_stack
 
-# Dynamo refuses to trace any nn.RNN/GRU/LSTM instance unless this flag is set (torch.export sets
-# it for itself). rnnkit's drop-ins subclass them and are written to be traced, so rnnkit turns it
-# on; torch.nn's own layers then trace too, as they do under torch.export.
-torch._dynamo.config.allow_rnn = True
+# Why RNNBase and not torch.nn.LSTM itself: Dynamo refuses to trace any instance of torch.nn.RNN,
+# GRU or LSTM (unless torch._dynamo.config.allow_rnn, a process-wide switch that also changes how
+# every torch.nn layer compiles). The drop-ins are written to be traced, so they sit beside
+# torch.nn's classes, reuse their methods, and need no global switch.
 
 
 class _DropIn:
     """Shared forward of the three drop-ins (mixed in before the torch.nn class)."""
 
     _cell_type: type[RecurrentCell]
+    _torch_class: type[nn.RNNBase]  # the torch.nn layer whose forward runs the fused path
 
     _variant_type: type[RecurrentCell] | None = None
 
@@ -203,10 +205,10 @@ class _DropIn:
         report = choose_backend(self._cell_skeleton(), input.data if packed else input, self.backend, self._choices)
         if report.name == "fused":
             if lengths is None:
-                return super().forward(input, hx)
+                return self._torch_class.forward(self, input, hx)
             steps = input.size(1) if self.batch_first else input.size(0)
             seq = pack_padded_sequence(input, lengths, batch_first=self.batch_first, enforce_sorted=False)
-            out, hidden = super().forward(seq, hx)
+            out, hidden = self._torch_class.forward(self, seq, hx)
             out, _ = pad_packed_sequence(out, batch_first=self.batch_first, total_length=steps)
             return out, hidden
         return self._engine_forward(input, hx, lengths, report.backend)
@@ -267,13 +269,22 @@ class _DropIn:
         return out, (final[0] if self.mode != "LSTM" else final)
 
 
-class RNN(_DropIn, nn.RNN):
+class RNN(_DropIn, nn.RNNBase):
     """``torch.nn.RNN`` (Elman, tanh or relu) plus ``lengths=``, ``backend=`` and ``explain()``."""
 
     _cell_type = ElmanCell
+    _torch_class = nn.RNN
 
     def __init__(self, *args, backend: str = "auto", **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        # nonlinearity is torch.nn.RNN's 4th positional argument (input_size, hidden_size, num_layers, ...)
+        self.nonlinearity = args[3] if len(args) > 3 else kwargs.pop("nonlinearity", "tanh")
+        args = args[:3] + args[4:]
+        modes = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
+        if self.nonlinearity not in modes:
+            raise ValueError(f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'.")
+        nn.RNNBase.__init__(self, modes[self.nonlinearity], *args, **kwargs)
         self._init_backend(backend)
         self._cell_skeleton()  # built here, never inside a traced forward
 
@@ -281,20 +292,23 @@ class RNN(_DropIn, nn.RNN):
         return {"bias": self.bias, "nonlinearity": self.nonlinearity}
 
 
-class GRU(_DropIn, nn.GRU):
+class GRU(_DropIn, nn.RNNBase):
     """``torch.nn.GRU`` plus ``lengths=``, ``backend=``, ``explain()`` and the variants
     ``layer_norm``, ``recurrent_dropout``, ``zoneout`` (see :class:`~rnnkit.cells.LayerNormGRUCell`),
     ``forget_bias``/``chrono_init`` (on the update gate z)."""
 
     _cell_type = GRUCell
     _variant_type = LayerNormGRUCell
+    _torch_class = nn.GRU
 
     def __init__(
         self, *args, backend: str = "auto", layer_norm: bool = False, recurrent_dropout: float = 0.0,
         zoneout: float = 0.0, layer_norm_eps: float = 1e-5, forget_bias: float | None = None,
         chrono_init: int | None = None, **kwargs,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        nn.RNNBase.__init__(self, "GRU", *args, **kwargs)
         self._init_backend(backend)
         variant = dict(layer_norm=layer_norm, recurrent_dropout=recurrent_dropout, zoneout=zoneout, eps=layer_norm_eps)
         self._init_variant(variant, forget_bias, chrono_init)
@@ -303,7 +317,7 @@ class GRU(_DropIn, nn.GRU):
         return {"bias": self.bias, **self.variant} if self.variant else {"bias": self.bias}
 
 
-class LSTM(_DropIn, nn.LSTM):
+class LSTM(_DropIn, nn.RNNBase):
     """``torch.nn.LSTM`` (with ``proj_size``) plus ``lengths=``, ``backend=``, ``explain()`` and
     the variants ``layer_norm``, ``peephole``, ``recurrent_dropout``, ``zoneout`` (a rate, or
     ``(p_h, p_c)``; see :class:`~rnnkit.cells.LayerNormLSTMCell`), ``forget_bias``/``chrono_init``.
@@ -312,13 +326,18 @@ class LSTM(_DropIn, nn.LSTM):
 
     _cell_type = LSTMCell
     _variant_type = LayerNormLSTMCell
+    _torch_class = nn.LSTM
+    # torch.nn.LSTM's own checks of (h, c), which its forward calls
+    get_expected_cell_size = nn.LSTM.get_expected_cell_size
+    check_forward_args = nn.LSTM.check_forward_args
+    permute_hidden = nn.LSTM.permute_hidden
 
     def __init__(
         self, *args, backend: str = "auto", layer_norm: bool = False, peephole: bool = False,
         recurrent_dropout: float = 0.0, zoneout: float | tuple[float, float] = 0.0, layer_norm_eps: float = 1e-5,
         forget_bias: float | None = None, chrono_init: int | None = None, **kwargs,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        nn.RNNBase.__init__(self, "LSTM", *args, **kwargs)
         self._init_backend(backend)
         variant = dict(layer_norm=layer_norm, peephole=peephole, recurrent_dropout=recurrent_dropout,
                        zoneout=zoneout, eps=layer_norm_eps)

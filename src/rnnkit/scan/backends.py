@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor
 
 from rnnkit.cells._trace import traceable_needed, transform_active
@@ -95,9 +96,15 @@ class FusedBackend(Backend):
 
     def unavailable(self, cells, x, requested=False):
         reason = fused_unavailable(list(cells), x)
-        if reason is None and not requested and transform_active(x):
+        if reason is not None or requested:
+            return reason
+        if transform_active(x):
             return "a torch.func transform (vmap/grad) is active; torch's RNN kernels have no batching rule"
-        return reason
+        compiling = torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+        if compiling and x.device.type == "cpu" and cells[0].fused_mode == "LSTM":
+            return ("under torch.compile, inductor fails on torch's CPU LSTM kernel (aten.mkldnn_rnn_layer: "
+                    "'expected Tensor()' in inference, torch 2.13); the fast engine's custom op runs instead")
+        return None
 
     def describe(self, cells, x):
         return f"fused (torch vendor kernel, {'cuDNN' if x.device.type == 'cuda' else 'oneDNN/ATen'})"
