@@ -7,6 +7,17 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-tensor tests: faster, and on a busy 2-core
+    machine the default two make torch's CPU kernels (oneDNN's LSTM above all) tens of times
+    slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tolerance(dtype: torch.dtype) -> float:
     """The issue's bar: 1e-5 in float32, 1e-10 in float64."""
     return 1e-10 if dtype == torch.float64 else 1e-5

@@ -80,14 +80,7 @@ DEVICE = "cpu"
 DTYPES = (torch.float32, torch.float64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one intra-op thread is faster, and on a busy 2-core machine the
-    default two make torch's CPU kernels (oneDNN's LSTM above all) tens of times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def _cases(dtypes=DTYPES):
@@ -127,14 +120,19 @@ def _samples(info, dtype, requires_grad=False, training=True, thin=False, few=Fa
 
 
 @contextlib.contextmanager
-def _no_swap():
-    """torch.nn's RNNs keep weakrefs to their weights, so ``load_state_dict`` cannot swap them."""
+def _swapping(swap: bool):
+    """``torch.__future__``'s swap-on-conversion flag set to ``swap`` within the block."""
     old = torch.__future__.get_swap_module_params_on_conversion()
-    torch.__future__.set_swap_module_params_on_conversion(False)
+    torch.__future__.set_swap_module_params_on_conversion(swap)
     try:
         yield
     finally:
         torch.__future__.set_swap_module_params_on_conversion(old)
+
+
+def _no_swap():
+    """torch.nn's RNNs keep weakrefs to their weights, so ``load_state_dict`` cannot swap them."""
+    return _swapping(False)
 
 
 def _describe(sample) -> str:
@@ -533,12 +531,8 @@ def test_to(info, backend, dtype, swap, set_grad):
             x = _cast(args, new_dtype)
             _close(_call(info, sample, m, *x, **kwargs), _twin(info, sample, m)(*x, **kwargs))
 
-    old = torch.__future__.get_swap_module_params_on_conversion()
-    torch.__future__.set_swap_module_params_on_conversion(swap)
-    try:
+    with _swapping(swap):
         _run_samples(_samples(info, dtype, few=True), body)
-    finally:
-        torch.__future__.set_swap_module_params_on_conversion(old)
 
 
 @pytest.mark.parametrize("swap", [False, True], ids=["setdata", "swap"])
@@ -564,12 +558,8 @@ def test_to_empty(info, backend, dtype, swap):
         args, kwargs = sample.forward_input.args, sample.forward_input.kwargs
         _close(_call(info, sample, m, *args, **kwargs), ref(*args, **kwargs))
 
-    old = torch.__future__.get_swap_module_params_on_conversion()
-    torch.__future__.set_swap_module_params_on_conversion(swap)
-    try:
+    with _swapping(swap):
         _run_samples(_samples(info, dtype, few=True), body)
-    finally:
-        torch.__future__.set_swap_module_params_on_conversion(old)
 
 
 @pytest.mark.parametrize(("info", "backend", "dtype"), _cases((torch.float32,)))

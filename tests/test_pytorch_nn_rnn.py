@@ -30,14 +30,7 @@ MODES = ("RNN", "GRU", "LSTM")
 BACKENDS = ("auto", "fused", "fast", "sequential")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one intra-op thread is faster, and on a busy 2-core machine the
-    default two make torch's CPU kernels (oneDNN's LSTM above all) tens of times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 mode_backend = pytest.mark.parametrize(

@@ -66,6 +66,30 @@ def _fake_grads(inputs, needs) -> list[Tensor]:
                                                                                               strict=False)]
 
 
+def _register_autograd(forward_op, backward_op, reference, *, n_in: int, n_out: int) -> None:
+    """Autograd between a family's two ops. The forward op takes ``n_in`` tensors then its
+    scalars, and returns ``n_out`` differentiable tensors then the buffers its backward reads;
+    the backward op takes the output gradients, the tensor inputs, ``Hs``, the buffers, the
+    scalars and which inputs need a gradient. With ``create_graph=True`` (double backward) the
+    gradients come from autograd through the plain form instead."""
+
+    def setup(ctx, inputs, output):  # (torch calls it with these keyword names)
+        ctx.save_for_backward(*inputs[:n_in], *output)
+        ctx.scalars = tuple(inputs[n_in:])
+
+    def grad(ctx, *grads):
+        saved = ctx.saved_tensors
+        tensors, outs, buffers = saved[:n_in], saved[n_in : n_in + n_out], saved[n_in + n_out :]
+        grads = tuple(torch.zeros_like(o) if g is None else g for g, o in zip(grads[:n_out], outs, strict=True))
+        if torch.is_grad_enabled():
+            return differentiable_grads(reference, ctx, tensors, ctx.scalars, grads)
+        needs = list(ctx.needs_input_grad[:n_in])
+        result = backward_op(*grads, *tensors, outs[0], *buffers, *ctx.scalars, needs)
+        return (*(g if n else None for g, n in zip(result, needs, strict=True)), *([None] * len(ctx.scalars)))
+
+    forward_op.register_autograd(grad, setup_context=setup)
+
+
 # -- LSTM family ----------------------------------------------------------------------------------
 @torch.library.custom_op("rnnkit::lstm_forward", mutates_args=())
 def _lstm_forward(
@@ -124,27 +148,7 @@ def _(dHs, dcT, xp, h0, c0, w_hh, w_hr, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, 
     return _fake_grads((xp, h0, c0, w_hh, w_hr, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c), rest[-1])
 
 
-def _lstm_setup(ctx, inputs, output):
-    *tensors, eps, keep_from = inputs
-    ctx.save_for_backward(*tensors, output[0], *output[2:])
-    ctx.eps, ctx.keep_from = eps, keep_from
-
-
-def _lstm_grad(ctx, dHs, dcT, *_):
-    saved = ctx.saved_tensors
-    inputs, kept = saved[:13], saved[13:]
-    if dHs is None:
-        dHs = torch.zeros_like(kept[0])
-    if dcT is None:
-        dcT = torch.zeros_like(inputs[2])
-    if torch.is_grad_enabled():  # create_graph=True: differentiate the plain form, with a graph
-        return differentiable_grads(lstm_reference, ctx, inputs, (ctx.eps, ctx.keep_from), (dHs, dcT))
-    needs = list(ctx.needs_input_grad[:13])
-    grads = _lstm_backward(dHs, dcT, *inputs, *kept, ctx.eps, ctx.keep_from, needs)
-    return (*(g if n else None for g, n in zip(grads, needs, strict=True)), None, None)
-
-
-_lstm_forward.register_autograd(_lstm_grad, setup_context=_lstm_setup)
+_register_autograd(_lstm_forward, _lstm_backward, lstm_reference, n_in=13, n_out=2)
 
 
 def lstm_op(*args) -> tuple[Tensor, Tensor]:
@@ -193,23 +197,7 @@ def _(dHs, xp, h0, w_hh, b_hh, ln_hh, drop, keep, *rest):
     return _fake_grads((xp, h0, w_hh, b_hh, ln_hh, drop, keep), rest[-1])
 
 
-def _gru_setup(ctx, inputs, output):
-    *tensors, eps, keep_from = inputs
-    ctx.save_for_backward(*tensors, *output)
-    ctx.eps, ctx.keep_from = eps, keep_from
-
-
-def _gru_grad(ctx, dHs, *_):
-    saved = ctx.saved_tensors
-    inputs, kept = saved[:7], saved[7:]
-    if torch.is_grad_enabled():
-        return differentiable_grads(gru_reference, ctx, inputs, (ctx.eps, ctx.keep_from), (dHs,))
-    needs = list(ctx.needs_input_grad[:7])
-    grads = _gru_backward(dHs, *inputs, *kept, ctx.eps, ctx.keep_from, needs)
-    return (*(g if n else None for g, n in zip(grads, needs, strict=True)), None, None)
-
-
-_gru_forward.register_autograd(_gru_grad, setup_context=_gru_setup)
+_register_autograd(_gru_forward, _gru_backward, gru_reference, n_in=7, n_out=1)
 
 
 def gru_op(*args) -> Tensor:
@@ -249,23 +237,7 @@ def _(dHs, xp, h0, w_hh, drop, keep, *rest):
     return _fake_grads((xp, h0, w_hh, drop, keep), rest[-1])
 
 
-def _simple_setup(ctx, inputs, output):
-    *tensors, activation, keep_from = inputs
-    ctx.save_for_backward(*tensors, *output)
-    ctx.activation, ctx.keep_from = activation, keep_from
-
-
-def _simple_grad(ctx, dHs, _):
-    saved = ctx.saved_tensors
-    inputs, kept = saved[:5], saved[5:]
-    if torch.is_grad_enabled():
-        return differentiable_grads(simple_reference, ctx, inputs, (ctx.activation, ctx.keep_from), (dHs,))
-    needs = list(ctx.needs_input_grad[:5])
-    grads = _simple_backward(dHs, *inputs, *kept, ctx.activation, ctx.keep_from, needs)
-    return (*(g if n else None for g, n in zip(grads, needs, strict=True)), None, None)
-
-
-_simple_forward.register_autograd(_simple_grad, setup_context=_simple_setup)
+_register_autograd(_simple_forward, _simple_backward, simple_reference, n_in=5, n_out=1)
 
 
 def simple_op(*args) -> Tensor:
