@@ -85,3 +85,21 @@ def test_explain_says_why_triton_does_not_apply():
         rnnkit.Recurrent(rnnkit.ElmanCell(I, H), backend="triton").to(DEVICE)(torch.randn(B, T, I, device=DEVICE))
     with pytest.raises(ValueError, match="proj_size"):
         rnnkit.Recurrent(rnnkit.LSTMCell(I, H, proj_size=2), backend="triton").explain(torch.randn(1, 1, I))
+
+
+@pytest.mark.parametrize("name", ["lstm", "ln_lstm_regularised", "gru", "ln_gru_regularised"])
+def test_graph_capture_runs_the_triton_kernels_as_custom_ops(name):
+    """Under torch.export (and compile) the Triton path is one rnnkit::triton_* op per layer; the
+    exported program equals the eager Triton layer, values and gradients through the op."""
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(CELLS[name](H), backend="triton").to(DEVICE, torch.float64).eval()
+    x = torch.randn(B, T, I, device=DEVICE, dtype=torch.float64)
+    program = torch.export.export(layer, (x,))
+    op = "rnnkit.triton_lstm_forward" if "lstm" in name else "rnnkit.triton_gru_forward"
+    assert [str(n.target) for n in program.graph.nodes].count(f"{op}.default") == 1
+    torch.testing.assert_close(program.module()(x)[0], layer(x)[0])
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    xg = x.clone().requires_grad_()
+    (got,) = torch.autograd.grad(compiled(xg)[0].square().sum(), xg)
+    (want,) = torch.autograd.grad(layer(xg)[0].square().sum(), xg)
+    torch.testing.assert_close(got, want)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from rnnkit.cells._trace import traceable_needed, transform_active
+from rnnkit.cells._trace import graph_capture, traceable_needed, transform_active
 from rnnkit.cells.base import RecurrentCell, State
 from rnnkit.scan.fast import fast_project, fast_scan, fast_unavailable
 from rnnkit.scan.fused import fused_layer, fused_unavailable
@@ -101,9 +101,12 @@ class FusedBackend(Backend):
         if transform_active(x):
             return "a torch.func transform (vmap/grad) is active; torch's RNN kernels have no batching rule"
         compiling = torch.compiler.is_compiling() and not torch.compiler.is_exporting()
-        if compiling and x.device.type == "cpu" and cells[0].fused_mode == "LSTM":
-            return ("under torch.compile, inductor fails on torch's CPU LSTM kernel (aten.mkldnn_rnn_layer: "
-                    "'expected Tensor()' in inference, torch 2.13); the fast engine's custom op runs instead")
+        if compiling and x.device.type == "cpu":
+            # measured with torch 2.13: inductor unrolls torch's CPU GRU/RNN kernels step by step
+            # (minutes to compile at T=256) and fails on its LSTM kernel in inference
+            # (aten.mkldnn_rnn_layer: "expected Tensor()")
+            return ("under torch.compile on CPU, inductor unrolls torch's RNN kernels step by step (GRU/RNN) "
+                    "or fails on them (LSTM inference); the fast engine's custom op, one node per layer, runs instead")
         return None
 
     def describe(self, cells, x):
@@ -144,9 +147,9 @@ class TritonBackend(_PerDirection):
     transforms = False
 
     def unavailable(self, cells, x, requested=False):
-        if traceable_needed(x):
-            return ("torch.compile/export or a torch.func transform is tracing the layer, and the Triton "
-                    "kernels are not registered with it; the fast engine's traceable form runs instead")
+        if traceable_needed(x) and not graph_capture(x):
+            return ("a torch.func transform or TorchScript tracing is looking through the layer, which the "
+                    "Triton kernels do not support; the fast engine's plain form runs instead")
         return triton_unavailable(list(cells), x, requested=requested)
 
     def describe(self, cells, x):

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells._buffers import take
+from rnnkit.cells._trace import graph_capture
 from rnnkit.cells.base import RecurrentCell, State
 from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
@@ -92,15 +93,27 @@ def triton_scan(
     if _family(cell) == "lstm":
         hw, hb = spec.get("ln_hh") or (None, None)
         cw, cb = spec.get("ln_cell") or (None, None)
-        hs, c_last = _LSTM.apply(xp, state[0], state[1], spec["weight_hh"], hw, hb, cw, cb, spec.get("peephole"),
-                                 drop, keeps[0], keeps[1], eps, keep_from)
+        args = (xp, state[0], state[1], spec["weight_hh"], hw, hb, cw, cb, spec.get("peephole"), drop, keeps[0],
+                keeps[1], eps, keep_from)
+        if graph_capture(xp):  # torch.compile/export: one custom op (imported here: ops imports this module)
+            from rnnkit.scan.triton.ops import triton_lstm_op
+
+            hs, c_last = triton_lstm_op(*args)
+        else:
+            hs, c_last = _LSTM.apply(*args)
         final: State = (hs[-1], c_last)
     else:
         b_hh = spec.get("bias_hh")
         ln = spec.get("ln_hh")
         if ln is not None and b_hh is None:
             b_hh = torch.zeros_like(ln)
-        hs = _GRU.apply(xp, state[0], spec["weight_hh"], b_hh, ln, drop, keeps[0], eps, keep_from)
+        args = (xp, state[0], spec["weight_hh"], b_hh, ln, drop, keeps[0], eps, keep_from)
+        if graph_capture(xp):
+            from rnnkit.scan.triton.ops import triton_gru_op
+
+            hs = triton_gru_op(*args)
+        else:
+            hs = _GRU.apply(*args)
         final = (hs[-1],)
     if lengths is not None and keep_from < steps:
         hs = hs.masked_fill((~length_mask(lengths.to(hs.device), steps)).unsqueeze(-1), 0.0)
