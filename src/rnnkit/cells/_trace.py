@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["graph_capture", "traceable_needed", "transform_active"]
+__all__ = ["graph_capture", "traceable_needed", "transform_active", "values_readable"]
 
 
 def transform_active(x: Tensor) -> bool:
@@ -54,3 +54,10 @@ def graph_capture(x: Tensor) -> bool:
         or isinstance(x, torch._subclasses.FakeTensor)
         or torch._is_functional_tensor(x)
     )
+
+
+def values_readable() -> bool:
+    """Whether tensor values may be read in Python (``int(t)``, ``bool(t.any())``) here: not under
+    ``torch.compile`` or ``torch.export``, where a value-dependent branch breaks the graph. There
+    the code takes the branch that is right for any values (e.g. mask every step for lengths)."""
+    return not (torch.compiler.is_compiling() or torch.compiler.is_exporting())

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from rnnkit.cells._trace import values_readable
+
 
 class RecurrentInputError(ValueError, RuntimeError):
     """A shape, size, device or length problem with a recurrent layer's input, state or lengths.
@@ -88,6 +90,8 @@ def check_lengths(lengths: object, batch: int, steps: int) -> Tensor:
         )
     if values.dim() != 1 or values.numel() != batch:
         raise RecurrentInputError(f"lengths must have shape ({batch},) (one per sequence), got {tuple(values.shape)}")
+    if not values_readable():  # under torch.compile/export: checked in eager calls, not traced
+        return values
     too_long = (values > steps).nonzero()
     if too_long.numel():
         b = int(too_long[0])

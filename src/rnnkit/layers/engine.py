@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from rnnkit.cells._trace import transform_active
+from rnnkit.cells._trace import transform_active, values_readable
 from rnnkit.cells.base import RecurrentCell, State
 from rnnkit.scan.backends import BACKEND_NAMES, BACKENDS, Backend, get_backend
 
@@ -47,8 +47,7 @@ class PathReport:
 
 
 def _needs_transforms(x: Tensor) -> str | None:
-    """Why only transform-safe backends may run now (a torch.func transform, or double
-    backward through an input), or None."""
+    """Why only transform-safe backends may run now (a torch.func transform is active), or None."""
     if transform_active(x):
         return "a torch.func transform (vmap/grad/jvp) is active"
     return None
@@ -189,7 +188,7 @@ def run_stack(
     if isinstance(backend, str):
         backend = get_backend(backend)
     batch = x.size(1)
-    if lengths is not None and bool((lengths == x.size(0)).all()):
+    if lengths is not None and values_readable() and bool((lengths == x.size(0)).all()):
         lengths = None  # nothing is padded: skip the masking
     feature_dims = cells[0].feature_dims
     finals: list[State] = []

@@ -37,7 +37,7 @@ import math
 import torch
 from torch import Tensor
 
-from rnnkit.cells._trace import transform_active
+from rnnkit.cells._trace import transform_active, values_readable
 
 __all__ = ["heinsen_scan", "linear_scan", "log_scan"]
 
@@ -148,7 +148,7 @@ def _check(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, name
                 f"lengths must have shape ({a.size(1) if a.dim() > 1 else 'B'},) for {na} of shape "
                 f"(T, B, ...) = {tuple(a.shape)}, got {tuple(lengths.shape)}"
             )
-        if bool((lengths < 1).any()) or bool((lengths > a.size(0)).any()):
+        if values_readable() and (bool((lengths < 1).any()) or bool((lengths > a.size(0)).any())):
             raise ValueError(f"lengths must lie in [1, T={a.size(0)}], got {lengths.tolist()}")
 
 
@@ -177,7 +177,7 @@ def linear_scan(
     if h0 is None:
         h0 = a.new_zeros(a.shape[1:])
     mask = None
-    if lengths is not None and bool((lengths < a.size(0)).any()):
+    if lengths is not None and (not values_readable() or bool((lengths < a.size(0)).any())):
         mask = _step_mask(lengths, a)  # (T, B, 1...)
         a, b = torch.where(mask, a, 1.0), torch.where(mask, b, 0.0)
     shape = a.shape
@@ -221,7 +221,7 @@ def log_scan(
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
     steps, tail = log_a.size(0), log_a.shape[1:]
     mask = None
-    if lengths is not None and bool((lengths < steps).any()):
+    if lengths is not None and (not values_readable() or bool((lengths < steps).any())):
         mask = _step_mask(lengths, log_a)
         # identity past each end: a = 1, b = 0 (log b = -inf would poison logcumsumexp's backward)
         log_a = torch.where(mask, log_a, 0.0)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from rnnkit.cells._trace import values_readable
 from rnnkit.cells.base import RecurrentCell, State
 
 
@@ -55,7 +56,7 @@ def sequential_scan(
     active_until = steps
     if lengths is not None:
         lengths = lengths.to(x_proj.device)
-        min_len = int(lengths.min())
+        min_len = int(lengths.min()) if values_readable() else 0  # traced: mask every step
         if min_len < steps:
             active_until = min_len
             masks = length_mask(lengths, steps).unbind(0)  # T x (B,)

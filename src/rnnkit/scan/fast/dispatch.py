@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells._linear import linear
+from rnnkit.cells._trace import values_readable
 from rnnkit.cells.base import RecurrentCell, State
 from rnnkit.cells.elman import ElmanCell
 from rnnkit.cells.gru import GRUCell
@@ -94,7 +95,7 @@ def keep_factors(keeps: list, lengths: Tensor | None, steps: int, ref: Tensor) -
     keep_from = 0
     if lengths is not None:
         lengths = lengths.to(ref.device)
-        keep_from = int(lengths.min())
+        keep_from = int(lengths.min()) if values_readable() else 0  # traced: keep factors at every step
         pad = (~length_mask(lengths, steps)).unsqueeze(-1)  # (T, B, 1): True once a sequence ended
     if any(k is not None for k in keeps):
         keep_from = 0
