@@ -300,3 +300,23 @@ def test_compile_fullgraph_with_lengths_equals_eager(make):
     got = torch.compile(m, fullgraph=True, backend="aot_eager")(x, lengths=lengths)[0]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert got[1, 2:].abs().max() == 0
+
+
+def test_deer_routes_to_a_traceable_backend_and_says_why():
+    """quasi-DEER's Newton loop stops on a data-dependent test: under vmap (and compile/export) the
+    parallel backend refuses it, auto runs the same GRU function elsewhere, and explain() says so."""
+    from rnnkit.scan.deer import DeerGRUCell
+
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(DeerGRUCell(3, 4, tol=1e-10, max_iter=200), backend="auto").double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    reports = []
+
+    def f(sample):
+        reports.append(layer.explain(sample.unsqueeze(0)))
+        return layer(sample.unsqueeze(0))[0].sum()
+
+    vmap(grad(f))(x)
+    assert reports[0].name != "parallel" and "data-dependent" in reports[0].rejected["parallel"]
+    forced = rnnkit.Recurrent(layer.cells[0], backend="parallel")
+    torch.testing.assert_close(torch.compile(layer, fullgraph=True, backend="aot_eager")(x)[0], forced(x)[0])
