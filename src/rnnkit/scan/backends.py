@@ -35,9 +35,6 @@ __all__ = [
     "TritonBackend", "get_backend", "transform_active",
 ]
 
-Scan = Callable[..., tuple[Tensor, State]]
-
-
 class Backend:
     """Base of every backend; subclasses set ``name`` and override what differs."""
 
