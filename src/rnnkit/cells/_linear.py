@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
 from rnnkit.cells._buffers import take
-from rnnkit.cells._trace import traceable_needed, transform_active
+from rnnkit.cells._trace import traceable_needed
 
 __all__ = ["linear", "linear_norm"]
 
@@ -46,17 +47,6 @@ def _input_grad(dz: Tensor, weight: Tensor, x: Tensor) -> Tensor:
     return dx
 
 
-def _plain_grads(fn, ctx, inputs: tuple, dout: Tensor) -> tuple:
-    """The input gradients of ``fn(*inputs)`` by autograd through plain ops, with a graph (for
-    double backward); None where an input needs none."""
-    need = ctx.needs_input_grad
-    wanted = [t for t, n in zip(inputs, need, strict=False) if n and t is not None]
-    with torch.enable_grad():
-        out = fn(*inputs)
-        grads = iter(torch.autograd.grad(out, wanted, dout, create_graph=True, allow_unused=True))
-    return tuple(next(grads) if n and t is not None else None for t, n in zip(inputs, need, strict=False))
-
-
 class _Linear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -72,8 +62,8 @@ class _Linear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         x, weight, bias = ctx.saved_tensors
-        if torch.is_grad_enabled() or transform_active(dout):  # double backward, or vmap over backward
-            return _plain_grads(torch.nn.functional.linear, ctx, (x, weight, bias), dout)
+        if plain_backward_needed(dout):  # double backward, or vmap over backward: the plain form
+            return differentiable_grads(torch.nn.functional.linear, ctx, (x, weight, bias), (), (dout,))
         dz = _rows(dout)
         need = ctx.needs_input_grad
         dx = _input_grad(dz, weight, x) if need[0] else None
@@ -99,11 +89,11 @@ class _LinearNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         x, weight, ln_weight, bias, z, mean, rstd = ctx.saved_tensors
-        if torch.is_grad_enabled() or transform_active(dout):  # double backward, or vmap over backward
-            def plain(x, w, g, b):
+        if plain_backward_needed(dout):  # double backward, or vmap over backward: the plain form
+            def plain(x, w, g, b, eps):
                 z = torch.nn.functional.linear(x, w)
-                return torch.nn.functional.layer_norm(z, (z.size(-1),), g, b, ctx.eps)
-            return (*_plain_grads(plain, ctx, (x, weight, ln_weight, bias), dout), None)
+                return torch.nn.functional.layer_norm(z, (z.size(-1),), g, b, eps)
+            return differentiable_grads(plain, ctx, (x, weight, ln_weight, bias), (ctx.eps,), (dout,))
         need = ctx.needs_input_grad
         G = weight.size(0)
         mask = (need[0] or need[1], ln_weight is not None and need[2], bias is not None and need[3])

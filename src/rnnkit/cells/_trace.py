@@ -29,31 +29,22 @@ def transform_active(x: Tensor) -> bool:
     return "Batched" in str(torch._C._dispatch_keys(x))
 
 
+def _captured(x: Tensor) -> bool:
+    """Dynamo or export is tracing, or ``x`` is one of their stand-ins (a fake or functional tensor)."""
+    return not values_readable() or isinstance(x, torch._subclasses.FakeTensor) or torch._is_functional_tensor(x)
+
+
 def traceable_needed(x: Tensor) -> bool:
     """True under ``torch.compile``, ``torch.export``, TorchScript tracing, a torch.func transform,
     or when ``x`` is a fake or functional tensor (the tracers' stand-ins)."""
-    return bool(
-        torch.compiler.is_compiling()
-        or torch.compiler.is_exporting()
-        or torch.jit.is_tracing()
-        or transform_active(x)
-        or isinstance(x, torch._subclasses.FakeTensor)
-        or torch._is_functional_tensor(x)
-    )
+    return torch.jit.is_tracing() or transform_active(x) or _captured(x)
 
 
 def graph_capture(x: Tensor) -> bool:
     """True under ``torch.compile`` or ``torch.export`` (and their fake or functional tensors), where
     rnnkit's kernels run as ``torch.library`` custom ops (:mod:`rnnkit.scan.fast.ops`); False under
     torch.func transforms and TorchScript tracing, which take the plain form instead."""
-    if torch.jit.is_tracing() or transform_active(x):
-        return False
-    return bool(
-        torch.compiler.is_compiling()
-        or torch.compiler.is_exporting()
-        or isinstance(x, torch._subclasses.FakeTensor)
-        or torch._is_functional_tensor(x)
-    )
+    return _captured(x) and not (torch.jit.is_tracing() or transform_active(x))
 
 
 def values_readable() -> bool:

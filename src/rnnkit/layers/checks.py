@@ -5,7 +5,6 @@ Every error names the argument and the expected and received shapes; nothing is 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
@@ -27,22 +26,15 @@ class RecurrentTypeError(TypeError, ValueError, RuntimeError):
     ``RuntimeError`` (what torch's kernels raise)."""
 
 
-def _time_dims(layout: str, rank: int) -> tuple[int, ...] | None:
-    """The dims named "time" or "sum of lengths" in the ``rank``-D shape that ``layout`` spells,
-    e.g. ``(0,)`` for ``"(time, batch, features)"`` and rank 3; None if ``layout`` names none."""
-    for group in re.findall(r"\(([^()]*)\)", layout):
-        names = [n.strip() for n in group.split(",")]
-        if len(names) == rank:
-            return tuple(k for k, n in enumerate(names) if n in ("time", "sum of lengths"))
-    return None
-
-
 def check_input(
-    x: object, input_size: int, weight: Tensor, dims: tuple[int, ...], layout: str, feature_dim: int = -1
+    x: object, input_size: int, weight: Tensor, dims: tuple[int, ...], layout: str, feature_dim: int = -1,
+    time_dims: dict[int, int] | None = None,
 ) -> Tensor:
     """``x`` must be a floating tensor of rank in ``dims`` with ``input_size`` features on dim
     ``feature_dim`` (channels for convolutional cells), on the weights' device and of their
-    dtype. ``layout`` names the expected shape in messages."""
+    dtype. ``layout`` names the expected shape in messages. ``time_dims`` maps a rank to its time
+    dim, which must not be empty; every other dim may be (an empty batch returns empty outputs,
+    as torch.nn's layers do)."""
     if not isinstance(x, Tensor):
         raise RecurrentTypeError(f"input must be a Tensor or PackedSequence, got {type(x).__name__}")
     if x.dim() not in dims:
@@ -53,13 +45,9 @@ def check_input(
             f"input.size({feature_dim}) must be equal to input_size. Expected {input_size}, got "
             f"{x.size(feature_dim)} (input shape {tuple(x.shape)})"
         )
-    if x.dim() >= 2 and 0 in x.shape[:-1]:
-        # an empty batch runs (and returns empty outputs, as torch.nn's layers do); no time steps
-        # do not. A layout naming no time dim (e.g. "(batch, features)") lets every size be 0.
-        time_dims = _time_dims(layout, x.dim())
-        empty = range(x.dim() - 1) if time_dims is None else time_dims
-        if any(x.size(k) == 0 for k in empty):
-            raise RecurrentInputError(f"input has an empty time or batch dimension: shape {tuple(x.shape)}")
+    time_dim = (time_dims or {}).get(x.dim())
+    if time_dim is not None and x.size(time_dim) == 0:
+        raise RecurrentInputError(f"input has an empty time or batch dimension: shape {tuple(x.shape)}")
     check_like(x, weight, "input")
     return x
 

@@ -186,13 +186,14 @@ class _DropIn:
         if packed:
             if lengths is not None:
                 raise ValueError("lengths= is for padded tensors; a PackedSequence carries its own lengths")
-            check_input(input.data, self.input_size, weight, (2,), "(sum of lengths, features)")
+            check_input(input.data, self.input_size, weight, (2,), "(sum of lengths, features)", time_dims={2: 0})
             batch = int(input.batch_sizes[0])
             if hx is not None:
                 check_state(hx, self._state_shapes(batch), weight, "hx")
         else:
             layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
-            check_input(input, self.input_size, weight, (2, 3), f"{layout} or unbatched (time, features)")
+            check_input(input, self.input_size, weight, (2, 3), f"{layout} or unbatched (time, features)",
+                        time_dims={3: 1 if self.batch_first else 0, 2: 0})
             batched = input.dim() == 3
             batch = (input.size(0) if self.batch_first else input.size(1)) if batched else None
             if hx is not None:

@@ -46,13 +46,6 @@ class PathReport:
         return "\n".join(lines)
 
 
-def _needs_transforms(x: Tensor) -> str | None:
-    """Why only transform-safe backends may run now (a torch.func transform is active), or None."""
-    if transform_active(x):
-        return "a torch.func transform (vmap/grad/jvp) is active"
-    return None
-
-
 def choose_backend(
     cells: Sequence[RecurrentCell], x: Tensor, requested: str, cache: dict | None = None
 ) -> PathReport:
@@ -66,9 +59,7 @@ def choose_backend(
     """
     if requested != "auto":
         get_backend(requested)  # an unknown name fails here
-    transform = _needs_transforms(x)
-    cells0 = cells[0]
-    key = (requested, x.device, x.dtype, cells0.training, torch.is_grad_enabled(), transform is not None)
+    key = (requested, x.device, x.dtype, cells[0].training, torch.is_grad_enabled(), transform_active(x))
     compiling = torch.compiler.is_compiling()
     if cache is not None and not compiling:
         hit = cache.get(key)
@@ -82,8 +73,6 @@ def choose_backend(
             rejected[name] = f"backend={requested!r} was requested"
             continue
         reason = backend.unavailable(cells, x, requested=requested == name)
-        if reason is None and transform is not None and not backend.transforms and requested != name:
-            reason = f"{transform}; {name} does not support it"
         if reason is None:
             report = PathReport(backend, backend.describe(cells, x), rejected)
             break

@@ -94,7 +94,7 @@ class Recurrent(nn.Module):
     def _check(self, x: Tensor, state, lengths) -> tuple[Tensor, tuple[Tensor, ...] | None, Tensor | None]:
         weight = next(self.cells[0].parameters())
         check_input(x, self.input_size, weight, (2 + self.feature_dims,), self._layout(True),
-                    feature_dim=-self.feature_dims)
+                    feature_dim=-self.feature_dims, time_dims={2 + self.feature_dims: 1 if self.batch_first else 0})
         x = x.transpose(0, 1) if self.batch_first else x  # (T, B, *F)
         steps, batch = x.shape[:2]
         if state is not None:

@@ -1,12 +1,11 @@
-"""Pieces the models share: token-or-vector input, lengths and masks, and the conversions between
-the stacked and flat state forms. Stepping goes through :meth:`rnnkit.Recurrent.step` (the one
-stack driver), whose :class:`~rnnkit.layers.engine.StepState` carries each sequence's noise.
+"""Pieces the models share: token-or-vector input, lengths and masks, and the state forms.
 
 State forms. :class:`rnnkit.Recurrent` takes and returns its state *stacked*: a tensor
-``(N, B, S)`` or a tuple of ``(N, B, S_k)`` (N = L * D). Decoders keep it *flat*: a tuple of
-``L * K`` tensors ``(B, S_k)`` (entry ``l * K + k`` is layer l's state entry k), so that every tensor
-of a decoding state has the batch first and beam search reorders all of them with one
-``index_select(0, ...)``.
+``(N, B, S)`` or a tuple of ``(N, B, S_k)`` (N = L * D). Initial states computed by a model (a
+condition, an encoder bridge) come *flat*, a tuple of ``L * K`` tensors ``(B, S_k)``, and
+:func:`stacked_state` turns them into the stacked form. Stepping goes through
+:meth:`rnnkit.Recurrent.step` (the one stack driver), whose :class:`~rnnkit.layers.engine.StepState`
+carries each sequence's noise and reorders with ``index_select(0, ...)`` in beam search.
 """
 
 from __future__ import annotations
@@ -15,13 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.layers.checks import check_lengths
-from rnnkit.layers.recurrent import Recurrent
 from rnnkit.models.config import RecurrentConfig
 from rnnkit.scan.sequential import length_mask as time_major_mask
 
 __all__ = [
-    "InputLayer", "check_tokens", "flat_state", "length_mask", "prepare_lengths", "require_unidirectional",
-    "stacked_state", "zero_flat_state",
+    "InputLayer", "check_tokens", "length_mask", "prepare_lengths", "require_unidirectional", "stacked_state",
 ]
 
 StackedState = Tensor | tuple[Tensor, ...]
@@ -109,18 +106,9 @@ def require_unidirectional(config: RecurrentConfig, who: str) -> None:
         )
 
 
-# -- stepping a stack one time step at a time ----------------------------------------------------
-def flat_state(state: StackedState, num_layers: int) -> tuple[Tensor, ...]:
-    """Stacked ``(L, B, S_k)`` entries -> flat tuple of ``L * K`` tensors ``(B, S_k)``."""
-    parts = (state,) if isinstance(state, Tensor) else tuple(state)
-    return tuple(p[layer] for layer in range(num_layers) for p in parts)
-
-
+# -- state forms ---------------------------------------------------------------------------------
 def stacked_state(flat: tuple[Tensor, ...], num_entries: int) -> StackedState:
-    """Flat tuple -> the stacked form :class:`rnnkit.Recurrent` takes (inverse of :func:`flat_state`)."""
+    """A flat tuple of ``L * K`` tensors ``(B, S_k)`` (entry ``l * K + k`` is layer l's state entry
+    k) -> the stacked form :class:`rnnkit.Recurrent` takes."""
     parts = tuple(torch.stack(flat[k::num_entries]) for k in range(num_entries))  # each (L, B, S_k)
     return parts[0] if num_entries == 1 else parts
-
-
-def zero_flat_state(rnn: Recurrent, batch: int, like: Tensor) -> tuple[Tensor, ...]:
-    return tuple(s for cell in rnn.cells for s in cell.initial_state(batch, device=like.device, dtype=like.dtype))

@@ -32,15 +32,14 @@ from rnnkit.scan.triton import triton_label, triton_scan, triton_unavailable
 
 __all__ = [
     "BACKENDS", "BACKEND_NAMES", "Backend", "FastBackend", "FusedBackend", "ParallelBackend", "SequentialBackend",
-    "TritonBackend", "get_backend", "transform_active",
+    "TritonBackend", "get_backend",
 ]
+
 
 class Backend:
     """Base of every backend; subclasses set ``name`` and override what differs."""
 
     name: str = ""
-    #: whether ``torch.func`` transforms and double backward go through this backend
-    transforms: bool = True
 
     def unavailable(self, cells: Sequence[RecurrentCell], x: Tensor, requested: bool = False) -> str | None:
         return None
@@ -89,7 +88,6 @@ class FusedBackend(Backend):
     """torch's multi-step kernels (``torch._VF``): oneDNN/ATen on CPU, cuDNN on GPU."""
 
     name = "fused"
-    transforms = False  # cuDNN has no double backward, and torch's RNN ops have no batching rule
 
     def unavailable(self, cells, x, requested=False):
         reason = fused_unavailable(list(cells), x)
@@ -141,7 +139,6 @@ class TritonBackend(_PerDirection):
     """rnnkit's Triton kernels for each step's elementwise work (CUDA)."""
 
     name = "triton"
-    transforms = False
 
     def unavailable(self, cells, x, requested=False):
         if traceable_needed(x) and not graph_capture(x):
@@ -160,8 +157,9 @@ class TritonBackend(_PerDirection):
 
 
 class FastBackend(_PerDirection):
-    """rnnkit's engine: one autograd Function per layer and direction with a hand-written backward
-    (its traceable form under compile/export/transforms, :mod:`rnnkit.scan.fast.reference`)."""
+    """rnnkit's engine: one autograd Function per layer and direction with a hand-written backward;
+    a custom op under compile/export (:mod:`rnnkit.scan.fast.ops`) and its plain form under
+    torch.func transforms and TorchScript tracing (:mod:`rnnkit.scan.fast.reference`)."""
 
     name = "fast"
 
@@ -169,9 +167,11 @@ class FastBackend(_PerDirection):
         return fast_unavailable(list(cells), x)
 
     def describe(self, cells, x):
+        if graph_capture(x):
+            return "fast (rnnkit engine as custom ops: one rnnkit:: node per layer and direction in the graph)"
         if traceable_needed(x):
-            return ("fast (rnnkit engine, traceable form: the same recurrence in plain torch ops, because "
-                    "torch.compile/export or a torch.func transform is tracing it)")
+            return ("fast (rnnkit engine, traceable form: the same recurrence in plain torch ops, because a "
+                    "torch.func transform or TorchScript tracing is looking through it)")
         return ("fast (rnnkit engine: one autograd Function per layer and direction, hand-written backward "
                 "through time; double backward differentiates its plain form)")
 

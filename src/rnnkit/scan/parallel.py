@@ -85,7 +85,7 @@ def _scan_core(a: Tensor, b: Tensor, h0: Tensor, reverse: bool) -> Tensor:
     return out[pad:] if reverse else out[:steps]
 
 
-# -- the scan as a custom op: compile, export, vmap and double backward see one node --------------
+# -- the scan as a custom op: compile and export see one node, double backward works -------------
 @torch.library.custom_op("rnnkit::linear_scan", mutates_args=())
 def _linear_scan_op(a: Tensor, b: Tensor, h0: Tensor, reverse: bool) -> Tensor:
     """:func:`_scan_core` (``a, b (T, N)``, ``h0 (N,)``) as an operator."""
@@ -107,7 +107,7 @@ def _scan_grad(ctx, grad_h):
     """With ``g_t = dL/dh_t`` (total), ``g_t = grad_t + a_{t+1} g_{t+1}`` (reverse: ``a_{t-1}
     g_{t-1}``) is one more scan, and ``dL/db_t = g_t``, ``dL/da_t = g_t h_{t-1}``, ``dL/dh0 =
     a_0 g_0``. Written with the op and out-of-place ops, so it is itself differentiable (double
-    backward) and batchable (vmap over backward)."""
+    backward)."""
     a, h, h0 = ctx.saved_tensors
     rev = ctx.reverse
     zero, first = torch.zeros_like(a[:1]), (-1 if rev else 0)

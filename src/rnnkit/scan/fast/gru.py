@@ -18,9 +18,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
 from rnnkit.cells._buffers import take
-from rnnkit.cells._trace import graph_capture, traceable_needed, transform_active
-from rnnkit.scan.fast.reference import differentiable_grads, gru_reference
+from rnnkit.cells._trace import graph_capture, traceable_needed
+from rnnkit.scan.fast.reference import gru_reference
 from rnnkit.scan.fast.simple import blend_kept
 
 __all__ = ["gru_sequence"]
@@ -88,8 +89,7 @@ class _GRU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dHs):
         h0, w_hh, b_hh, ln_hh, drop, keep, Hs, xp = ctx.saved_tensors
-        if torch.is_grad_enabled() or transform_active(dHs):  # double backward, or vmap over backward:
-            # differentiate the plain form, with a graph
+        if plain_backward_needed(dHs):  # double backward, or vmap over backward: the plain form
             return differentiable_grads(gru_reference, ctx, (xp, h0, w_hh, b_hh, ln_hh, drop, keep),
                                         (ctx.eps, ctx.keep_from), (dHs,))
         RZ, N, HH, Araw, stats = ctx.buffers

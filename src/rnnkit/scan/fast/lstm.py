@@ -24,9 +24,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
 from rnnkit.cells._buffers import take
-from rnnkit.cells._trace import graph_capture, traceable_needed, transform_active
-from rnnkit.scan.fast.reference import differentiable_grads, lstm_reference
+from rnnkit.cells._trace import graph_capture, traceable_needed
+from rnnkit.scan.fast.reference import lstm_reference
 
 __all__ = ["lstm_sequence"]
 
@@ -132,8 +133,7 @@ class _LSTM(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dHs, dcT):
         h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs, xp = ctx.saved_tensors
-        if torch.is_grad_enabled() or transform_active(dHs) or transform_active(dcT):  # double backward, or
-            # vmap over backward: differentiate the plain form, with a graph
+        if plain_backward_needed(dHs, dcT):  # double backward, or vmap over backward: the plain form
             inputs = (xp, h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c)
             return differentiable_grads(lstm_reference, ctx, inputs, (ctx.eps, ctx.keep_from), (dHs, dcT))
         G, C, TC, Cs, M, Araw, stats_g, stats_c = ctx.buffers

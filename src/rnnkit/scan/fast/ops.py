@@ -20,9 +20,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
 from rnnkit.scan.fast.gru import _GRU
 from rnnkit.scan.fast.lstm import _LSTM
-from rnnkit.scan.fast.reference import differentiable_grads, gru_reference, lstm_reference, simple_reference
+from rnnkit.scan.fast.reference import gru_reference, lstm_reference, simple_reference
 from rnnkit.scan.fast.simple import _Simple
 
 __all__ = ["gru_op", "lstm_op", "simple_op"]
@@ -81,7 +82,7 @@ def _register_autograd(forward_op, backward_op, reference, *, n_in: int, n_out: 
         saved = ctx.saved_tensors
         tensors, outs, buffers = saved[:n_in], saved[n_in : n_in + n_out], saved[n_in + n_out :]
         grads = tuple(torch.zeros_like(o) if g is None else g for g, o in zip(grads[:n_out], outs, strict=True))
-        if torch.is_grad_enabled():
+        if plain_backward_needed(*grads):
             return differentiable_grads(reference, ctx, tensors, ctx.scalars, grads)
         needs = list(ctx.needs_input_grad[:n_in])
         result = backward_op(*grads, *tensors, outs[0], *buffers, *ctx.scalars, needs)

@@ -4,10 +4,11 @@ Each function has the contract of its fast counterpart (:func:`~rnnkit.scan.fast
 :func:`~rnnkit.scan.fast.gru_sequence`, :func:`~rnnkit.scan.fast.simple_sequence`): time-major
 ``xp (T, B, G)``, keep factors ``(T, B, S|1)`` applied from step ``keep_from`` on, the
 recurrent-dropout mask ``drop (B, R)`` on what the recurrent matmul reads. They run where the
-hand-written Functions cannot: under ``torch.compile``/``torch.export``/TorchScript tracing and
-torch.func transforms (:mod:`rnnkit.cells._trace`), and inside the Functions' backward when a
-graph of the backward is asked for (``create_graph=True``, double backward): the Functions then
-differentiate these instead (:func:`differentiable_grads`). Tests assert both forms agree in values and gradients.
+hand-written Functions cannot: under torch.func transforms and TorchScript tracing
+(:mod:`rnnkit.cells._trace`; compile and export take the custom ops instead), and in the
+Functions' backward when a graph of it is asked for (``create_graph=True``) or it is vmapped: the
+Functions then differentiate these (:func:`rnnkit.cells._autograd.differentiable_grads`). Tests
+assert both forms agree in values and gradients.
 """
 
 from __future__ import annotations
@@ -16,25 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["differentiable_grads", "gru_reference", "lstm_reference", "simple_reference"]
-
-
-def differentiable_grads(reference, ctx, inputs: tuple, scalars: tuple, grad_outputs: tuple) -> tuple:
-    """A Function's backward for ``create_graph=True``: the gradients of ``reference(*inputs,
-    *scalars)`` w.r.t. the tensor inputs autograd asks for, computed with a graph so that they
-    can be differentiated again. Returns one entry per Function input (None where not needed)."""
-    need = ctx.needs_input_grad
-    wanted = [k for k, t in enumerate(inputs) if t is not None and need[k]]
-    with torch.enable_grad():
-        outputs = reference(*inputs, *scalars)
-        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        pairs = [(o, g) for o, g in zip(outputs, grad_outputs, strict=True) if g is not None]
-        grads = torch.autograd.grad([o for o, _ in pairs], [inputs[k] for k in wanted], [g for _, g in pairs],
-                                    create_graph=True, allow_unused=True)
-    out: list = [None] * len(need)
-    for k, g in zip(wanted, grads, strict=True):
-        out[k] = g
-    return tuple(out)
+__all__ = ["gru_reference", "lstm_reference", "simple_reference"]
 
 
 def _keep(candidate: Tensor, previous: Tensor, keep: Tensor | None, t: int, keep_from: int) -> Tensor:

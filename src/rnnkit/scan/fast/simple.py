@@ -15,9 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
 from rnnkit.cells._buffers import take
-from rnnkit.cells._trace import graph_capture, traceable_needed, transform_active
-from rnnkit.scan.fast.reference import differentiable_grads, simple_reference
+from rnnkit.cells._trace import graph_capture, traceable_needed
+from rnnkit.scan.fast.reference import simple_reference
 
 __all__ = ["blend_kept", "simple_sequence"]
 
@@ -76,8 +77,7 @@ class _Simple(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dHs):
         h0, w_hh, drop, keep, Hs, Ht, xp = ctx.saved_tensors
-        if torch.is_grad_enabled() or transform_active(dHs):  # double backward, or vmap over backward:
-            # differentiate the plain form, with a graph
+        if plain_backward_needed(dHs):  # double backward, or vmap over backward: the plain form
             return differentiable_grads(simple_reference, ctx, (xp, h0, w_hh, drop, keep),
                                         (ctx.activation, ctx.keep_from), (dHs,))
         Ht = Hs if Ht is None else Ht
