@@ -87,6 +87,49 @@ def test_gradcheck():
         return y, last
 
     assert torch.autograd.gradcheck(run, (x_proj, h0))
+    assert torch.autograd.gradgradcheck(run, (x_proj, h0))  # double backward: the plain form's autograd
+
+
+def _deer_layer():
+    torch.manual_seed(0)
+    return rnnkit.Recurrent(DeerGRUCell(3, 5, tol=1e-12, max_iter=200), num_layers=2, backend="parallel").double()
+
+
+def test_compile_fullgraph_with_lengths_equals_eager_values_and_gradients():
+    """Under torch.compile the Newton solve and its adjoint are the rnnkit::deer_gru_* custom ops."""
+    layer = _deer_layer()
+    x, lengths = torch.randn(3, 30, 3, dtype=F64), torch.tensor([30, 4, 17])
+
+    def loss(layer, x):
+        y, s = layer(x, lengths=lengths)
+        return (y.square().sum() + s.square().sum())
+
+    params = list(layer.parameters())
+    want = torch.autograd.grad(loss(layer, x), params)
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    got = torch.autograd.grad(loss(compiled, x), params)
+    torch.testing.assert_close(compiled(x, lengths=lengths)[0], layer(x, lengths=lengths)[0], rtol=0, atol=1e-10)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-10)
+    ref = rnnkit.Recurrent(GRUCell(3, 5), num_layers=2, backend="sequential").double()  # and it is the GRU
+    ref.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(compiled(x, lengths=lengths)[0], ref(x, lengths=lengths)[0], rtol=0, atol=1e-9)
+
+
+def test_export_round_trip_holds_the_op_and_falls_back_inside_it():
+    layer = _deer_layer()
+    x = torch.randn(2, 12, 3, dtype=F64)
+    program = torch.export.export(layer, (x,))
+    assert [n for n in program.graph.nodes if "deer_gru_forward" in str(n.target)]
+    torch.testing.assert_close(program.module()(x)[0], layer(x)[0], rtol=0, atol=1e-10)
+    layer.cells[0].max_iter = 1  # not converged: the op warns and returns the sequential trajectory
+    program = torch.export.export(layer, (x,))
+    ref = rnnkit.Recurrent(GRUCell(3, 5), num_layers=2, backend="sequential").double()
+    ref.load_state_dict(layer.state_dict())
+    with pytest.warns(DeerNotConverged):
+        got = program.module()(x)[0]
+    torch.testing.assert_close(got, ref(x)[0], rtol=0, atol=1e-10)
 
 
 def test_recurrent_stacked_bidirectional_equals_fused_gru():
@@ -127,7 +170,8 @@ def test_not_converged_warns_and_returns_the_sequential_result():
     y_ref, (s_ref,) = sequential_scan(cell, x_proj, (h0,), lengths)
     assert torch.equal(y, y_ref) and torch.equal(s, s_ref)
     assert stats == {"iterations": 1, "converged": False, "delta": stats["delta"]}
-    y.sum().backward()  # the fallback is differentiable
+    with pytest.warns(DeerNotConverged, match="adjoint"):  # max_iter=1 is too few for the adjoint too
+        y.sum().backward()  # the fallback is differentiable
     assert torch.isfinite(cell.weight_hh.grad).all()
 
 

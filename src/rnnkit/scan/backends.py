@@ -121,9 +121,10 @@ class ParallelBackend(_PerDirection):
         if serial:
             return f"{type(serial[0]).__name__} has no parallel_scan (its step depends nonlinearly on the state)"
         untraceable = [c for c in cells if not getattr(c, "parallel_traceable", True)]
-        if untraceable and traceable_needed(x):
+        if untraceable and traceable_needed(x) and not graph_capture(x):
             return (f"{type(untraceable[0]).__name__}'s parallel scan stops on a data-dependent test, which "
-                    "torch.compile/export and torch.func transforms cannot trace")
+                    "torch.func transforms and TorchScript tracing cannot trace (under torch.compile/export "
+                    "it runs as a custom op)")
         return None
 
     def describe(self, cells, x):

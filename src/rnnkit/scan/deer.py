@@ -26,8 +26,15 @@ a linear recurrence backwards in time with the transposed Jacobian. It is solved
 quasi-Newton iteration (a reversed diagonal scan for ``d``, plus the product ``J^T lam`` for all
 ``t`` at once, written out as one GEMM: see :class:`GRULinearization`), then one more product
 gives the gradients of ``x_proj``, ``h0``, ``weight_hh`` and ``bias_hh``. These equal the
-sequential (BPTT) gradients to the tolerance; if the adjoint does not converge, backward falls
-back to BPTT with the same warning.
+sequential (BPTT) gradients to the tolerance; if the adjoint does not converge, the same linear
+recurrence is solved step by step backwards (BPTT), with the same warning. Double backward
+(``create_graph=True``) differentiates the sequential GRU in plain torch ops on the saved inputs.
+
+Under ``torch.compile`` and ``torch.export`` the solve and the adjoint run as the custom ops
+``rnnkit::deer_gru_forward`` and ``rnnkit::deer_gru_backward`` (fake kernels and autograd
+registered), so the data-dependent Newton loop is one opaque node. torch.func transforms and
+TorchScript tracing cannot run it: the parallel backend refuses DEER there, and the layer runs
+the same GRU on another backend (``explain()`` says so).
 
 Cost: each iteration does about the arithmetic of one sequential GRU pass (a ``(T*B, H) x (H, 3H)``
 GEMM plus elementwise work), but with no step waiting for the previous one. It pays off where
@@ -45,16 +52,19 @@ from __future__ import annotations
 
 import math
 import warnings
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
+from rnnkit.cells._trace import graph_capture, values_readable
 from rnnkit.cells.base import State
 from rnnkit.cells.gru import GRUCell
 from rnnkit.scan.parallel import linear_scan
-from rnnkit.scan.sequential import length_mask, sequential_scan
+from rnnkit.scan.sequential import length_mask
 
 __all__ = [
     "DeerGRUCell", "DeerNotConverged", "DeerSolution", "GRULinearization", "deer_gru", "deer_solve", "gru_eval",
@@ -88,6 +98,27 @@ class GRULinearization(NamedTuple):
     c_xn: Tensor  # (T, B, H) sensitivity to the n block of x_proj (= c_n / r)
 
 
+def _linearize(w_hh: Tensor, b_hh: Tensor | None, x_proj: Tensor, h_prev: Tensor,
+               mask: Tensor | None) -> GRULinearization:
+    H = h_prev.size(-1)
+    hh = F.linear(h_prev, w_hh, b_hh)  # (T, B, 3H): r, z, n blocks
+    rz = torch.sigmoid(x_proj[..., : 2 * H] + hh[..., : 2 * H])  # (T, B, 2H)
+    r, z = rz[..., :H], rz[..., H:]
+    hn = hh[..., 2 * H :]
+    n = torch.tanh(torch.addcmul(x_proj[..., 2 * H :], r, hn))  # (T, B, H)
+    f = torch.lerp(n, h_prev, z)  # (1 - z) * n + z * h_prev
+    c_xn = (1 - z) * (1 - n * n)  # df/d(n pre-activation)
+    c = torch.stack((c_xn * hn * r * (1 - r), (h_prev - n) * z * (1 - z), c_xn * r), dim=-2)  # (T, B, 3, H)
+    if mask is not None:
+        f = torch.where(mask, f, h_prev)
+        z = torch.where(mask, z, 1.0)
+        c = c.masked_fill(~mask.unsqueeze(-1), 0.0)
+        c_xn = c_xn.masked_fill(~mask, 0.0)
+    w_r, w_z, w_n = w_hh.view(3, H, H).diagonal(dim1=1, dim2=2)  # (H,) each
+    d = torch.addcmul(torch.addcmul(torch.addcmul(z, c[..., 0, :], w_r), c[..., 1, :], w_z), c[..., 2, :], w_n)
+    return GRULinearization(f, d, z, c, c_xn)
+
+
 @torch.no_grad()
 def gru_linearize(cell: GRUCell, x_proj: Tensor, h_prev: Tensor, mask: Tensor | None = None) -> GRULinearization:
     """The GRU step for all ``t`` at once, unrolled to expose the gates the Jacobian needs.
@@ -95,26 +126,7 @@ def gru_linearize(cell: GRUCell, x_proj: Tensor, h_prev: Tensor, mask: Tensor | 
     The same math as :meth:`GRUCell.step` (a test asserts it). ``x_proj (T, B, 3H)``, ``h_prev
     (T, B, H)``, ``mask (T, B, 1)`` or None: where False, the step is the identity.
     """
-    H = cell.hidden_size
-    hh = F.linear(h_prev, cell.weight_hh, cell.bias_hh)  # (T, B, 3H): r, z, n blocks
-    rz = torch.sigmoid(x_proj[..., : 2 * H] + hh[..., : 2 * H])  # (T, B, 2H)
-    r, z = rz[..., :H], rz[..., H:]
-    hn = hh[..., 2 * H :]
-    n = torch.tanh(torch.addcmul(x_proj[..., 2 * H :], r, hn))  # (T, B, H)
-    f = torch.lerp(n, h_prev, z)  # (1 - z) * n + z * h_prev
-    c = torch.empty(*f.shape[:2], 3, H, dtype=f.dtype, device=f.device)  # (T, B, 3, H)
-    c_xn = (1 - z) * (1 - n * n)  # df/d(n pre-activation)
-    torch.mul(c_xn * hn, r * (1 - r), out=c[..., 0, :])  # through r
-    torch.mul(h_prev - n, z * (1 - z), out=c[..., 1, :])  # through z
-    torch.mul(c_xn, r, out=c[..., 2, :])  # through hn
-    if mask is not None:
-        f = torch.where(mask, f, h_prev)
-        z = torch.where(mask, z, 1.0)
-        c.masked_fill_(~mask.unsqueeze(-1), 0.0)
-        c_xn.masked_fill_(~mask, 0.0)
-    w_r, w_z, w_n = cell.weight_hh.view(3, H, H).diagonal(dim1=1, dim2=2)  # (H,) each
-    d = torch.addcmul(torch.addcmul(torch.addcmul(z, c[..., 0, :], w_r), c[..., 1, :], w_z), c[..., 2, :], w_n)
-    return GRULinearization(f, d, z, c, c_xn)
+    return _linearize(cell.weight_hh, cell.bias_hh, x_proj, h_prev, mask)
 
 
 def gru_eval(cell: GRUCell, x_proj: Tensor, h_prev: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -123,12 +135,12 @@ def gru_eval(cell: GRUCell, x_proj: Tensor, h_prev: Tensor, mask: Tensor | None 
     return lin.f, lin.d
 
 
-def _jacobian_t_vec(cell: GRUCell, lin: GRULinearization, lam: Tensor) -> tuple[Tensor, Tensor]:
-    """``(J_t^T lam_t for all t, dL/dhh)``: ``(T, B, H)`` and ``(T*B, 3H)``."""
-    T, B, H = lam.shape
-    g_hh = (lam.unsqueeze(-2) * lin.c).view(T * B, 3 * H)  # (T*B, 3H)
-    v = torch.addmm((lam * lin.z).view(T * B, H), g_hh, cell.weight_hh)  # (T*B, 3H) @ (3H, H)
-    return v.view(T, B, H), g_hh
+def _jacobian_t_vec(w_hh: Tensor, lin: GRULinearization, lam: Tensor) -> tuple[Tensor, Tensor]:
+    """``(J_t^T lam_t for all t, dL/dhh)``: ``(..., H)`` and ``(N, 3H)`` (``N`` the leading size)."""
+    H = lam.size(-1)
+    g_hh = (lam.unsqueeze(-2) * lin.c).reshape(-1, 3 * H)  # (N, 3H)
+    v = torch.addmm((lam * lin.z).reshape(-1, H), g_hh, w_hh)  # (N, 3H) @ (3H, H)
+    return v.view(lam.shape), g_hh
 
 
 def _shift(h: Tensor, h0: Tensor) -> Tensor:
@@ -137,9 +149,13 @@ def _shift(h: Tensor, h0: Tensor) -> Tensor:
 
 
 def _mask(lengths: Tensor | None, x_proj: Tensor) -> Tensor | None:
-    if lengths is None or bool((lengths.to(x_proj.device) == x_proj.size(0)).all()):
+    if lengths is None:
         return None
-    return length_mask(lengths.to(x_proj.device), x_proj.size(0)).unsqueeze(-1)  # (T, B, 1)
+    lengths = lengths.to(x_proj.device)
+    # (under compile/export the values cannot be read: mask every step, which is right for any lengths)
+    if values_readable() and bool((lengths == x_proj.size(0)).all()):
+        return None
+    return length_mask(lengths, x_proj.size(0)).unsqueeze(-1)  # (T, B, 1)
 
 
 def _check(cell: Any, x_proj: Tensor, h0: Tensor, tol: float, max_iter: int) -> None:
@@ -156,100 +172,171 @@ def _check(cell: Any, x_proj: Tensor, h0: Tensor, tol: float, max_iter: int) -> 
         raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
 
 
+def _newton(x_proj: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, mask: Tensor | None, tol: float,
+            max_iter: int) -> DeerSolution:
+    """The quasi-DEER iteration on plain tensors (no autograd)."""
+    h = torch.zeros_like(h0).expand(x_proj.size(0), *h0.shape).contiguous()  # (T, B, H) guess
+    delta = float("inf")
+    for it in range(1, max_iter + 1):
+        h_prev = _shift(h, h0)  # (T, B, H)
+        lin = _linearize(w_hh, b_hh, x_proj, h_prev, mask)
+        new, _ = linear_scan(lin.d, torch.addcmul(lin.f, lin.d, h_prev, value=-1.0), h0)  # d h_{t-1} + (f - d h^(i))
+        delta = float((new - h).abs().max()) if new.numel() else 0.0
+        h = new
+        if delta <= tol:
+            return DeerSolution(h, it, True, delta)
+        if not math.isfinite(delta):  # quasi-DEER diverged
+            return DeerSolution(h, it, False, delta)
+    return DeerSolution(h, max_iter, False, delta)
+
+
 def deer_solve(
     cell: GRUCell, x_proj: Tensor, h0: Tensor, lengths: Tensor | None = None, *, tol: float = 1e-5, max_iter: int = 100
 ) -> DeerSolution:
     """The quasi-DEER Newton iteration alone, without autograd (see the module docstring)."""
     _check(cell, x_proj, h0, tol, max_iter)
-    mask = _mask(lengths, x_proj)
     with torch.no_grad():
-        x_proj, h0 = x_proj.detach(), h0.detach()
-        h = torch.zeros(*x_proj.shape[:2], cell.hidden_size, device=x_proj.device, dtype=x_proj.dtype)  # guess
-        delta = float("inf")
-        for it in range(1, max_iter + 1):
-            h_prev = _shift(h, h0)  # (T, B, H)
-            lin = gru_linearize(cell, x_proj, h_prev, mask)
-            f, d = lin.f, lin.d
-            new, _ = linear_scan(d, torch.addcmul(f, d, h_prev, value=-1.0), h0)  # d h_{t-1} + (f - d h^(i)_{t-1})
-            delta = float((new - h).abs().max())
-            h = new
-            if delta <= tol:
-                return DeerSolution(h, it, True, delta)
-            if not math.isfinite(delta):  # quasi-DEER diverged
-                return DeerSolution(h, it, False, delta)
-    return DeerSolution(h, max_iter, False, delta)
+        return _newton(x_proj.detach(), h0.detach(), cell.weight_hh.detach(),
+                       None if cell.bias_hh is None else cell.bias_hh.detach(), _mask(lengths, x_proj), tol, max_iter)
 
 
-def _trajectory(cell: GRUCell, x_proj: Tensor, h0: Tensor, mask: Tensor | None) -> Tensor:
-    """Sequential reference for the raw trajectory (frozen past each end): BPTT fallback."""
+def _plain(x_proj: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, mask: Tensor | None) -> Tensor:
+    """The trajectory by the sequential GRU in plain torch ops (frozen past each end): the result
+    where Newton does not converge, and the form differentiated for double backward. It runs
+    :meth:`GRUCell.step` itself on the given tensors, so it is the sequential scan's result exactly."""
+    weights = SimpleNamespace(hidden_size=h0.size(-1), weight_hh=w_hh, bias_hh=b_hh)  # what step reads
     masks = mask.unbind(0) if mask is not None else None
     h, out = h0, []
     for t, xp in enumerate(x_proj.unbind(0)):
-        new, _ = cell.step(xp, (h,))
+        new, _ = GRUCell.step(weights, xp, (h,))
         h = new if masks is None else torch.where(masks[t], new, h)
         out.append(h)
-    return torch.stack(out)  # (T, B, H)
+    return torch.stack(out) if out else x_proj.new_empty(0, *h0.shape)  # (T, B, H)
+
+
+def _solve(x_proj: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, mask: Tensor | None, tol: float,
+           max_iter: int) -> tuple[Tensor, DeerSolution]:
+    """The trajectory: Newton's, or the sequential one (with a warning) where Newton did not converge."""
+    with torch.no_grad():
+        sol = _newton(x_proj, h0, w_hh, b_hh, mask, tol, max_iter)
+        if sol.converged:
+            return sol.h, sol
+        warnings.warn(
+            f"quasi-DEER did not converge in {sol.iterations} of max_iter={max_iter} iterations "
+            f"(last change {sol.delta:.3g} > tol={tol}); using the sequential scan", DeerNotConverged, stacklevel=3,
+        )
+        return _plain(x_proj, h0, w_hh, b_hh, mask), sol
+
+
+def _adjoint(grad_h: Tensor, x_proj: Tensor, h0: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None,
+             mask: Tensor | None, tol: float, max_iter: int) -> tuple[Tensor, Tensor, Tensor, Tensor | None, int, bool]:
+    """``(dL/dx_proj, dL/dh0, dL/dW_hh, dL/db_hh, iterations, converged)`` from ``dL/dh`` at the
+    solution ``h``: the implicit-function-theorem adjoint by quasi-Newton, or (where that does not
+    converge, with a warning) the same linear recurrence solved step by step backwards (BPTT)."""
+    T, B, H = h.shape
+    hp = _shift(h, h0)  # (T, B, H)
+    lin = _linearize(w_hh, b_hh, x_proj, hp, mask)
+    d = lin.d
+    d_next = torch.cat((d[1:], torch.zeros_like(d[:1])))  # d_{t+1}: carries lam_{t+1} back to step t
+    lam = torch.zeros_like(grad_h)
+    v = torch.zeros_like(grad_h)  # J_t^T lam_t
+    converged, iterations = False, 0
+    while iterations < max_iter:
+        iterations += 1
+        c = grad_h + torch.cat(((v - d * lam)[1:], torch.zeros_like(lam[:1])))  # grad_t + (J^T lam - d lam)_{t+1}
+        new, _ = linear_scan(d_next, c, reverse=True)  # lam_t = d_{t+1} lam_{t+1} + c_t
+        delta = float((new - lam).abs().max()) if new.numel() else 0.0
+        lam = new
+        if delta <= tol * (1.0 + (float(lam.abs().max()) if lam.numel() else 0.0)):
+            converged = True
+            break
+        if not math.isfinite(delta):
+            break
+        v, _ = _jacobian_t_vec(w_hh, lin, lam)
+    if not converged:
+        warnings.warn(
+            f"quasi-DEER adjoint did not converge in max_iter={max_iter} iterations; "
+            "backward falls back to sequential BPTT", DeerNotConverged, stacklevel=3,
+        )
+        lams = [grad_h[-1]]
+        for t in range(T - 2, -1, -1):  # lam_t = grad_t + J_{t+1}^T lam_{t+1}
+            step = GRULinearization(*(part[t + 1] for part in lin))
+            lams.append(grad_h[t] + _jacobian_t_vec(w_hh, step, lams[-1])[0])
+        lam = torch.stack(lams[::-1])
+    v, g_hh = _jacobian_t_vec(w_hh, lin, lam)  # (T, B, H), (T*B, 3H) = dL/dhh
+    g_xp = g_hh.view(T, B, 3 * H).clone()  # r, z blocks: same as hh's
+    g_xp[..., 2 * H :] = lam * lin.c_xn  # n block: x_proj enters outside r * (...)
+    g_w = g_hh.t() @ hp.reshape(T * B, H)  # (3H, T*B) @ (T*B, H)
+    g_b = g_hh.sum(0) if b_hh is not None else None
+    return g_xp, v[0], g_w, g_b, iterations, converged
 
 
 class _ImplicitGRU(torch.autograd.Function):
-    """Output: the converged trajectory. Backward: the implicit-function-theorem adjoint."""
+    """Eager: the trajectory, with the implicit-function-theorem adjoint as backward (and the
+    plain form's autograd when a graph of the backward is asked for)."""
 
     @staticmethod
-    def forward(ctx, holder, x_proj, h0, weight_hh, bias_hh, cell, mask, tol, max_iter, stats):
-        h = holder[0]
-        ctx.save_for_backward(x_proj, h0, h)
-        ctx.cell, ctx.mask, ctx.tol, ctx.max_iter, ctx.stats = cell, mask, tol, max_iter, stats
+    def forward(ctx, x_proj, h0, w_hh, b_hh, mask, tol, max_iter, stats):
+        h, sol = _solve(x_proj, h0, w_hh, b_hh, mask, tol, max_iter)
+        if stats is not None:
+            stats.clear()
+            stats.update(iterations=sol.iterations, converged=sol.converged, delta=sol.delta)
+        ctx.save_for_backward(x_proj, h0, w_hh, b_hh, mask, h)
+        ctx.tol, ctx.max_iter, ctx.stats = tol, max_iter, stats
         return h
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h):
-        x_proj, h0, h = ctx.saved_tensors
-        cell, mask = ctx.cell, ctx.mask
-        T, B, H = h.shape
-        hp = _shift(h, h0)  # (T, B, H)
-        lin = gru_linearize(cell, x_proj, hp, mask)
-        d = lin.d
-        d_next = torch.zeros_like(d)  # d_{t+1}: carries lam_{t+1} back to step t
-        d_next[:-1] = d[1:]
-        lam = torch.zeros_like(grad_h)
-        v = torch.zeros_like(grad_h)  # J_t^T lam_t
-        converged, iterations = False, 0
-        while iterations < ctx.max_iter:
-            iterations += 1
-            c = grad_h.clone()
-            c[:-1] += (v - d * lam)[1:]  # grad_t + (J^T lam - d lam)_{t+1}, with the old lam
-            new, _ = linear_scan(d_next, c, reverse=True)  # lam_t = d_{t+1} lam_{t+1} + c_t
-            delta = float((new - lam).abs().max())
-            lam = new
-            if delta <= ctx.tol * (1.0 + float(lam.abs().max())):
-                converged = True
-                break
-            if not math.isfinite(delta):
-                break
-            v, _ = _jacobian_t_vec(cell, lin, lam)
+        x_proj, h0, w_hh, b_hh, mask, h = ctx.saved_tensors
+        if plain_backward_needed(grad_h):
+            return differentiable_grads(_plain, ctx, (x_proj, h0, w_hh, b_hh, mask), (), (grad_h,))
+        g_xp, g_h0, g_w, g_b, iterations, converged = _adjoint(grad_h, x_proj, h0, h, w_hh, b_hh, mask, ctx.tol,
+                                                               ctx.max_iter)
         if ctx.stats is not None:
             ctx.stats.update(backward_iterations=iterations, backward_converged=converged)
-        if converged:
-            v, g_hh = _jacobian_t_vec(cell, lin, lam)  # (T, B, H), (T*B, 3H) = dL/dhh
-            g_h0 = v[0]
-            g_xp = g_hh.view(T, B, 3 * H).clone()  # r, z blocks: same as hh's
-            g_xp[..., 2 * H :] = lam * lin.c_xn  # n block: x_proj enters outside r * (...)
-            g_w = g_hh.t() @ hp.reshape(T * B, H)  # (3H, T*B) @ (T*B, H)
-            g_b = g_hh.sum(0) if cell.bias_hh is not None else None
-        else:
-            warnings.warn(
-                f"quasi-DEER adjoint did not converge in max_iter={ctx.max_iter} iterations; "
-                "backward falls back to sequential BPTT", DeerNotConverged, stacklevel=2,
-            )
-            params = [p for p in (cell.weight_hh, cell.bias_hh) if p is not None]
-            with torch.enable_grad():
-                xp = x_proj.detach().requires_grad_()
-                h0_leaf = h0.detach().requires_grad_()
-                traj = _trajectory(cell, xp, h0_leaf, mask)
-                g_xp, g_h0, g_w, *g_b = torch.autograd.grad(traj, [xp, h0_leaf, *params], grad_h)
-            g_b = g_b[0] if g_b else None
-        return None, g_xp, g_h0, g_w, g_b, None, None, None, None, None
+        return g_xp, g_h0, g_w, g_b, None, None, None, None
+
+
+# -- the same as custom ops, for torch.compile and torch.export --------------------------------------
+@torch.library.custom_op("rnnkit::deer_gru_forward", mutates_args=())
+def _deer_forward(x_proj: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, mask: Tensor | None, tol: float,
+                  max_iter: int) -> Tensor:
+    return _solve(x_proj, h0, w_hh, b_hh, mask, tol, max_iter)[0]
+
+
+@_deer_forward.register_fake
+def _(x_proj, h0, w_hh, b_hh, mask, tol, max_iter):
+    return x_proj.new_empty(x_proj.size(0), *h0.shape)
+
+
+@torch.library.custom_op("rnnkit::deer_gru_backward", mutates_args=())
+def _deer_backward(grad_h: Tensor, x_proj: Tensor, h0: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None,
+                   mask: Tensor | None, tol: float, max_iter: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    g_xp, g_h0, g_w, g_b, _, _ = _adjoint(grad_h, x_proj, h0, h, w_hh, b_hh, mask, tol, max_iter)
+    return g_xp, g_h0, g_w, (x_proj.new_empty(0) if g_b is None else g_b)
+
+
+@_deer_backward.register_fake
+def _(grad_h, x_proj, h0, h, w_hh, b_hh, mask, tol, max_iter):
+    return (x_proj.new_empty(x_proj.shape), h0.new_empty(h0.shape), w_hh.new_empty(w_hh.shape),
+            x_proj.new_empty(0) if b_hh is None else b_hh.new_empty(b_hh.shape))
+
+
+def _setup(ctx, inputs, output):
+    x_proj, h0, w_hh, b_hh, mask, tol, max_iter = inputs
+    ctx.save_for_backward(x_proj, h0, w_hh, b_hh, mask, output)
+    ctx.tol, ctx.max_iter = tol, max_iter
+
+
+def _op_grad(ctx, grad_h):
+    x_proj, h0, w_hh, b_hh, mask, h = ctx.saved_tensors
+    if plain_backward_needed(grad_h):
+        return differentiable_grads(_plain, ctx, (x_proj, h0, w_hh, b_hh, mask), (), (grad_h,))
+    g_xp, g_h0, g_w, g_b = _deer_backward(grad_h, x_proj, h0, h, w_hh, b_hh, mask, ctx.tol, ctx.max_iter)
+    return g_xp, g_h0, g_w, (g_b if b_hh is not None else None), None, None, None
+
+
+_deer_forward.register_autograd(_op_grad, setup_context=_setup)
 
 
 def deer_gru(
@@ -263,20 +350,16 @@ def deer_gru(
     threshold on ``max |h^(i+1) - h^(i)|`` (the adjoint uses it relative to ``1 + max|lam|``);
     ``max_iter``: Newton iterations before the sequential fallback (with a
     :class:`DeerNotConverged` warning). ``stats``, if a dict, receives ``iterations``,
-    ``converged``, ``delta`` and, after backward, ``backward_iterations``/``backward_converged``.
+    ``converged``, ``delta`` and, after backward, ``backward_iterations``/``backward_converged``
+    (in eager calls; under torch.compile/export the solve runs inside the ``rnnkit::deer_gru_*``
+    ops, and ``stats`` is left alone).
     """
-    sol = deer_solve(cell, x_proj, h0, lengths, tol=tol, max_iter=max_iter)
-    if stats is not None:
-        stats.clear()
-        stats.update(iterations=sol.iterations, converged=sol.converged, delta=sol.delta)
-    if not sol.converged:
-        warnings.warn(
-            f"quasi-DEER did not converge in {sol.iterations} of max_iter={max_iter} iterations "
-            f"(last change {sol.delta:.3g} > tol={tol}); using the sequential scan", DeerNotConverged, stacklevel=2,
-        )
-        return sequential_scan(cell, x_proj, (h0,), lengths)
+    _check(cell, x_proj, h0, tol, max_iter)
     mask = _mask(lengths, x_proj)
-    h = _ImplicitGRU.apply([sol.h], x_proj, h0, cell.weight_hh, cell.bias_hh, cell, mask, tol, max_iter, stats)
+    if graph_capture(x_proj):
+        h = _deer_forward(x_proj, h0, cell.weight_hh, cell.bias_hh, mask, tol, max_iter)
+    else:
+        h = _ImplicitGRU.apply(x_proj, h0, cell.weight_hh, cell.bias_hh, mask, tol, max_iter, stats)
     return (h if mask is None else h.masked_fill(~mask, 0.0)), (h[-1],)
 
 
@@ -286,10 +369,11 @@ class DeerGRUCell(GRUCell):
     Same parameters, ``step`` and results as the GRU cell; use it with
     ``Recurrent(DeerGRUCell(...), backend="parallel")``. (With ``backend="auto"`` the fused GRU
     kernel, which computes the same function, is chosen first.) ``tol`` and ``max_iter`` as in
-    :func:`deer_gru`; ``stats`` holds the last call's iteration counts.
+    :func:`deer_gru`; ``stats`` holds the last eager call's iteration counts.
     """
 
-    #: Newton iterations until a data-dependent test: not traceable by compile/export/vmap
+    #: the Newton loop stops on a data-dependent test: torch.func transforms and TorchScript tracing
+    #: cannot trace it (under torch.compile/export it runs as the rnnkit::deer_gru_* custom ops)
     parallel_traceable = False
 
     def __init__(
