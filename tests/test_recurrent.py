@@ -163,3 +163,26 @@ def test_cells_match_torch_cells(ours, theirs):
     expected = ref(x, s0 if len(s0) == 2 else s0[0])
     for a, b in zip(new, as_tuple(expected), strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: rnnkit.Recurrent(rnnkit.cells.LayerNormLSTMCell(3, 4), num_layers=2),
+    lambda: rnnkit.Recurrent(rnnkit.cells.GRUCell(3, 4), bidirectional=True, batch_first=True),
+    lambda: rnnkit.Recurrent(rnnkit.cells.MinGRUCell(3, 4)),
+])
+def test_autocast_runs_the_whole_layer_in_the_autocast_dtype(make):
+    """Under autocast a Recurrent computes as its bfloat16 copy would (outputs and state in
+    bfloat16, as torch.nn's LSTM), and the float32 parameters get float32 gradients."""
+    torch.manual_seed(0)
+    layer, x = make(), torch.randn(2, 5, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, state = layer(x)
+    low = make()
+    low.load_state_dict(layer.state_dict())
+    y_low, state_low = low.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and torch.equal(y, y_low)
+    for s, s_low in zip(state if isinstance(state, tuple) else (state,),
+                        state_low if isinstance(state_low, tuple) else (state_low,), strict=True):
+        assert s.dtype == torch.bfloat16 and torch.equal(s, s_low)
+    y.float().square().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in layer.parameters())

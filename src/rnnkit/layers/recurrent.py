@@ -113,6 +113,9 @@ class Recurrent(nn.Module):
     def forward(
         self, x: Tensor, state: StateArg | None = None, lengths: Tensor | list[int] | None = None
     ) -> tuple[Tensor, StateArg]:
+        dtype = self._autocast_dtype(x)
+        if dtype is not None:
+            return self._forward_in(dtype, x, state, lengths)
         x, state, lengths = self._check(x, state, lengths)
         report = choose_backend(self.cells, x, self.backend, self._choices)
         out, final = run_stack(
@@ -122,6 +125,29 @@ class Recurrent(nn.Module):
         if self.batch_first:
             out = out.transpose(0, 1)  # (B, T, O)
         return out, (final[0] if len(final) == 1 else final)
+
+    def _autocast_dtype(self, x: Tensor) -> torch.dtype | None:
+        """The dtype an active autocast asks for, when it is not the weights' (None: no autocast)."""
+        if not isinstance(x, Tensor) or not x.is_floating_point() or not torch.is_autocast_enabled(x.device.type):
+            return None
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device)
+        return None if dtype == next(self.cells[0].parameters()).dtype else dtype
+
+    def _forward_in(self, dtype: torch.dtype, x: Tensor, state, lengths) -> tuple[Tensor, StateArg]:
+        """Autocast's policy for a whole recurrent layer: every step in ``dtype``. The recurrence
+        is a chain of matmuls and gates, so it runs with the weights, input and state cast once
+        (the parameters stay where they are and receive their gradients in their own dtype), and
+        returns outputs and state in ``dtype``, as torch.nn's LSTM and RNN do under autocast."""
+
+        def cast(t):
+            if isinstance(t, Tensor):
+                return t.to(dtype) if t.is_floating_point() else t
+            return None if t is None else type(t)(cast(v) for v in t)
+
+        weights = {k: cast(v) for k, v in (*self.named_parameters(), *self.named_buffers())}
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.func.functional_call(self, weights, (cast(x), cast(state), lengths))
 
     def begin(self, batch: int, state: StateArg | None = None, *, like: Tensor | None = None,
               step_shape: tuple[int, ...] | None = None) -> StepState:
