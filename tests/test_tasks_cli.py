@@ -36,4 +36,4 @@ def test_train_flags_cover_the_config(capsys):
 
 def test_missing_run_directory(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "nope")]) == 2
-    assert "is not a run directory" in capsys.readouterr().err
+    assert "is not a finished run directory" in capsys.readouterr().err

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from dataclasses import fields
 from typing import Any
@@ -37,6 +39,25 @@ def _task_names() -> list[str]:
     return [t.name for t in all_tasks()]
 
 
+def _checked(name: str, kind: type):
+    """An argparse ``type`` that converts and checks one TaskConfig option when the flag is parsed."""
+    from rnnkit.tasks.base import option_problem
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            kind_name = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"must be {kind_name}, got {text!r}") from None
+        problem = option_problem(name, value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     from rnnkit.tasks.base import TaskConfig
 
@@ -46,7 +67,26 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=HELP[f.name])
         else:
             kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-            p.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(), help=HELP[f.name])
+            p.add_argument(flag, dest=f.name, type=_checked(f.name, kind), default=None, metavar=f.name.upper(),
+                           help=HELP[f.name])
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="show Lightning's banners and third-party warnings (default: quiet)")
+
+
+def quiet(verbose: bool = False) -> None:
+    """Hide Lightning's banners and tips and third-party warnings; rnnkit's own warnings stay."""
+    if verbose:
+        return
+    import logging
+    import warnings
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("default", module=r"rnnkit(\.|$)")
 
 
 def add_task_commands(subparsers: Any) -> None:
@@ -58,22 +98,37 @@ def add_task_commands(subparsers: Any) -> None:
     _add_config_flags(p)
     p.add_argument("--out", default="runs", help="parent of the run directory (default: runs)")
     p.add_argument("--name", default=None, help="run directory name (default: the task's name)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run of the same name (default: write NAME-2, NAME-3, ...)")
+    p.add_argument("--checkpoint-minutes", type=_non_negative_float, default=0.0, metavar="MINUTES",
+                   help="also checkpoint every MINUTES of training (default: 0, at each epoch end only)")
+    _add_verbose(p)
     p.set_defaults(func=_train, _run=run)
+
+    p = subparsers.add_parser("resume", help="continue an interrupted or killed run from its last checkpoint",
+                              description="Continue RUN from RUN/checkpoints/last.ckpt to the weights an "
+                                          "uninterrupted run reaches.")
+    p.add_argument("run", help="run directory written by `rnnkit train`")
+    _add_verbose(p)
+    p.set_defaults(func=_resume, _run=run)
 
     p = subparsers.add_parser("evaluate", help="score a trained run on held-out data, with its baselines")
     p.add_argument("run", help="run directory written by `rnnkit train`")
     p.add_argument("--data", default=None, help="score on this file's test split instead of the run's data")
+    _add_verbose(p)
     p.set_defaults(func=_evaluate, _run=run)
 
     p = subparsers.add_parser("predict", help="run a trained model on lines of a file or stdin")
     p.add_argument("run", help="run directory written by `rnnkit train`")
     p.add_argument("input", nargs="?", default="-", help="input file, one example per line (default: stdin)")
+    _add_verbose(p)
     p.set_defaults(func=_predict, _run=run)
 
     p = subparsers.add_parser("export", help="export a trained model to ONNX and check it in onnxruntime")
     p.add_argument("run", help="run directory written by `rnnkit train`")
     p.add_argument("--out", default=None, help="ONNX file (default: RUN/model.onnx)")
     p.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference from PyTorch")
+    _add_verbose(p)
     p.set_defaults(func=_export, _run=run)
 
     p = subparsers.add_parser("tasks", help="list the tasks with their data, metric and baseline")
@@ -84,26 +139,69 @@ def add_task_commands(subparsers: Any) -> None:
 
 def _report(task, metrics: dict[str, float], baselines: dict[str, float]) -> str:
     ours, base = metrics[task.metric], baselines[task.baseline]
-    verdict = "beats" if task.beats(ours, base) else "does NOT beat"
+    if math.isclose(ours, base, rel_tol=1e-9, abs_tol=1e-12):
+        verdict = "ties with"
+    else:
+        verdict = "beats" if task.beats(ours, base) else "does NOT beat"
     lines = [f"{task.name}: {task.metric} = {ours:.4g} ({verdict} baseline {task.baseline} = {base:.4g})"]
     lines += [f"  ours     {k} = {v:.4g}" for k, v in metrics.items()]
     lines += [f"  baseline {k} = {v:.4g}" for k, v in baselines.items()]
     return "\n".join(lines)
 
 
-def _train(args: argparse.Namespace) -> int:
-    from rnnkit.tasks import get_task
-    from rnnkit.tasks.base import TaskConfig
-    from rnnkit.tasks.runner import train_task
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # (and not nan)
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
-    task = get_task(args.task)
-    cfg = task.config(**{k: getattr(args, k) for k in TaskConfig.field_names()})
-    result = train_task(task, cfg, args.out, args.name)
+
+def _finish(task, result) -> int:
     if not result.metrics:  # a DDP worker other than rank 0
         return 0
     print(_report(task, result.metrics, result.baselines))
     print(f"run directory: {result.run_dir}")
     return 0
+
+
+def _interrupted(stop, run_dir) -> int:
+    import signal
+
+    print(f"rnnkit: {signal.Signals(stop.signum).name} at epoch {stop.epoch}, step {stop.step}: checkpoint saved "
+          f"to {stop.checkpoint}. Resume with: rnnkit resume {run_dir}", file=sys.stderr)
+    return stop.exit_code
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rnnkit.tasks import get_task
+    from rnnkit.tasks.base import TaskConfig
+    from rnnkit.tasks.runner import train_task
+    from rnnkit.train.interrupt import RunInterrupted
+
+    task = get_task(args.task)
+    cfg = task.config(**{k: getattr(args, k) for k in TaskConfig.field_names()})
+    cpus = os.cpu_count() or 1
+    if cfg.accelerator == "cpu" and cfg.devices > cpus:
+        print(f"warning: --devices {cfg.devices} is more processes than this machine's {cpus} CPUs; "
+              "they will compete for cores", file=sys.stderr)
+    try:
+        result = train_task(task, cfg, args.out, args.name, overwrite=args.overwrite,
+                            checkpoint_minutes=args.checkpoint_minutes)
+    except RunInterrupted as stop:
+        return _interrupted(stop, stop.checkpoint.parent.parent)
+    return _finish(task, result)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from rnnkit.tasks import get_task
+    from rnnkit.tasks.runner import resume_task
+    from rnnkit.train.interrupt import RunInterrupted
+
+    try:
+        result = resume_task(args.run)
+    except RunInterrupted as stop:
+        return _interrupted(stop, args.run)
+    return _finish(get_task(result.task), result)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -164,10 +262,12 @@ def run(args: argparse.Namespace) -> int:
     """Call a parsed subcommand; data problems exit with status 2 and a message naming the file and line."""
     from rnnkit.data.bundled import DataUnavailable
     from rnnkit.data.readers import DataError
+    from rnnkit.tasks.runner import RunError
 
+    quiet(getattr(args, "verbose", False))
     try:
         return args.func(args)
-    except (DataError, DataUnavailable, FileNotFoundError) as err:
+    except (DataError, DataUnavailable, FileNotFoundError, RunError) as err:
         print(f"rnnkit {args.command}: {err}", file=sys.stderr)
         return 2
 

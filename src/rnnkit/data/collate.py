@@ -52,6 +52,16 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.lengths, self.batch_size, self.shuffle = list(lengths), batch_size, shuffle
         self.seed, self.pool = seed, pool
         self.epoch = 0
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The next iteration draws epoch ``epoch``'s order (Lightning calls this every epoch;
+        without it each iteration is the next epoch)."""
+        self.epoch = epoch
+
+    def skip_next(self, batches: int) -> None:
+        """The next iteration starts after its first ``batches`` batches (resume)."""
+        self._skip = batches
 
     def __len__(self) -> int:
         batches = math.ceil(len(self.lengths) / self.batch_size)
@@ -72,4 +82,5 @@ class BucketBatchSampler(Sampler[list[int]]):
         rank, world = _rank_world()
         if world > 1:
             batches = (batches + batches[: len(self) * world - len(batches)])[rank::world]
-        return iter(batches)
+        skip, self._skip = self._skip, 0
+        return iter(batches[skip:])

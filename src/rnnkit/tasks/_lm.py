@@ -88,8 +88,7 @@ class LanguageModelTask(Task):
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
         train, val, test = self.sequences(cfg)
-        if cfg.max_train:
-            train = train[: cfg.max_train]
+        train = self.cap(cfg, train)
         vocab = Vocab.build((toks for _, toks in train), min_freq=2)
         conds = sorted({c for c, _ in train})
         return Prepared(train, val, test, {"vocab": vocab.to_dict(), "conditions": conds})

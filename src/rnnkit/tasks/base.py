@@ -42,12 +42,49 @@ class TaskConfig:
     accelerator: str = "cpu"  # cpu | gpu | auto
     progress: bool = True  # rich progress bar
 
+    def __post_init__(self) -> None:
+        for name in self.field_names():
+            problem = option_problem(name, getattr(self, name))
+            if problem:
+                raise ValueError(f"--{name.replace('_', '-')} {problem}")
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: the smallest value of each numeric option, and whether it must be strictly greater
+_LOWEST: dict[str, tuple[float, bool]] = {
+    "hidden": (1, False), "layers": (1, False), "embedding": (1, False), "epochs": (1, False),
+    "batch_size": (1, False), "ensemble": (1, False), "devices": (1, False), "max_train": (0, False),
+    "lr": (0, True), "clip": (0, False), "seed": (0, False),
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "schedule": ("constant", "cosine", "linear"), "accelerator": ("cpu", "gpu", "auto"),
+}
+
+
+def option_problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for the TaskConfig option ``name`` ("must be >= 1, got -1"), or None."""
+    if name in _LOWEST:
+        low, strict = _LOWEST[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a number, got {value!r}"
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"must be finite, got {value}"
+        if (value <= low) if strict else (value < low):
+            return f"must be {'>' if strict else '>='} {low:g}, got {value}"
+    if name in _CHOICES and value not in _CHOICES[name]:
+        return f"must be one of {', '.join(_CHOICES[name])}; got {value!r}"
+    if name == "cell":
+        from rnnkit.cells import cell_names
+
+        if value not in cell_names():
+            return f"must be a registered cell ({', '.join(cell_names())}); got {value!r}"
+    return None
 
 
 @dataclass
@@ -87,7 +124,10 @@ class Task:
         unknown = sorted(set(overrides) - set(TaskConfig.field_names()))
         if unknown:
             raise ValueError(f"unknown option(s) {unknown}; known: {TaskConfig.field_names()}")
-        values = {**self.defaults, **{k: v for k, v in overrides.items() if v is not None}}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values = {**self.defaults, **given}
+        if values.get("data") and "max_train" not in given:
+            values["max_train"] = 0  # the default caps are for the bundled data; a user's file is read whole
         cfg = TaskConfig(**values)
         if not 1 <= cfg.ensemble <= self.max_ensemble:
             limit = "only 1 (no ensembles)" if self.max_ensemble == 1 else f"1 to {self.max_ensemble}"
@@ -97,6 +137,18 @@ class Task:
     # -- data --------------------------------------------------------------------------------
     def prepare(self, cfg: TaskConfig) -> Prepared:
         raise NotImplementedError
+
+    def cap(self, cfg: TaskConfig, train: list[Any]) -> list[Any]:
+        """The first ``cfg.max_train`` training examples (all when 0). The bundled data sets have
+        default caps (``rnnkit tasks --task NAME``); a cut of the user's own file says so on stderr."""
+        if not cfg.max_train or len(train) <= cfg.max_train:
+            return train
+        if cfg.data:
+            import sys
+
+            print(f"note: --max-train {cfg.max_train} keeps {cfg.max_train} of the {len(train)} training examples "
+                  f"of {cfg.data} ({len(train) - cfg.max_train} dropped; --max-train 0 keeps all)", file=sys.stderr)
+        return train[: cfg.max_train]
 
     def length(self, example: Any) -> int:
         """Length used to bucket examples into batches."""

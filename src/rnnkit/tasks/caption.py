@@ -103,7 +103,7 @@ class CaptionTask(Task):
             items = [(_load_image(base / row["image"], (cfg.data, line)), row["caption"].lower().split())
                      for line, row in read_table(cfg.data, ["image", "caption"])]
             train, val, test = split_three(items, seed=cfg.seed)
-            train = train[: cfg.max_train or None]
+            train = self.cap(cfg, train)
         else:
             images, labels = digits()
             order = np.random.default_rng(cfg.seed).permutation(len(images))

@@ -85,8 +85,7 @@ class ForecastTask(Task):
                 "test_start": test_start, "period": seasonal_period(series[:val_start])}
         w = min(WINDOW, val_start // 2)
         train = [(s, s + w, 0) for s in range(0, val_start - w + 1)]  # (start, end, loss from)
-        if cfg.max_train:
-            train = train[: cfg.max_train]
+        train = self.cap(cfg, train)
         # each validation window is scored on its last step only (y[L-1] = series[e-1]), one value per year
         val = [(max(0, e - w), e, e - 2 - max(0, e - w)) for e in range(val_start + 1, test_start + 1)]
         test = list(range(test_start, n))  # indices to forecast, one step ahead

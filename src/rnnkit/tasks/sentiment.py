@@ -152,8 +152,7 @@ class SentimentTask(Task):
             rated = rated_tweets()
         examples = deduplicate([(label, tokenize(text)[:MAX_TOKENS] or ["<unk>"], text, w) for label, text, w in rated])
         train, val, test = split_three(examples, seed=cfg.seed)
-        if cfg.max_train:
-            train = train[: cfg.max_train]
+        train = self.cap(cfg, train)
         vocab = Vocab.build((ex[1] for ex in train), min_freq=2, max_size=30000)
         labels = sorted({ex[0] for ex in train})
         return Prepared(train, val, test, {"vocab": vocab.to_dict(), "labels": labels})

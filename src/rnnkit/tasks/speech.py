@@ -80,7 +80,7 @@ class SpeechTask(Task):
                     raise DataError(cfg.data, line, f"transcript has characters {bad}; use a-z, space and '")
                 clips.append((read_wav(base / row["audio"], (cfg.data, line)), text, "user"))
             train, val, test = split_three(clips, seed=cfg.seed)
-            train = train[: cfg.max_train or None]
+            train = self.cap(cfg, train)
         else:
             train = spoken_digits("train", cfg.max_train or 1600, cfg.seed)
             val, test = spoken_digits("val", 160, cfg.seed), spoken_digits("test", 300, cfg.seed)

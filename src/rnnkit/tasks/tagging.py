@@ -115,8 +115,7 @@ class TaggingTask(Task):
         sents = ([([t for t, _ in rows], [g for _, g in rows]) for _, rows in read_blocks(cfg.data, 2)]
                  if cfg.data else wnut16())
         train, val, test = split_three(sents, seed=cfg.seed)
-        if cfg.max_train:
-            train = train[: cfg.max_train]
+        train = self.cap(cfg, train)
         vocab = Vocab.build(([w.lower() for w in ws] for ws, _ in train), min_freq=1)
         tags = sorted({t for _, ts in train for t in ts})
         return Prepared(train, val, test, {"vocab": vocab.to_dict(), "tags": tags})

@@ -73,8 +73,7 @@ class TranslateTask(Task):
         else:
             pairs = [(list(w), p) for w, p in cmudict_entries()]
         train, val, test = split_three(pairs, seed=cfg.seed)
-        if cfg.max_train:
-            train = train[: cfg.max_train]
+        train = self.cap(cfg, train)
         val, test = val[:MAX_TEST], test[:MAX_TEST]
         meta = {"src": Vocab.build(s for s, _ in train).to_dict(), "tgt": Vocab.build(t for _, t in train).to_dict()}
         return Prepared(train, val, test, meta)

@@ -102,19 +102,31 @@ class ResumableLoader(DataLoader):
         """``progress() -> (epoch, batches of that epoch already trained on)``."""
         self._progress = progress
 
+    def _order(self) -> tuple[Any, int] | None:
+        """``(what draws the order, indices per batch)``: the EpochSampler, or a batch sampler
+        with ``set_epoch``/``skip_next`` counted in batches (e.g. ``BucketBatchSampler``)."""
+        if isinstance(self.sampler, EpochSampler):
+            return self.sampler, self.batch_size
+        bs = self.batch_sampler
+        if hasattr(bs, "set_epoch") and hasattr(bs, "skip_next"):
+            return bs, 1
+        return None
+
     def state_dict(self) -> dict[str, int]:
-        if not isinstance(self.sampler, EpochSampler):
+        order = self._order()
+        if order is None:
             return {"epoch": 0, "consumed": 0, "seed": self.seed, "batches": len(self)}
-        epoch, consumed = self._progress() if self._progress is not None else (self.sampler.epoch, 0)
+        epoch, consumed = self._progress() if self._progress is not None else (order[0].epoch, 0)
         return {"epoch": int(epoch), "consumed": int(consumed), "seed": self.seed, "batches": len(self)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state.get("seed") != self.seed:
             raise ValueError(f"ResumableLoader: the checkpoint's data seed {state.get('seed')} is not {self.seed}")
-        if not isinstance(self.sampler, EpochSampler):
+        order = self._order()
+        if order is None:
             return
         epoch, consumed = int(state["epoch"]), int(state["consumed"])
         if consumed >= len(self):
             epoch, consumed = epoch + 1, 0
-        self.sampler.set_epoch(epoch)
-        self.sampler.skip_next(consumed * self.batch_size)
+        order[0].set_epoch(epoch)
+        order[0].skip_next(consumed * order[1])

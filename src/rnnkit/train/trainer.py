@@ -24,7 +24,7 @@ from rnnkit.train.checkpoint import SafetensorsCheckpointIO
 from rnnkit.train.data import ResumableLoader
 from rnnkit.train.module import TrainModule
 
-__all__ = ["TrainConfig", "build_trainer", "fit", "resolve_precision"]
+__all__ = ["EpochProgressBar", "TrainConfig", "build_trainer", "fit", "resolve_precision"]
 
 
 @dataclass
@@ -50,6 +50,22 @@ class TrainConfig:
     grad_monitor_every: int | None = 50     # per-layer gradient norms every n steps; None: off
     nonfinite: str = "stop"                 # stop | skip | off
     deterministic: bool = False             # torch deterministic algorithms
+
+
+class EpochProgressBar(RichProgressBar):
+    """Lightning's rich bar, counting epochs from 1 to their number ("Epoch 3/5"), and without a
+    total when training is bounded by steps (Lightning's own reads "Epoch 0/0", or "0/-2")."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        total = self.trainer.max_epochs
+        text = f"Epoch {current_epoch + 1}" + (f"/{total}" if total is not None and total > 0 else "")
+        width = len(self.validation_description)
+        return f"{text:{width}}" if width > len(text) else text
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)  # the logger's version number is not a training metric
+        return items
 
 
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
@@ -79,7 +95,7 @@ def build_trainer(cfg: TrainConfig, *, callbacks: list[L.Callback] | None = None
             raise ValueError(f"unknown logger {name!r}; known: csv, tensorboard")
     cbs: list[L.Callback] = list(callbacks or [])
     if cfg.progress:
-        cbs.append(RichProgressBar())
+        cbs.append(EpochProgressBar())
     if cfg.nonfinite != "off":
         cbs.append(NonFiniteGuard(cfg.nonfinite))
     if cfg.grad_monitor_every:
