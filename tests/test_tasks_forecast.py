@@ -16,6 +16,52 @@ def test_seasonal_period_finds_the_cycle():
     assert seasonal_period(np.sin(2 * np.pi * t / 11) + 0.1 * np.cos(t)) == 11
 
 
+def test_seasonal_period_of_a_monthly_series_with_a_yearly_cycle_is_12():
+    """Mauna Loa CO2 (statsmodels' copy), monthly means: a trend plus a 12-month cycle. The largest
+    autocorrelation at any lag is at lag 2 on such a smooth series; the highest peak is at 12."""
+    sm = pytest.importorskip("statsmodels.api")
+    monthly = sm.datasets.co2.load_pandas().data["co2"].resample("MS").mean().interpolate().to_numpy()
+    assert seasonal_period(monthly[:300]) == 12
+
+
+def _series_file(tmp_path, name, lines):
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _values(n=60):
+    return [f"{50 + 10 * np.sin(i / 3):.3f}" for i in range(n)]
+
+
+@pytest.mark.parametrize(("name", "header", "bad", "column"), [
+    ("s.csv", ["value"], "nan", "'value'"), ("s.csv", ["value"], "", "'value'"), ("s.csv", ["value"], "inf", "'value'"),
+    ("s.txt", [], "", "1"), ("s.txt", [], "NaN", "1"),
+])
+def test_a_missing_value_names_file_line_and_column(tmp_path, capsys, name, header, bad, column):
+    values = _values()
+    values[20] = bad
+    path = _series_file(tmp_path, name, header + values)
+    assert main(["train", "forecast", "--data", str(path), "--epochs", "1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    line = 21 + len(header)
+    assert f"{path}, line {line}: column {column}: missing value" in err and "--missing interpolate" in err
+    assert "Traceback" not in err
+
+
+def test_missing_values_interpolated_on_request_and_the_period_given(tmp_path):
+    from rnnkit.tasks import get_task
+
+    values = _values()
+    values[20] = ""
+    path = _series_file(tmp_path, "s.txt", values + ["", ""])  # trailing blank lines are not values
+    task = get_task("forecast")
+    data = task.prepare(task.config(data=str(path), missing="interpolate", period=7))
+    series = data.meta["series"]
+    assert len(series) == 60 and series[20] == pytest.approx((float(values[19]) + float(values[21])) / 2)
+    assert data.meta["period"] == 7
+
+
 @pytest.mark.slow
 def test_forecast_beats_naive_on_held_out_years(tmp_path):
     task, result = train_small(tmp_path, "forecast", epochs=30)
@@ -54,4 +100,4 @@ def test_cli_reports_bad_user_file(tmp_path, capsys):
     data = tmp_path / "series.csv"
     data.write_text("value\n1\n2\nthree\n")
     assert main(["train", "forecast", "--data", str(data), "--no-progress", "--out", str(tmp_path)]) == 2
-    assert f"{data}, line 4: value 'three' is not a number" in capsys.readouterr().err
+    assert f"{data}, line 4: column 'value': value 'three' is not a number" in capsys.readouterr().err

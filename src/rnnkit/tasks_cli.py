@@ -30,6 +30,8 @@ HELP = {
     "max_train": "cap on training examples (0: all)", "seed": "seed of the split, initialisation and order",
     "data": "your own data file instead of the bundled dataset (format: `rnnkit tasks --task NAME`)",
     "devices": "processes (DDP when > 1)", "accelerator": "cpu, gpu or auto", "progress": "progress bar",
+    "missing": "forecast: a blank, NaN or inf value is an error (error) or filled linearly (interpolate)",
+    "period": "forecast: seasonal period for the seasonal-naive baseline (0: detect it from the data)",
 }
 
 

@@ -66,13 +66,15 @@ def _delimiter(path: Path, delimiter: str | None) -> str:
 
 def read_table(
     path: str | os.PathLike, columns: Sequence[str], *, delimiter: str | None = None, allow_empty: Sequence[str] = (),
-    errors: str = "strict", optional: Sequence[str] = (),
+    errors: str = "strict", optional: Sequence[str] = (), keep_blank: bool = False,
 ) -> list[tuple[int, dict[str, str]]]:
     """``(line number, {column: value})`` for every data row of a CSV/TSV file with a header.
 
     ``columns`` must all appear in the header (others are ignored); ``optional`` columns are read
     when the header has them. Every row must have as many fields as the header, and no required
-    column may be empty unless listed in ``allow_empty``.
+    column may be empty unless listed in ``allow_empty``. Blank lines are skipped, unless
+    ``keep_blank``: then a blank line between data rows is a row of empty values (in a one-column
+    file it is a blank cell) and only blank lines at the end are skipped.
     """
     p = Path(path)
     text = decode_file(p, errors)
@@ -90,11 +92,21 @@ def read_table(
                               f"the task needs {list(columns)}")
     index = {c: header.index(c) for c in [*columns, *optional] if c in header}
     rows: list[tuple[int, dict[str, str]]] = []
+    blanks: list[int] = []  # blank lines since the last data row
     try:
         for fields in reader:
             line = reader.line_num
             if not any(f.strip() for f in fields):
+                blanks.append(line)
                 continue
+            if keep_blank:
+                for b in blanks:
+                    empty = {c: "" for c in index}
+                    for c in columns:
+                        if c not in allow_empty:
+                            raise DataError(p, b, f"column {c!r} is empty (a blank line)")
+                    rows.append((b, empty))
+            blanks = []
             if len(fields) != len(header):
                 raise DataError(p, line, f"has {len(fields)} field(s) but the header has {len(header)}")
             row = {c: fields[i].strip() for c, i in index.items()}

@@ -41,6 +41,8 @@ class TaskConfig:
     devices: int = 1  # processes (DDP when > 1)
     accelerator: str = "cpu"  # cpu | gpu | auto
     progress: bool = True  # rich progress bar
+    missing: str = "error"  # forecast: a blank, NaN or inf value is an error, or is interpolated linearly
+    period: int = 0  # forecast: the seasonal period of the seasonal-naive baseline (0: detected from the data)
 
     def __post_init__(self) -> None:
         for name in self.field_names():
@@ -60,10 +62,11 @@ class TaskConfig:
 _LOWEST: dict[str, tuple[float, bool]] = {
     "hidden": (1, False), "layers": (1, False), "embedding": (1, False), "epochs": (1, False),
     "batch_size": (1, False), "ensemble": (1, False), "devices": (1, False), "max_train": (0, False),
-    "lr": (0, True), "clip": (0, False), "seed": (0, False),
+    "lr": (0, True), "clip": (0, False), "seed": (0, False), "period": (0, False),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": ("constant", "cosine", "linear"), "accelerator": ("cpu", "gpu", "auto"),
+    "missing": ("error", "interpolate"),
 }
 
 

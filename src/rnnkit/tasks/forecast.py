@@ -11,6 +11,7 @@ sunspots, the solar cycle).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +31,59 @@ WINDOW = 48  # training window (steps)
 
 
 def seasonal_period(train: np.ndarray) -> int:
-    """The lag in ``[2, len/4]`` with the highest autocorrelation of ``train``."""
-    x = train - train.mean()
-    lags = range(2, max(3, len(x) // 4))
-    acf = [float(np.dot(x[:-k], x[k:]) / np.dot(x, x)) for k in lags]
-    return int(list(lags)[int(np.argmax(acf))])
+    """The seasonal period of ``train``: the lag of the highest peak of its autocorrelation after
+    a linear trend is removed, in ``[2, len/3]`` (2 when there is no peak).
+
+    A peak is a lag whose autocorrelation exceeds both neighbours'. Taking the largest
+    autocorrelation at any lag instead picks lag 2 on any smooth series (neighbouring values are
+    alike), which is why the peak is required: a monthly series with a yearly cycle gives 12."""
+    n = len(train)
+    t = np.arange(n, dtype=np.float64)
+    x = train - np.polyval(np.polyfit(t, train, 1), t) if n > 2 else train - train.mean()
+    denom = float(np.dot(x, x)) or 1.0
+    top = max(3, n // 3)
+    acf = np.array([1.0] + [float(np.dot(x[:-k], x[k:]) / denom) for k in range(1, top + 1)])  # acf[k]: lag k
+    peaks = [k for k in range(2, top) if acf[k] > acf[k - 1] and acf[k] >= acf[k + 1]]
+    return int(max(peaks, key=lambda k: acf[k])) if peaks else 2
 
 
-def _read_series(path: str) -> tuple[list[float], list[str]]:
+def _parse_value(p: Path, line: int, column: str, text: str) -> float | None:
+    """A finite number, or None for a blank, NaN or inf (missing) value."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(p, line, f"column {column}: value {text!r} is not a number") from None
+    return value if math.isfinite(value) else None
+
+
+def _read_series(path: str, missing: str = "error") -> tuple[list[float], list[str]]:
+    """The series in a user's file; blank, NaN and inf values are an error naming the line and
+    column, or (``missing="interpolate"``) filled linearly between their neighbours."""
     p = Path(path)
     if p.suffix.lower() in (".csv", ".tsv", ".tab"):
-        rows = read_table(p, ["value"])
+        rows = read_table(p, ["value"], allow_empty=["value"], keep_blank=True)
+        column = "'value'"
         pairs = [(line, row["value"]) for line, row in rows]
     else:
-        pairs = read_lines(p)
-    values = []
-    for line, text in pairs:
-        try:
-            values.append(float(text.strip()))
-        except ValueError:
-            raise DataError(p, line, f"value {text.strip()!r} is not a number") from None
+        pairs = read_lines(p, skip_blank=False)
+        while pairs and not pairs[-1][1].strip():  # blank lines at the end of the file are not values
+            pairs.pop()
+        column = "1"
+    values = [_parse_value(p, line, column, text) for line, text in pairs]
+    gaps = [line for (line, _), v in zip(pairs, values, strict=True) if v is None]
+    if gaps and missing != "interpolate":
+        shown = ", ".join(map(str, gaps[:5])) + (" ..." if len(gaps) > 5 else "")
+        raise DataError(p, gaps[0], f"column {column}: missing value (blank, NaN or inf); {len(gaps)} such line(s): "
+                                    f"{shown}. Fix the file, or pass --missing interpolate to fill them linearly")
+    if gaps:
+        known = np.array([i for i, v in enumerate(values) if v is not None])
+        if known.size < 2:
+            raise DataError(p, None, "fewer than 2 numbers to interpolate between")
+        filled = np.interp(np.arange(len(values)), known, np.array([values[i] for i in known]))
+        values = [float(v) for v in filled]
     if len(values) < 40:
         raise DataError(p, None, f"has {len(values)} values; forecasting needs at least 40")
     return values, [str(i) for i in range(len(values))]
@@ -70,7 +104,7 @@ class ForecastTask(Task):
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
         if cfg.data:
-            values, labels = _read_series(cfg.data)
+            values, labels = _read_series(cfg.data, cfg.missing)
             n = len(values)
             n_test = n_val = max(5, n // 10)
         else:
@@ -82,7 +116,7 @@ class ForecastTask(Task):
         val_start, test_start = n - n_test - n_val, n - n_test
         mean, std = float(series[:val_start].mean()), float(series[:val_start].std() or 1.0)
         meta = {"series": series.tolist(), "labels": labels, "mean": mean, "std": std, "val_start": val_start,
-                "test_start": test_start, "period": seasonal_period(series[:val_start])}
+                "test_start": test_start, "period": cfg.period or seasonal_period(series[:val_start])}
         w = min(WINDOW, val_start // 2)
         train = [(s, s + w, 0) for s in range(0, val_start - w + 1)]  # (start, end, loss from)
         train = self.cap(cfg, train)
