@@ -37,3 +37,34 @@ def test_train_flags_cover_the_config(capsys):
 def test_missing_run_directory(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "nope")]) == 2
     assert "is not a finished run directory" in capsys.readouterr().err
+
+
+def test_the_catalog_that_rnnkit_tasks_reads_is_what_the_tasks_say():
+    from rnnkit.catalog import build_catalog, read_catalog
+
+    assert read_catalog() == json.loads(json.dumps(build_catalog())), "run `python -m rnnkit.catalog`"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["tasks"], ["tasks", "--task", "forecast"], ["train", "--help"]])
+def test_light_commands_import_no_torch(argv):
+    """`rnnkit --help` and `rnnkit tasks` answer without importing torch, Lightning or matplotlib
+    (their time is measured in benchmarks/cli_startup.py); `train --help` needs the task classes
+    but not Lightning."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom rnnkit.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'lightning', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True).stdout
+    loaded = out.strip().splitlines()[-1]
+    if argv[0] == "train":  # the task classes (torch, matplotlib), not the trainer
+        assert "lightning" not in loaded, loaded
+    else:
+        assert loaded == "[]", (argv, loaded)
+
+
+def test_train_task_help_shows_that_tasks_defaults_and_format(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "forecast", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    assert "(default for forecast: 40)" in out and "numeric 'value' column" in out

@@ -114,21 +114,30 @@ COMMANDS["diagnose"] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = "*", argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The ``rnnkit`` parser. Only ``command``'s arguments are built ("*": every command's; None:
+    none, for ``rnnkit --help``), so that a command imports only what it needs."""
     parser = argparse.ArgumentParser(prog="rnnkit", description="rnnkit: recurrent neural networks on PyTorch")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, add_arguments, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments(p)
+        if command in ("*", name):
+            add_arguments(p)
         p.set_defaults(_run=run)
-    from rnnkit.tasks_cli import add_task_commands  # train, evaluate, predict, export, tasks
+    from rnnkit.tasks_cli import add_task_commands  # train, resume, evaluate, predict, export, tasks
 
-    add_task_commands(sub)
+    add_task_commands(sub, only=command, argv=argv)
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (its first word that is not an option), or None."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command(argv), argv).parse_args(argv)
     try:
         return args._run(args)
     except ValueError as e:

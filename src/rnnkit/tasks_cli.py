@@ -60,17 +60,20 @@ def _checked(name: str, kind: type):
     return parse
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
+def _add_config_flags(p: argparse.ArgumentParser, task: Any = None) -> None:
+    """One flag per TaskConfig option; with ``task``, each help names that task's default."""
     from rnnkit.tasks.base import TaskConfig
 
+    defaults = task.config().to_dict() if task is not None else {}
     for f in fields(TaskConfig):
         flag = "--" + f.name.replace("_", "-")
+        text = HELP[f.name] + (f" (default for {task.name}: {defaults[f.name]!r})" if task is not None else "")
         if f.type in (bool, "bool"):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=HELP[f.name])
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
             p.add_argument(flag, dest=f.name, type=_checked(f.name, kind), default=None, metavar=f.name.upper(),
-                           help=HELP[f.name])
+                           help=text)
 
 
 def _add_verbose(p: argparse.ArgumentParser) -> None:
@@ -91,13 +94,63 @@ def quiet(verbose: bool = False) -> None:
     warnings.filterwarnings("default", module=r"rnnkit(\.|$)")
 
 
-def add_task_commands(subparsers: Any) -> None:
-    """Add ``train``, ``evaluate``, ``predict``, ``export`` and ``tasks`` to an argparse subparsers object."""
-    names = _task_names()
-    p = subparsers.add_parser("train", help="train a task on its bundled data or --data PATH",
-                              description="Train TASK; writes a run directory (config, weights, metrics, plots).")
+COMMAND_HELP = {
+    "train": "train a task on its bundled data or --data PATH",
+    "resume": "continue an interrupted or killed run from its last checkpoint",
+    "evaluate": "score a trained run on held-out data, with its baselines",
+    "predict": "run a trained model on lines of a file or stdin",
+    "export": "export a trained model to ONNX and check it in onnxruntime",
+    "tasks": "list the tasks with their data, metric and baseline",
+}
+
+
+def add_task_commands(subparsers: Any, only: str | None = "*", argv: list[str] | tuple = ()) -> None:
+    """Add ``train``, ``resume``, ``evaluate``, ``predict``, ``export`` and ``tasks`` to an argparse
+    subparsers object; the arguments of ``only`` ("*": all; None: none, for ``rnnkit --help``).
+    ``rnnkit train TASK --help`` shows TASK's defaults and data format."""
+    parsers = {}
+    for name, text in COMMAND_HELP.items():
+        if only in ("*", name):
+            continue
+        subparsers.add_parser(name, help=text, description=text)
+    if only not in ("*", *COMMAND_HELP):
+        return
+    if only == "tasks":
+        from rnnkit.catalog import read_catalog
+
+        names = [t["task"] for t in read_catalog()]
+    else:
+        names = _task_names() if only in ("*", "train") else []
+
+    def add(name: str, description: str):
+        if only in ("*", name):
+            parsers[name] = subparsers.add_parser(name, help=COMMAND_HELP[name], description=description)
+            return parsers[name]
+        return None
+
+    words = [a for a in argv if not a.startswith("-")]
+    chosen = None
+    if only == "train" and len(words) > 1 and words[1] in names and ("-h" in argv or "--help" in argv):
+        from rnnkit.tasks import get_task
+
+        chosen = get_task(words[1])
+    p = add("train", "Train TASK; writes a run directory (config, weights, metrics, plots, checkpoints)."
+            if chosen is None else
+            f"Train {chosen.name} ({chosen.title}, {chosen.topology}) on {chosen.dataset.name}, or on --data PATH: "
+            f"{chosen.user_format}.")
+    if p is not None:
+        _build_train(p, names, chosen)
+    p = add("resume", "Continue RUN from RUN/checkpoints/last.ckpt to the weights an uninterrupted run reaches.")
+    if p is not None:
+        p.add_argument("run", help="run directory written by `rnnkit train`")
+        _add_verbose(p)
+        p.set_defaults(func=_resume, _run=run)
+    _build_others(add, names)
+
+
+def _build_train(p: argparse.ArgumentParser, names: list[str], chosen: Any) -> None:
     p.add_argument("task", choices=names)
-    _add_config_flags(p)
+    _add_config_flags(p, chosen)
     p.add_argument("--out", default="runs", help="parent of the run directory (default: runs)")
     p.add_argument("--name", default=None, help="run directory name (default: the task's name)")
     p.add_argument("--overwrite", action="store_true",
@@ -107,36 +160,32 @@ def add_task_commands(subparsers: Any) -> None:
     _add_verbose(p)
     p.set_defaults(func=_train, _run=run)
 
-    p = subparsers.add_parser("resume", help="continue an interrupted or killed run from its last checkpoint",
-                              description="Continue RUN from RUN/checkpoints/last.ckpt to the weights an "
-                                          "uninterrupted run reaches.")
-    p.add_argument("run", help="run directory written by `rnnkit train`")
-    _add_verbose(p)
-    p.set_defaults(func=_resume, _run=run)
 
-    p = subparsers.add_parser("evaluate", help="score a trained run on held-out data, with its baselines")
-    p.add_argument("run", help="run directory written by `rnnkit train`")
-    p.add_argument("--data", default=None, help="score on this file's test split instead of the run's data")
-    _add_verbose(p)
-    p.set_defaults(func=_evaluate, _run=run)
-
-    p = subparsers.add_parser("predict", help="run a trained model on lines of a file or stdin")
-    p.add_argument("run", help="run directory written by `rnnkit train`")
-    p.add_argument("input", nargs="?", default="-", help="input file, one example per line (default: stdin)")
-    _add_verbose(p)
-    p.set_defaults(func=_predict, _run=run)
-
-    p = subparsers.add_parser("export", help="export a trained model to ONNX and check it in onnxruntime")
-    p.add_argument("run", help="run directory written by `rnnkit train`")
-    p.add_argument("--out", default=None, help="ONNX file (default: RUN/model.onnx)")
-    p.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference from PyTorch")
-    _add_verbose(p)
-    p.set_defaults(func=_export, _run=run)
-
-    p = subparsers.add_parser("tasks", help="list the tasks with their data, metric and baseline")
-    p.add_argument("--task", choices=names, default=None, help="show one task in full, with its --data format")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=_tasks, _run=run)
+def _build_others(add: Any, names: list[str]) -> None:
+    p = add("evaluate", COMMAND_HELP["evaluate"])
+    if p is not None:
+        p.add_argument("run", help="run directory written by `rnnkit train`")
+        p.add_argument("--data", default=None, help="score on this file's test split instead of the run's data")
+        _add_verbose(p)
+        p.set_defaults(func=_evaluate, _run=run)
+    p = add("predict", COMMAND_HELP["predict"])
+    if p is not None:
+        p.add_argument("run", help="run directory written by `rnnkit train`")
+        p.add_argument("input", nargs="?", default="-", help="input file, one example per line (default: stdin)")
+        _add_verbose(p)
+        p.set_defaults(func=_predict, _run=run)
+    p = add("export", COMMAND_HELP["export"])
+    if p is not None:
+        p.add_argument("run", help="run directory written by `rnnkit train`")
+        p.add_argument("--out", default=None, help="ONNX file (default: RUN/model.onnx)")
+        p.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference from PyTorch")
+        _add_verbose(p)
+        p.set_defaults(func=_export, _run=run)
+    p = add("tasks", COMMAND_HELP["tasks"])
+    if p is not None:
+        p.add_argument("--task", choices=names, default=None, help="show one task in full, with its --data format")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=_tasks, _run=run)
 
 
 def _report(task, metrics: dict[str, float], baselines: dict[str, float]) -> str:
@@ -239,45 +288,56 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _tasks(args: argparse.Namespace) -> int:
-    from rnnkit.tasks import all_tasks, get_task
+    from rnnkit.catalog import read_catalog  # no task is imported: the listing answers at once
 
-    chosen = [get_task(args.task)] if args.task else all_tasks()
+    chosen = [t for t in read_catalog() if args.task in (None, t["task"])]
     if args.json:
-        print(json.dumps([t.describe() for t in chosen], indent=1))
+        print(json.dumps([{k: v for k, v in t.items() if k != "defaults"} for t in chosen], indent=1))
         return 0
     for t in chosen:
-        d = t.dataset
-        print(f"{t.name:10s} {t.title} [{t.topology}]")
-        print(f"{'':10s} data:     {d.name}: {d.source}")
-        print(f"{'':10s} size:     {d.size}; licence: {d.licence}")
-        print(f"{'':10s} split:    {d.split}")
-        print(f"{'':10s} metric:   {t.metric} ({'higher' if t.higher_is_better else 'lower'} is better); "
-              f"baseline: {t.baseline}")
-        print(f"{'':10s} install:  {d.install}")
+        d = t["data"]
+        print(f"{t['task']:10s} {t['title']} [{t['topology']}]")
+        print(f"{'':10s} data:     {d['name']}: {d['source']}")
+        print(f"{'':10s} size:     {d['size']}; licence: {d['licence']}")
+        print(f"{'':10s} split:    {d['split']}")
+        print(f"{'':10s} metric:   {t['metric']} ({'higher' if t['higher_is_better'] else 'lower'} is better); "
+              f"baseline: {t['baseline']}")
+        print(f"{'':10s} install:  {d['install']}")
         if args.task:
-            print(f"{'':10s} --data:   {t.user_format}")
-            print(f"{'':10s} defaults: {t.config().to_dict()}")
+            print(f"{'':10s} --data:   {t['user_format']}")
+            print(f"{'':10s} defaults: {t['defaults']}")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Call a parsed subcommand; data problems exit with status 2 and a message naming the file and line."""
-    from rnnkit.data.bundled import DataUnavailable
-    from rnnkit.data.readers import DataError
-    from rnnkit.tasks.runner import RunError
-
     quiet(getattr(args, "verbose", False))
     try:
         return args.func(args)
-    except (DataError, DataUnavailable, FileNotFoundError, RunError) as err:
+    except Exception as err:
+        if not _users_problem(err):
+            raise
         print(f"rnnkit {args.command}: {err}", file=sys.stderr)
         return 2
 
 
+def _users_problem(err: Exception) -> bool:
+    """A bad data file, a missing package, a damaged run directory: a message, not a traceback.
+    (The classes are imported here, after the fact, so that light commands import none of them.)"""
+    if isinstance(err, FileNotFoundError):
+        return True
+    from rnnkit.data.bundled import DataUnavailable
+    from rnnkit.data.readers import DataError
+    from rnnkit.tasks.runner import RunError
+
+    return isinstance(err, DataError | DataUnavailable | RunError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="rnnkit", description="RNN tasks on real bundled data.")
     sub = parser.add_subparsers(dest="command", required=True)
-    add_task_commands(sub)
+    add_task_commands(sub, only=next((a for a in argv if not a.startswith("-")), None), argv=argv)
     return run(parser.parse_args(argv))
 
 
