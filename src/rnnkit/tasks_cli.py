@@ -168,8 +168,18 @@ def _build_others(add: Any, names: list[str]) -> None:
         p.add_argument("--data", default=None, help="score on this file's test split instead of the run's data")
         _add_verbose(p)
         p.set_defaults(func=_evaluate, _run=run)
-    p = add("predict", COMMAND_HELP["predict"])
+    p = add("predict", "Run a trained model on the lines of a file or stdin: one output line per input line "
+                       "(blank lines kept). It reads the task's --data format (a table's header skipped, its "
+                       "gold column scored when present) or the plain format below.")
     if p is not None:
+        import textwrap
+
+        from rnnkit.catalog import read_catalog
+
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
+        p.epilog = "plain input per task:\n" + "\n".join(
+            textwrap.fill(f"{t['task']}: {t['predict_format']}", 100, initial_indent="  ", subsequent_indent="    ")
+            for t in read_catalog())
         p.add_argument("run", help="run directory written by `rnnkit train`")
         p.add_argument("input", nargs="?", default="-", help="input file, one example per line (default: stdin)")
         _add_verbose(p)
@@ -269,13 +279,35 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from rnnkit.data.readers import read_lines
+    from rnnkit.data.readers import decode_file
     from rnnkit.tasks.runner import load_run
 
     task, _, meta, model = load_run(args.run)
-    lines = sys.stdin.read().splitlines() if args.input == "-" else [t for _, t in read_lines(args.input)]
-    for out in task.predict(model, meta, lines):
-        print(out)
+    if args.input == "-":
+        text = sys.stdin.read()
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    else:
+        text = decode_file(args.input)
+    read = task.read_predict(args.input, text)
+    todo = [item for item in read.items if item is not None]
+    outputs = task.predict(model, meta, todo) if todo else []
+    if read.expand is not None:
+        lines = read.expand(outputs)
+    else:
+        it = iter(outputs)
+        lines = [next(it) if item is not None else "" for item in read.items]
+    for line in lines:
+        print(line)
+    if read.note:
+        print(read.note, file=sys.stderr)
+    if read.targets is not None:
+        pairs = [(o, t) for o, t in zip(outputs, [t for i, t in zip(read.items, read.targets, strict=True)
+                                                  if i is not None], strict=True) if t]
+        if pairs:
+            score = task.score([o for o, _ in pairs], [t for _, t in pairs])
+            print(f"scored against the file's '{read.target_name}' column: {score}", file=sys.stderr)
     return 0
 
 
@@ -305,6 +337,7 @@ def _tasks(args: argparse.Namespace) -> int:
         print(f"{'':10s} install:  {d['install']}")
         if args.task:
             print(f"{'':10s} --data:   {t['user_format']}")
+            print(f"{'':10s} predict:  {t['predict_format']} (or the --data format)")
             print(f"{'':10s} defaults: {t['defaults']}")
     return 0
 

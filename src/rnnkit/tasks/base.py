@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from rnnkit.data.bundled import DatasetInfo
 
-__all__ = ["TASKS", "Prepared", "Task", "TaskConfig", "get_task", "register"]
+__all__ = ["TASKS", "PredictInput", "Prepared", "Task", "TaskConfig", "get_task", "register"]
 
 
 @dataclass
@@ -101,6 +101,28 @@ class Prepared:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class PredictInput:
+    """What ``rnnkit predict`` read: one entry per output line (None: a blank line, printed blank),
+    each a string that :meth:`Task.predict` takes, and the gold column when the file had one."""
+
+    items: list[str | None]
+    targets: list[str | None] | None = None
+    target_name: str = ""
+    #: how the outputs of the non-blank items become the printed lines (default: one per item,
+    #: blank lines kept); e.g. a CoNLL file's tags written back one token per line
+    expand: Any = None
+    note: str = ""  # a line for stderr (what the outputs are)
+
+
+def _table_header(path: Path, text: str) -> list[str] | None:
+    """The header fields of a CSV/TSV file (by its suffix), or None for other files."""
+    if path.suffix.lower() not in (".csv", ".tsv", ".tab"):
+        return None
+    first = text.split("\n", 1)[0]
+    return [h.strip() for h in first.split("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")]
+
+
 class Task:
     """One application. Subclasses set the class attributes and implement the methods."""
 
@@ -112,6 +134,9 @@ class Task:
     higher_is_better: bool = True
     baseline: str = ""  # the headline baseline's key in baselines()'s dict
     user_format: str = ""  # what --data PATH must contain
+    predict_format: str = ""  # the plain input of `rnnkit predict` (it also reads the --data format)
+    input_column: str = ""  # the --data table's input column, read by predict ("" for a task without a table)
+    target_column: str = ""  # the --data table's gold column: predict scores against it when present
     defaults: dict[str, Any] = {}
     data_keys: tuple[str, ...] = ()  # meta entries that describe the data, not the model (replaced on evaluate)
     picture_name: str = "picture.png"
@@ -183,6 +208,38 @@ class Task:
         """One output line per input line (the ``--data`` format's input column / plain text)."""
         raise NotImplementedError
 
+    def read_predict(self, path: str | Path, text: str) -> PredictInput:
+        """The inputs of ``rnnkit predict``: a ``--data`` table (the header row skipped, the input
+        column read, the target column kept for scoring), else one input per line with blank lines
+        kept. ``text`` is the file's content (stdin for ``-``)."""
+        from rnnkit.data.readers import read_table
+
+        path = Path(path)
+        header = _table_header(path, text)
+        if header is not None and self.input_column and self.input_column in header:
+            optional = [self.target_column] if self.target_column in header else []
+            rows = read_table(path, [self.input_column], optional=optional, keep_blank=True,
+                              allow_empty=[self.input_column])
+            items = [self.table_input(path, row[self.input_column]) if row[self.input_column] else None
+                     for _, row in rows]
+            targets = [row.get(self.target_column) for _, row in rows] if optional else None
+            return PredictInput(items, targets, self.target_column if optional else "")
+        lines = text.split("\n")
+        if lines and lines[-1] == "":  # the newline that ends the last line
+            lines.pop()
+        return PredictInput([line if line.strip() else None for line in lines])
+
+    def table_input(self, path: Path, value: str) -> str:
+        """A table cell as :meth:`predict` takes it (file paths: relative to the table)."""
+        return value
+
+    def score(self, outputs: list[str], targets: list[str]) -> str:
+        """One line comparing predictions with the file's gold column: the share that match exactly
+        (the first tab-separated field of each output)."""
+        pairs = [(o.split("\t")[0].strip(), t.strip()) for o, t in zip(outputs, targets, strict=True)]
+        hits = sum(o == t for o, t in pairs)
+        return f"exact match {hits / max(len(pairs), 1):.4f} ({hits} of {len(pairs)})"
+
     def picture(self, model: nn.Module, data: Prepared, path: Path) -> Path | None:
         return None
 
@@ -193,7 +250,7 @@ class Task:
     def describe(self) -> dict[str, Any]:
         return {"task": self.name, "title": self.title, "topology": self.topology, "metric": self.metric,
                 "higher_is_better": self.higher_is_better, "baseline": self.baseline, "data": self.dataset.to_dict(),
-                "user_format": self.user_format}
+                "user_format": self.user_format, "predict_format": self.predict_format}
 
 
 TASKS: dict[str, Task] = {}

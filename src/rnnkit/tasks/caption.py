@@ -94,6 +94,8 @@ class CaptionTask(Task):
     metric, higher_is_better, baseline = "exact_match", True, "majority_exact_match"
     user_format = ("CSV/TSV with columns 'image' (path of an image file, relative to the CSV; read as grayscale, "
                    "resized to 32x32) and 'caption' (space-separated words); split 80/10/10 by a seeded shuffle")
+    predict_format = "one image path per line, or the --data table's 'image' column; prints the caption"
+    input_column, target_column = "image", "caption"
     defaults = dict(hidden=128, embedding=32, epochs=10, batch_size=32, lr=3e-3, max_train=4000)
     picture_name = "captions.png"
 
@@ -150,6 +152,9 @@ class CaptionTask(Task):
     def baselines(self, data: Prepared) -> dict[str, float]:
         top = Counter(tuple(c) for _, c in data.train).most_common(1)[0][0]
         return {"majority_exact_match": float(np.mean([tuple(c) == top for _, c in data.test]))}
+
+    def table_input(self, path: Path, value: str) -> str:
+        return value if Path(value).is_absolute() else str(Path(path).parent / value)
 
     def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
         """Each input line is an image path (grayscale, resized to the model's size); prints a caption."""

@@ -17,7 +17,7 @@ from rnnkit.data.bundled import TWEETS, DatasetInfo, tweets
 from rnnkit.data.readers import DataError, read_lines, read_table
 from rnnkit.data.text import split_three
 from rnnkit.tasks._lm import LanguageModelTask
-from rnnkit.tasks.base import Prepared, TaskConfig, register
+from rnnkit.tasks.base import PredictInput, Prepared, TaskConfig, _table_header, register
 from rnnkit.tasks.plots import plt, save_figure
 
 __all__ = ["CharsTask"]
@@ -39,6 +39,9 @@ class CharsTask(LanguageModelTask):
     max_len = 140
     user_format = ("CSV/TSV with a 'text' column (and optionally 'label', the condition); or plain text, one "
                    "example per line; split 80/10/10 by a seeded shuffle")
+    predict_format = ("one condition per line (a label the model was trained with), or the --data table's 'label' "
+                      "column; prints a sampled text")
+    input_column = "label"
     defaults = dict(hidden=128, embedding=32, epochs=6, batch_size=32, lr=3e-3, max_train=4000)
     picture_name = "samples.png"
 
@@ -59,10 +62,18 @@ class CharsTask(LanguageModelTask):
         train, val, test = split_three(examples, seed=cfg.seed)
         return train, val[:1000], test[:1000]
 
+    def read_predict(self, path, text):
+        """Conditions, one per line; or the --data table's 'label' column (a table without one was
+        trained on the single condition 'text', which each of its rows then asks for)."""
+        header = _table_header(Path(path), text)
+        if header is not None and "text" in header and "label" not in header:
+            rows = read_table(path, ["text"], keep_blank=True, allow_empty=["text"])
+            return PredictInput(["text" if row["text"] else None for _, row in rows])
+        return super().read_predict(path, text)
+
     def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
         """Each input line names a condition (a sentiment); prints a sampled tweet."""
-        return ["".join(self.sample(model, meta, line.strip(), seed=i)[0]) for i, line in enumerate(lines)
-                if line.strip()]
+        return ["".join(self.sample(model, meta, line.strip(), seed=i)[0]) for i, line in enumerate(lines)]
 
     def picture(self, model: nn.Module, data: Prepared, path: Path) -> Path:
         conds = data.meta["conditions"]

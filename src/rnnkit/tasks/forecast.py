@@ -22,12 +22,13 @@ from torch import Tensor, nn
 from rnnkit.data.bundled import SUNSPOTS, sunspots
 from rnnkit.data.readers import DataError, read_lines, read_table
 from rnnkit.models import Forecaster, RecurrentConfig
-from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
+from rnnkit.tasks.base import PredictInput, Prepared, Task, TaskConfig, register
 from rnnkit.tasks.plots import plot_series
 
 __all__ = ["ForecastTask", "seasonal_period"]
 
 WINDOW = 48  # training window (steps)
+HORIZON = 5  # steps that `rnnkit predict` forecasts
 
 
 def seasonal_period(train: np.ndarray) -> int:
@@ -59,16 +60,18 @@ def _parse_value(p: Path, line: int, column: str, text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _read_series(path: str, missing: str = "error") -> tuple[list[float], list[str]]:
-    """The series in a user's file; blank, NaN and inf values are an error naming the line and
-    column, or (``missing="interpolate"``) filled linearly between their neighbours."""
+def _read_series(path: str, missing: str = "error", text: str | None = None,
+                 at_least: int = 40) -> tuple[list[float], list[str]]:
+    """The series in a user's file (or in ``text``, for a file that is not a table: stdin); blank,
+    NaN and inf values are an error naming the line and column, or (``missing="interpolate"``)
+    filled linearly between their neighbours."""
     p = Path(path)
     if p.suffix.lower() in (".csv", ".tsv", ".tab"):
         rows = read_table(p, ["value"], allow_empty=["value"], keep_blank=True)
         column = "'value'"
         pairs = [(line, row["value"]) for line, row in rows]
     else:
-        pairs = read_lines(p, skip_blank=False)
+        pairs = read_lines(p, skip_blank=False) if text is None else list(enumerate(text.split("\n"), 1))
         while pairs and not pairs[-1][1].strip():  # blank lines at the end of the file are not values
             pairs.pop()
         column = "1"
@@ -84,8 +87,8 @@ def _read_series(path: str, missing: str = "error") -> tuple[list[float], list[s
             raise DataError(p, None, "fewer than 2 numbers to interpolate between")
         filled = np.interp(np.arange(len(values)), known, np.array([values[i] for i in known]))
         values = [float(v) for v in filled]
-    if len(values) < 40:
-        raise DataError(p, None, f"has {len(values)} values; forecasting needs at least 40")
+    if len(values) < at_least:
+        raise DataError(p, None, f"has {len(values)} values; forecasting needs at least {at_least}")
     return values, [str(i) for i in range(len(values))]
 
 
@@ -98,6 +101,8 @@ class ForecastTask(Task):
     metric, higher_is_better, baseline = "mae", False, "naive_mae"
     user_format = ("CSV/TSV with a numeric 'value' column (one row per time step, in order), or plain text with "
                    "one number per line; the last 10% is the test span, the 10% before it validation")
+    predict_format = ("the history, one number per line or the --data table's 'value' column (no blank, NaN or inf "
+                      "value); prints the next 5 values as '+k<TAB>value', k steps after the last given one")
     defaults = dict(hidden=32, epochs=40, batch_size=16, lr=5e-3, cell="lstm")
     picture_name = "forecast.png"
     data_keys = ("series", "labels", "val_start", "test_start", "period")
@@ -169,18 +174,25 @@ class ForecastTask(Task):
         return {"naive_mae": float(np.abs(naive).mean()), "seasonal_naive_mae": float(np.abs(seasonal).mean()),
                 "naive_rmse": float(np.sqrt((naive**2).mean())), "period": float(m)}
 
+    def read_predict(self, path, text):
+        """The history: the --data table's 'value' column or one number per line, every value a
+        finite number; one forecast for the whole of it."""
+        values, _ = _read_series(str(path), "error", None if str(path) != "-" else text, at_least=2)
+        return PredictInput([repr(v) for v in values], expand=lambda outputs: outputs,
+                            note=f"forecast: the {HORIZON} steps after the last of the {len(values)} given values")
+
     @torch.no_grad()
     def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
-        """The input lines are a history (one number per line); prints the next 5 values."""
+        """The input lines are a history (one number per line); prints the next values, ``+k<TAB>value``."""
         try:
             hist = torch.tensor([float(v) for v in lines if v.strip()], dtype=torch.float32)
         except ValueError as err:
             raise ValueError(f"forecast input must be one number per line: {err}") from None
-        if hist.numel() < 2:
-            raise ValueError("forecast needs a history of at least 2 numbers")
+        if hist.numel() < 2 or not bool(torch.isfinite(hist).all()):
+            raise ValueError("forecast needs a history of at least 2 finite numbers")
         z = ((hist - meta["mean"]) / meta["std"]).view(1, -1, 1)
-        out = model.forecast(z, 5).view(-1) * meta["std"] + meta["mean"]
-        return [f"{v:.3f}" for v in out.tolist()]
+        out = model.forecast(z, HORIZON).view(-1) * meta["std"] + meta["mean"]
+        return [f"+{k}\t{v:.3f}" for k, v in enumerate(out.tolist(), 1)]
 
     def picture(self, model: nn.Module, data: Prepared, path: Path) -> Path:
         meta, idx = data.meta, np.asarray(data.test)

@@ -29,6 +29,8 @@ class MusicTask(LanguageModelTask):
     user_format = ("plain text, one melody per line: a condition word, a tab, then space-separated note tokens "
                    "'<midi>_<quarter lengths>' or 'R_<quarter lengths>' (e.g. 'major<TAB>72_1 74_0.5 R_1'); "
                    "split 80/10/10 by a seeded shuffle")
+    predict_format = ("one condition per line ('major' or 'minor'), or --data lines 'condition<TAB>notes' (the notes "
+                      "ignored); prints a sampled melody of note tokens")
     defaults = dict(hidden=128, embedding=64, epochs=30, batch_size=16, lr=3e-3)
     picture_name = "sample.png"
 
@@ -44,10 +46,15 @@ class MusicTask(LanguageModelTask):
             melodies = bach_chorales()
         return split_three(melodies, seed=cfg.seed)
 
+    def read_predict(self, path, text):
+        """Conditions, one per line; a --data line's notes after the tab are ignored."""
+        read = super().read_predict(path, text)
+        read.items = [None if item is None else item.split("\t", 1)[0].strip() for item in read.items]
+        return read
+
     def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
         """Each input line names a condition (``major`` or ``minor``); prints a sampled melody."""
-        return [" ".join(self.sample(model, meta, line.strip(), seed=i)[0]) for i, line in enumerate(lines)
-                if line.strip()]
+        return [" ".join(self.sample(model, meta, line.strip(), seed=i)[0]) for i, line in enumerate(lines)]
 
     def picture(self, model: nn.Module, data: Prepared, path: Path) -> Path:
         """A piano roll of one sampled melody per condition, also written as MIDI next to it."""

@@ -136,6 +136,9 @@ class SentimentTask(Task):
     user_format = ("CSV/TSV with columns 'text' and 'label' (any label names) and optionally 'weight' (a loss "
                    "weight per row, >= 0; default 1); UTF-8; texts that tokenize the same are merged (majority "
                    "label; ties dropped), then split 80/10/10 by a seeded shuffle")
+    predict_format = ("plain text, one text per line, or the --data table's 'text' column; prints "
+                      "LABEL<TAB>probability")
+    input_column, target_column = "text", "label"
     defaults = dict(cell="gru", hidden=64, embedding=128, epochs=4, batch_size=128, lr=4e-3, bidirectional=True,
                     max_train=0, ensemble=3, keep_best=True)
     picture_name = "confusion.png"

@@ -66,6 +66,8 @@ class SpeechTask(Task):
     metric, higher_is_better, baseline = "wer", False, "majority_word_wer"
     user_format = ("CSV/TSV with columns 'audio' (path of a 16-bit PCM WAV file, relative to the CSV) and 'text' "
                    "(its transcript: lower-case letters, spaces, apostrophes); split 80/10/10 by a seeded shuffle")
+    predict_format = "one 16-bit WAV path per line, or the --data table's 'audio' column; prints the transcript"
+    input_column, target_column = "audio", "text"
     defaults = dict(hidden=64, epochs=20, batch_size=32, lr=3e-3, bidirectional=True, layers=1, max_train=800)
     picture_name = "ctc.png"
 
@@ -131,9 +133,12 @@ class SpeechTask(Task):
         scores = _errors([word] * len(data.test), [t for _, t, _ in data.test])
         return {f"majority_word_{k}": v for k, v in scores.items()}
 
+    def table_input(self, path: Path, value: str) -> str:
+        return value if Path(value).is_absolute() else str(Path(path).parent / value)
+
     def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
         """Each input line is the path of a 16-bit WAV file; prints its transcript."""
-        paths = [line.strip() for line in lines if line.strip()]
+        paths = [line.strip() for line in lines]
         return self.transcribe(model, [read_wav(p) for p in paths], meta)
 
     @torch.no_grad()

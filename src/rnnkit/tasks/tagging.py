@@ -19,11 +19,11 @@ from torch import Tensor, nn
 
 from rnnkit.data.bundled import WNUT16, wnut16
 from rnnkit.data.collate import pad
-from rnnkit.data.readers import read_blocks
+from rnnkit.data.readers import DataError, read_blocks
 from rnnkit.data.text import split_three
 from rnnkit.data.vocab import Vocab
 from rnnkit.models import RecurrentConfig, SequenceTagger
-from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
+from rnnkit.tasks.base import PredictInput, Prepared, Task, TaskConfig, register
 from rnnkit.tasks.plots import plot_heatmap
 
 __all__ = ["ShapeTagger", "TaggingTask", "entity_f1", "spans", "word_shape"]
@@ -108,6 +108,9 @@ class TaggingTask(Task):
     metric, higher_is_better, baseline = "entity_f1", True, "most_frequent_tag_entity_f1"
     user_format = ("CoNLL-style text: one 'token<TAB>tag' per line, a blank line between sentences, UTF-8; "
                    "any tag set (BIO tags get entity F1); split 80/10/10 by a seeded shuffle")
+    predict_format = ("one sentence per line, tokens separated by spaces, printed as 'word/TAG ...'; or the --data "
+                      "CoNLL format ('token<TAB>tag' lines, the tag ignored or scored), printed back as "
+                      "'token<TAB>predicted tag' lines with the blank lines kept")
     defaults = dict(hidden=64, embedding=64, epochs=12, batch_size=32, lr=5e-3, bidirectional=True)
     picture_name = "tags.png"
 
@@ -171,9 +174,52 @@ class TaggingTask(Task):
         return {"most_frequent_tag_entity_f1": entity_f1(pred, gold), "most_frequent_tag_token_accuracy": float(acc)}
 
     @torch.no_grad()
+    def read_predict(self, path, text):
+        """Plain sentences (one per line), or the --data CoNLL format (a line holding a tab): its
+        tags are ignored, or scored when every token has one, and the output is CoNLL again."""
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        if not any("\t" in line for line in lines):
+            return super().read_predict(path, text)
+        sentences: list[list[str]] = [[]]
+        gold: list[list[str]] = [[]]
+        layout: list[tuple[int, int] | None] = []  # per input line: (sentence, token), None for a blank line
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                if sentences[-1]:
+                    sentences.append([])
+                    gold.append([])
+                layout.append(None)
+                continue
+            token, _, tag = line.partition("\t")
+            if not token.strip():
+                raise DataError(path, i, "no token before the tab")
+            layout.append((len(sentences) - 1, len(sentences[-1])))
+            sentences[-1].append(token.strip())
+            gold[-1].append(tag.strip())
+        if not sentences[-1]:
+            sentences.pop()
+            gold.pop()
+
+        def expand(outputs: list[str]) -> list[str]:
+            tags = [[pair.rsplit("/", 1)[1] for pair in out.split()] for out in outputs]
+            return ["" if at is None else f"{sentences[at[0]][at[1]]}\t{tags[at[0]][at[1]]}" for at in layout]
+
+        scored = all(all(g) for g in gold)
+        return PredictInput([" ".join(s) for s in sentences], [" ".join(g) for g in gold] if scored else None,
+                            "tag", expand)
+
+    def score(self, outputs: list[str], targets: list[str]) -> str:
+        pred = [[pair.rsplit("/", 1)[1] for pair in out.split()] for out in outputs]
+        gold = [t.split() for t in targets]
+        pairs = [(p, g) for ps, gs in zip(pred, gold, strict=True) for p, g in zip(ps, gs, strict=True)]
+        hits = sum(p == g for p, g in pairs)
+        return f"token accuracy {hits / max(len(pairs), 1):.4f} ({hits} of {len(pairs)} tokens)"
+
     def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
         """Each input line is a whitespace-tokenised sentence; prints ``word/TAG`` pairs."""
-        sents = [line.split() for line in lines if line.split()]
+        sents = [line.split() for line in lines]
         return [" ".join(f"{w}/{t}" for w, t in zip(ws, ts, strict=True))
                 for ws, ts in zip(sents, self.tag(model, sents, meta), strict=True)]
 

@@ -63,6 +63,9 @@ class TranslateTask(Task):
     metric, higher_is_better, baseline = "exact_match", True, "letter_dictionary_exact_match"
     user_format = ("CSV/TSV with columns 'source' and 'target', tokens separated by spaces (write 'c a t' for "
                    "characters); UTF-8; split 80/10/10 by a seeded shuffle")
+    predict_format = ("one source per line: a word ('cat') or its tokens separated by spaces ('c a t'), or the --data "
+                      "table's 'source' column; prints the target tokens separated by spaces")
+    input_column, target_column = "source", "target"
     defaults = dict(hidden=128, embedding=64, epochs=6, batch_size=64, lr=3e-3, bidirectional=True, max_train=30000)
     picture_name = "attention.png"
 
@@ -131,9 +134,11 @@ class TranslateTask(Task):
         return {f"letter_dictionary_{k}": v for k, v in scores.items()}
 
     def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
-        """Bundled model: one word per line (spelt out into letters); user model: space-separated tokens."""
+        """A character model: one word per line, as letters or spaced tokens; other models: space-separated
+        tokens. One output line per input line."""
         chars = all(len(t) == 1 for t in meta["src"]["itos"][4:])
-        sources = [list(line.strip().lower()) if chars else line.split() for line in lines if line.strip()]
+        # a character model reads 'cat' and 'c a t' alike (spaces separate tokens, they are not tokens)
+        sources = [list(line.replace(" ", "").strip().lower()) if chars else line.split() for line in lines]
         return [" ".join(p) for p in self.transduce(model, sources, meta)[0]]
 
     def picture(self, model: nn.Module, data: Prepared, path: Path) -> Path:
