@@ -19,13 +19,26 @@ import numpy as np  # noqa: E402
 __all__ = ["save_figure", "plot_distance_curves", "plot_jacobian", "plot_layer_norms", "plot_loss_curves"]
 
 
+#: the narrowest picture written, in pixels
+MIN_WIDTH = 800
+
+
 def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG at least :data:`MIN_WIDTH` pixels wide (110 dpi, or more for a small figure)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=max(110.0, MIN_WIDTH / fig.get_figwidth()))
     plt.close(fig)
     return path
+
+
+def _log_if_wide(ax, values) -> None:
+    """Log scale for positive values spanning more than a decade (a linear axis flattens them)."""
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size and (v > 0).all() and v.max() / v.min() > 10:
+        ax.set_yscale("log")
 
 
 def plot_distance_curves(
@@ -99,6 +112,7 @@ def plot_jacobian(
     for label, (x, y) in (dashed or {}).items():
         ax.plot(x, y, "--", color=colours.get(label), alpha=0.7, label=f"{label} (init)")
     ax.axhline(1.0, color="grey", lw=0.8)
+    _log_if_wide(ax, [y for _, ys in [*series.values(), *(dashed or {}).values()] for y in ys])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("||d s_t / d s_{t-1}||_2 (estimate)")
     ax.set_title(title or "Recurrent Jacobian spectral norm")

@@ -243,6 +243,11 @@ class Task:
     def picture(self, model: nn.Module, data: Prepared, path: Path) -> Path | None:
         return None
 
+    def picture_title(self, meta: dict[str, Any]) -> str:
+        """The pictures' title: the task's for its bundled data, the file's name for a user's data."""
+        name = meta.get("data_name")
+        return f"{self.name} on {name}" if name else self.title
+
     def export_inputs(self, model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, tuple[Tensor, ...], list[str]]:
         """``(module to export, example inputs, input names)``: the model's batch forward pass."""
         raise NotImplementedError

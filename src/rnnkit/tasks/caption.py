@@ -179,7 +179,7 @@ class CaptionTask(Task):
             ax.imshow(im, cmap="gray_r")
             ax.set_title(("" if p == gold else "x ") + " ".join(p), fontsize=8, color="k" if p == gold else "r")
             ax.axis("off")
-        fig.suptitle(f"{self.title}: generated captions on held-out pictures")
+        fig.suptitle(f"{self.picture_title(data.meta)}: generated captions on held-out pictures")
         return save_figure(fig, path)
 
     def export_inputs(self, model, meta):

@@ -84,5 +84,5 @@ class CharsTask(LanguageModelTask):
             text = "".join(self.sample(model, data.meta, c, seed=3)[0])
             lines.append(f"[{c}] " + "\n      ".join(textwrap.wrap(text, 90)))
         ax.text(0, 1, "\n\n".join(lines), va="top", family="monospace", fontsize=8)
-        ax.set_title(f"{self.title}: samples per condition")
+        ax.set_title(f"{self.picture_title(data.meta)}: samples per condition")
         return save_figure(fig, path)

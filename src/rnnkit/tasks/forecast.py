@@ -201,7 +201,9 @@ class ForecastTask(Task):
         pred = self.one_step(model, meta)
         x = [float(v) if v.replace(".", "").isdigit() else i for i, v in enumerate(meta["labels"])]
         return plot_series(x[lo:], {"truth": s[lo:], "naive (last value)": s[idx - 1], "ours (one step)": pred[idx]},
-                           path, f"{self.title}: one-step forecasts on the held-out span (MAE ours vs naive)")
+                           path, f"{self.picture_title(meta)}: one-step forecasts on the held-out span",
+                           xlabel="year" if not meta.get("data_name") else "time step (row of the file)",
+                           ylabel="sunspot number" if not meta.get("data_name") else "value")
 
     def export_inputs(self, model, meta):
         z = (torch.tensor(meta["series"][:60], dtype=torch.float32) - meta["mean"]) / meta["std"]

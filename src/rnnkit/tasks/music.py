@@ -75,7 +75,7 @@ class MusicTask(LanguageModelTask):
             ax.set_ylabel(f"{cond}\nMIDI pitch")
             ax.set_xlim(0, max(t, 1.0))
         axes[-1, 0].set_xlabel("quarter notes")
-        fig.suptitle(f"{self.title}: sampled melodies (MIDI in sample_*.mid)")
+        fig.suptitle(f"{self.picture_title(data.meta)}: sampled melodies (MIDI in sample_*.mid)")
         return save_figure(fig, path)
 
 

@@ -248,6 +248,8 @@ def _train_in(run_dir: Path, task: Task, cfg: TaskConfig, checkpoint_minutes: fl
               resume: Path | None) -> RunResult:
     torch.manual_seed(cfg.seed)
     data = task.prepare(cfg)
+    if cfg.data:  # the pictures are titled by the user's file, not the bundled data set
+        data.meta["data_name"] = Path(cfg.data).name
     model = task.build(cfg, data.meta)
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP workers re-run the command: they must find this directory
     keep_best = cfg.keep_best and len(data.val) > 0  # nothing to select on without a validation split
@@ -290,7 +292,8 @@ def _train_in(run_dir: Path, task: Task, cfg: TaskConfig, checkpoint_minutes: fl
     logs = sorted(run_dir.glob("csv/version_*/metrics.csv"))
     if logs:
         _join_logs(logs, run_dir / "history.csv")
-        plot_learning_curve(run_dir / "history.csv", run_dir / "learning_curve.png", title=task.title)
+        plot_learning_curve(run_dir / "history.csv", run_dir / "learning_curve.png",
+                            title=task.picture_title(data.meta))
     task.picture(model, data, run_dir / task.picture_name)
     write_status(run_dir, "finished")
     return RunResult(task.name, run_dir, metrics, baselines, model, data)

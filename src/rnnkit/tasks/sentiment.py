@@ -266,7 +266,7 @@ class SentimentTask(Task):
         for t, p in zip(true, pred, strict=True):
             if t >= 0:
                 m[t, p] += 1
-        return plot_confusion(m, data.meta["labels"], path, f"{self.title}: test confusion matrix")
+        return plot_confusion(m, data.meta["labels"], path, f"{self.picture_title(data.meta)}: test confusion matrix")
 
     def export_inputs(self, model, meta):
         vocab = Vocab.from_dict(meta["vocab"])

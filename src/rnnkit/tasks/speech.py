@@ -149,7 +149,8 @@ class SpeechTask(Task):
         got = self.transcribe(model, [feats], data.meta)[0]
         return plot_heatmap(post[used], [str(t) if t % 10 == 0 else "" for t in range(post.shape[1])],
                             [repr(data.meta["chars"][i]) for i in used], path,
-                            f"CTC posteriors, held-out voice {voice}: {text!r} -> {got!r}")
+                            f"CTC posteriors, held-out voice {voice}: {text!r} -> {got!r}",
+                            xlabel="audio frame", ylabel="character", value="posterior probability")
 
     def export_inputs(self, model, meta):
         return model, (torch.randn(1, 50, meta["features"], generator=torch.Generator().manual_seed(0)),), ["features"]

@@ -228,7 +228,9 @@ class TaggingTask(Task):
         ws = max(data.test[:50], key=lambda e: len(spans(e[1])))[0][:25]
         b = self.collate([(ws, [])], data.meta)
         probs = model(b["x"], b["lengths"])[0].softmax(-1).numpy().T  # (K, T)
-        return plot_heatmap(probs, ws, data.meta["tags"], path, f"{self.title}: per-token tag probabilities")
+        return plot_heatmap(probs, ws, data.meta["tags"], path,
+                            f"{self.picture_title(data.meta)}: per-token tag probabilities", xlabel="token",
+                            ylabel="tag", value="probability")
 
     def export_inputs(self, model, meta):
         ws = "Going to the Empire State Building with @john tomorrow".split()

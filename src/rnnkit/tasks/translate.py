@@ -145,7 +145,9 @@ class TranslateTask(Task):
         src = max(data.test[:200], key=lambda e: len(e[0]))[0]
         pred, attn = self.transduce(model, [src], data.meta)
         a = attn[0][: len(pred[0]) + 1, : len(src)].numpy()
-        return plot_heatmap(a, src, [*pred[0], "<eos>"], path, f"{self.title}: attention, {''.join(src)}")
+        return plot_heatmap(a, src, [*pred[0], "<eos>"], path,
+                            f"{self.picture_title(data.meta)}: attention, {' '.join(src)}",
+                            xlabel="source token", ylabel="generated token", value="attention weight")
 
     def export_inputs(self, model, meta):
         src_v, tgt_v = Vocab.from_dict(meta["src"]), Vocab.from_dict(meta["tgt"])
