@@ -1,23 +1,30 @@
-"""ONNX export of a task's model, checked against onnxruntime.
+"""ONNX export of a task's inference model, checked against onnxruntime.
 
-``rnnkit export RUN_DIR`` traces the model's batch forward pass (the function training uses:
-forecasts, class logits, tag emissions, teacher-forced decoder logits, CTC frame scores) on the
-task's example input with torch's TorchScript-based ONNX exporter, then runs the file in
-onnxruntime and compares with PyTorch (max absolute difference, required <= 1e-4).
+``rnnkit export RUN_DIR`` writes ``RUN_DIR/onnx/``: the task's inference graphs
+(:mod:`rnnkit.onnx_graphs`: forecasting with scaling inside, probabilities, Viterbi tags, a
+seq2seq encoder and one-step decoder, a generator's init and step graphs, CTC frames), with
+dynamic batch and time axes; ``model.json`` (the graphs' files and sha256, vocabularies, special
+ids); and ``run_onnx.py``, a copy of :mod:`rnnkit.onnx_runner`, which runs them with numpy and
+onnxruntime alone. Every graph is then run in onnxruntime at batch sizes 1, 3 and 8 and at two
+lengths, and compared with PyTorch (outputs within ``atol``, integer outputs equal).
 
-How loops export: the fused path of a layer (torch's own RNN kernels, chosen for rnn/gru/lstm
-cells) becomes ONNX's ``LSTM``/``GRU``/``RNN`` operator; the sequential path (any other cell, and
-the step-by-step decoders) is unrolled by tracing, one block of operators per time step. Layers
-that would take a parallel scan (minGRU/minLSTM, DEER: custom autograd functions with no ONNX
-form) are switched to their sequential reference path while exporting (same values). Either
-way the exported graph is fixed to the example's batch size and sequence length: export with the
-shapes you will serve. Autoregressive generation (greedy, sampling, beam) stays in Python; export
-its step or its teacher-forced pass.
+How loops export: torch's own RNN kernels (rnn/gru/lstm cells) become ONNX's ``RNN``/``GRU``/
+``LSTM`` operators, whose time axis is dynamic; other cells are unrolled by the tracer, so their
+sequence graphs are fixed to the export's length (a dynamic time axis is refused for them, with
+the reason, and the check runs at that length only). Layers that would take a parallel scan
+(minGRU/minLSTM, DEER) run their sequential path while exporting (same values). Viterbi is a
+TorchScript loop (ONNX ``Loop``); autoregressive decoding is the runner's loop over the step graph.
+
+:func:`export_onnx` and :func:`check_onnx` export and check any module's forward pass at fixed
+shapes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +34,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["check_onnx", "export_onnx", "export_run", "exportable_paths"]
+__all__ = ["check_bundle", "check_onnx", "export_bundle", "export_onnx", "export_run", "exportable_paths"]
+
+BATCHES, LENGTHS = (1, 3, 8), (5, 12)  # the shapes every exported graph is checked at
+EXAMPLE = (2, 7)  # the shape graphs are traced at
 
 
 class _FirstOutput(nn.Module):
@@ -96,12 +106,91 @@ def check_onnx(path: str | os.PathLike, module: nn.Module, args: tuple[Tensor, .
     return diff
 
 
+def _as_tuple(out) -> tuple[Tensor, ...]:
+    return tuple(out) if isinstance(out, tuple | list) else (out,)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export_bundle(bundle, out_dir: str | os.PathLike, *, task: str = "", opset: int = 17) -> Path:
+    """Write every graph of ``bundle`` (:class:`rnnkit.onnx_graphs.OnnxBundle`) to ``out_dir``,
+    then ``model.json`` (with the files' sha256) and the standalone runner ``run_onnx.py``."""
+    from rnnkit.onnx_graphs import dynamic_time_reason
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    graphs, fixed = {}, {}
+    for g in bundle.graphs:
+        axes = {k: dict(v) for k, v in g.dynamic_axes.items()}
+        reason = dynamic_time_reason(g.module) if g.has_time else None
+        if reason is not None:  # unrolled by the tracer: the time axis stays the example's
+            axes = {k: {a: n for a, n in v.items() if n != "time"} for k, v in axes.items()}
+            fixed[g.name] = {"length": EXAMPLE[1], "reason": reason}
+        path = out / f"{g.name}.onnx"
+        tmp = out / f".{g.name}.onnx.tmp"
+        with torch.no_grad(), warnings.catch_warnings(), exportable_paths(g.module):
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
+            torch.onnx.export(g.module.eval(), g.example(*EXAMPLE), str(tmp), dynamo=False, input_names=g.input_names,
+                              output_names=g.output_names, dynamic_axes=axes, opset_version=opset)
+        os.replace(tmp, path)
+        graphs[g.name] = {"file": path.name, "sha256": _sha256(path), "inputs": g.input_names,
+                          "outputs": g.output_names}
+    spec = {"format": "rnnkit-onnx", "version": 1, "task": task, "kind": bundle.kind, "graphs": graphs,
+            "fixed_time": fixed, **bundle.config}
+    from rnnkit import onnx_runner
+
+    shutil.copyfile(onnx_runner.__file__, out / "run_onnx.py")
+    tmp = out / ".model.json.tmp"
+    tmp.write_text(json.dumps(spec, indent=1))
+    os.replace(tmp, out / "model.json")  # last: a complete export has it
+    return out
+
+
+def check_bundle(bundle, out_dir: str | os.PathLike, *, atol: float = 1e-4, batches=BATCHES,
+                 lengths=LENGTHS) -> float:
+    """Run every exported graph in onnxruntime at each batch size and length (the export's length
+    only, for a graph with a fixed time axis) and compare with PyTorch; the max difference of the
+    floating outputs (integer and boolean outputs must be equal). ``AssertionError`` otherwise."""
+    import onnxruntime as ort
+
+    out = Path(out_dir)
+    spec = json.loads((out / "model.json").read_text())
+    worst = 0.0
+    for g in bundle.graphs:
+        session = ort.InferenceSession(str(out / f"{g.name}.onnx"), providers=["CPUExecutionProvider"])
+        shapes = [EXAMPLE[1]] if g.name in spec["fixed_time"] else list(lengths)
+        for b in batches:
+            for t in shapes if g.has_time else shapes[:1]:
+                args = g.example(b, t)
+                with torch.no_grad(), exportable_paths(g.module):
+                    want = [w.detach().cpu().numpy() for w in _as_tuple(g.module.eval()(*args))]
+                used = {i.name for i in session.get_inputs()}  # ONNX drops an input the graph does not read
+                got = session.run(None, {n: a.detach().cpu().numpy() for n, a in zip(g.input_names, args, strict=True)
+                                         if n in used})
+                for name, x, y in zip(g.output_names, got, want, strict=True):
+                    where = f"{g.name}.onnx output {name!r} at batch {b}, length {t}"
+                    if x.shape != y.shape:
+                        raise AssertionError(f"{where}: onnxruntime shape {x.shape}, PyTorch {y.shape}")
+                    if y.dtype.kind in "biu":
+                        if not np.array_equal(x, y):
+                            raise AssertionError(f"{where}: onnxruntime and PyTorch differ")
+                        continue
+                    diff = float(np.abs(x.astype(np.float64) - y.astype(np.float64)).max()) if y.size else 0.0
+                    if not diff <= atol:
+                        raise AssertionError(f"{where}: onnxruntime differs from PyTorch by {diff:.3g} (> {atol:g})")
+                    worst = max(worst, diff)
+    return worst
+
+
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
                atol: float = 1e-4) -> tuple[Path, float]:
-    """Export a trained run's model to ``out`` (default ``RUN_DIR/model.onnx``) and check it."""
+    """Export a trained run's inference model to the directory ``out`` (default
+    ``RUN_DIR/onnx``) and check it (see the module docstring). Returns ``(directory, max diff)``."""
     from rnnkit.tasks.runner import load_run
 
     task, _, meta, model = load_run(run_dir)
-    module, args, names = task.export_inputs(model, meta)
-    path = export_onnx(module, args, out or Path(run_dir) / "model.onnx", input_names=names)
-    return path, check_onnx(path, module, args, atol=atol)
+    bundle = task.onnx_bundle(model, meta)
+    path = export_bundle(bundle, out or Path(run_dir) / "onnx", task=task.name)
+    return path, check_bundle(bundle, path, atol=atol)

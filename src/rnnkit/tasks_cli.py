@@ -187,7 +187,7 @@ def _build_others(add: Any, names: list[str]) -> None:
     p = add("export", COMMAND_HELP["export"])
     if p is not None:
         p.add_argument("run", help="run directory written by `rnnkit train`")
-        p.add_argument("--out", default=None, help="ONNX file (default: RUN/model.onnx)")
+        p.add_argument("--out", default=None, help="output directory (default: RUN/onnx)")
         p.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference from PyTorch")
         _add_verbose(p)
         p.set_defaults(func=_export, _run=run)
@@ -312,10 +312,14 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from rnnkit.export import export_run
+    from rnnkit.export import BATCHES, LENGTHS, export_run
 
     path, diff = export_run(args.run, args.out, atol=args.atol)
-    print(f"wrote {path}; onnxruntime matches PyTorch to {diff:.2g} (max abs difference)")
+    files = ", ".join(sorted(p.name for p in path.iterdir() if not p.name.startswith(".")))
+    print(f"wrote {path}: {files}")
+    print(f"onnxruntime matches PyTorch to {diff:.2g} (max abs difference) at batch sizes "
+          f"{', '.join(map(str, BATCHES))} and lengths {', '.join(map(str, LENGTHS))}; "
+          f"run it without rnnkit: python {path / 'run_onnx.py'} {path} INPUT")
     return 0
 
 

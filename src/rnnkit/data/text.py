@@ -7,13 +7,15 @@ import re
 from collections.abc import Sequence
 from typing import TypeVar
 
-__all__ = ["split_three", "tokenize"]
+__all__ = ["TOKEN_PATTERNS", "split_three", "tokenize"]
 
 T = TypeVar("T")
 
-_URL = re.compile(r"https?://\S+|www\.\S+")
-_USER = re.compile(r"@\w+")
-_WORD = re.compile(r"[#]?[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+#: the tokenizer's patterns, also written into exported models for the standalone ONNX runner
+TOKEN_PATTERNS = {"url": r"https?://\S+|www\.\S+", "user": r"@\w+", "word": r"[#]?[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]"}
+_URL = re.compile(TOKEN_PATTERNS["url"])
+_USER = re.compile(TOKEN_PATTERNS["user"])
+_WORD = re.compile(TOKEN_PATTERNS["word"])
 
 
 def tokenize(text: str) -> list[str]:

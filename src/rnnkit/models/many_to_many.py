@@ -118,7 +118,7 @@ class Forecaster(nn.Module):
         B, T = x.shape[:2]
         lengths = prepare_lengths(lengths, B, T, x.device)
         outputs, state = self.rnn(x, lengths=lengths)  # state at each history's own end
-        end = (lengths - 1) if lengths is not None else torch.full((B,), T - 1, device=x.device)
+        end = (lengths - 1) if lengths is not None else torch.full((B,), T - 1, dtype=torch.long, device=x.device)
         last = outputs.gather(1, end.view(B, 1, 1).expand(B, 1, outputs.size(2))).squeeze(1)  # (B, O)
         stepping = self.rnn.begin(B, state, like=x)
         pred = self.head(last)  # (B, F): x^_{T+1}

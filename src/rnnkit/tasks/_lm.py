@@ -79,6 +79,8 @@ class NGram:
 class LanguageModelTask(Task):
     """A generation task; subclasses implement :meth:`sequences` -> ``(condition, tokens)`` splits."""
 
+    joiner = " "  # how sampled tokens are printed (chars: "")
+
     metric, higher_is_better, baseline = "perplexity", False, "ngram_perplexity"
     conditions: tuple[str, ...] = ()
     max_len = 200
@@ -102,6 +104,15 @@ class LanguageModelTask(Task):
         y, lengths = pad([vocab.encode(toks[: self.max_len], eos=True) for _, toks in examples])
         cond = torch.tensor([index.get(c, 0) for c, _ in examples])
         return {"x": y, "y": y, "cond": cond, "lengths": lengths}
+
+    def onnx_bundle(self, model, meta):
+        from rnnkit.onnx_graphs import generator_bundle
+
+        g = torch.Generator().manual_seed(0)
+        conditions = meta["conditions"]
+        return generator_bundle(model, lambda b: torch.randint(0, len(conditions), (b,), generator=g), "condition",
+                                {"vocab": meta["vocab"]["itos"], "conditions": conditions,
+                                 "joiner": self.joiner})
 
     def build(self, cfg: TaskConfig, meta: dict[str, Any]) -> nn.Module:
         rc = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden, num_layers=cfg.layers, dropout=0.2)
@@ -140,8 +151,3 @@ class LanguageModelTask(Task):
         g = torch.Generator().manual_seed(seed)
         out = model.generate(cond, max_len or self.max_len, strategy="sample", temperature=0.9, generator=g)
         return [vocab.decode(row) for row in out.tokens.tolist()]
-
-    def export_inputs(self, model, meta):
-        vocab = Vocab.from_dict(meta["vocab"])
-        tgt = torch.tensor([list(range(4, min(len(vocab), 20)))])
-        return model, (torch.tensor([0]), tgt), ["condition", "tgt"]

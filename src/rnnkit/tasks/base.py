@@ -248,9 +248,9 @@ class Task:
         name = meta.get("data_name")
         return f"{self.name} on {name}" if name else self.title
 
-    def export_inputs(self, model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, tuple[Tensor, ...], list[str]]:
-        """``(module to export, example inputs, input names)``: the model's batch forward pass."""
-        raise NotImplementedError
+    def onnx_bundle(self, model: nn.Module, meta: dict[str, Any]):
+        """The inference model as ONNX graphs with dynamic axes (:class:`rnnkit.onnx_graphs.OnnxBundle`)."""
+        raise NotImplementedError(f"task {self.name!r} has no ONNX inference graphs")
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.name, "title": self.title, "topology": self.topology, "metric": self.metric,

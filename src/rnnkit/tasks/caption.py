@@ -38,6 +38,15 @@ COUNTS = ["one digit", "two digits", "three digits"]
 USER_SIZE = (32, 32)
 
 
+class _Encode(nn.Module):
+    def __init__(self, cnn: nn.Module) -> None:
+        super().__init__()
+        self.cnn = cnn
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.cnn(images.unsqueeze(1))
+
+
 class CaptionModel(nn.Module):
     """``forward(images (B, H, W), tgt (B, T)) -> logits (B, T, V)``; ``generate(images)``."""
 
@@ -54,6 +63,11 @@ class CaptionModel(nn.Module):
 
     def encode(self, images: Tensor) -> Tensor:
         return self.cnn(images.unsqueeze(1))  # (B, 1, H, W) -> (B, C)
+
+    @property
+    def encode_module(self) -> nn.Module:
+        """:meth:`encode` as a module (for the ONNX init graph)."""
+        return _Encode(self.cnn)
 
     def forward(self, images: Tensor, tgt: Tensor) -> Tensor:
         return self.decoder(self.encode(images), tgt)
@@ -182,8 +196,11 @@ class CaptionTask(Task):
         fig.suptitle(f"{self.picture_title(data.meta)}: generated captions on held-out pictures")
         return save_figure(fig, path)
 
-    def export_inputs(self, model, meta):
-        vocab = Vocab.from_dict(meta["vocab"])
-        images = torch.rand(1, *meta["size"], generator=torch.Generator().manual_seed(0))
-        tgt = torch.tensor([vocab.encode("two digits seven one".split(), eos=True)])
-        return model, (images, tgt), ["image", "tgt"]
+    def onnx_bundle(self, model, meta):
+        from rnnkit.onnx_graphs import generator_bundle
+
+        size = tuple(meta["size"])
+        g = torch.Generator().manual_seed(0)
+        return generator_bundle(model.decoder, lambda b: torch.rand(b, *size, generator=g), "image",
+                                {"vocab": meta["vocab"]["itos"], "size": list(size), "joiner": " ", "max_len": 12},
+                                encode=model.encode_module, kind="caption")

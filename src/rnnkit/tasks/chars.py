@@ -31,6 +31,7 @@ TWEET_CHARS = DatasetInfo(
 
 @register
 class CharsTask(LanguageModelTask):
+    joiner = ""
     name = "chars"
     title = "character-level tweets"
     topology = "one-to-many (Generator)"

@@ -205,6 +205,13 @@ class ForecastTask(Task):
                            xlabel="year" if not meta.get("data_name") else "time step (row of the file)",
                            ylabel="sunspot number" if not meta.get("data_name") else "value")
 
-    def export_inputs(self, model, meta):
-        z = (torch.tensor(meta["series"][:60], dtype=torch.float32) - meta["mean"]) / meta["std"]
-        return model, (z.view(1, -1, 1),), ["x"]
+    def onnx_bundle(self, model, meta):
+        from rnnkit.onnx_graphs import ForecastGraph, OnnxBundle, OnnxGraph, batch_time
+
+        def example(batch: int, length: int):
+            g = torch.Generator().manual_seed(batch * 1000 + length)
+            return (meta["mean"] + meta["std"] * torch.randn(batch, length, 1, generator=g),)
+
+        graph = OnnxGraph("forecast", ForecastGraph(model, meta["mean"], meta["std"], HORIZON), example,
+                          ["history"], ["forecast"], batch_time("history", extra={"forecast": {0: "batch"}}))
+        return OnnxBundle("forecast", [graph], {"horizon": HORIZON})

@@ -268,7 +268,13 @@ class SentimentTask(Task):
                 m[t, p] += 1
         return plot_confusion(m, data.meta["labels"], path, f"{self.picture_title(data.meta)}: test confusion matrix")
 
-    def export_inputs(self, model, meta):
-        vocab = Vocab.from_dict(meta["vocab"])
-        x = torch.tensor([vocab.encode(tokenize("this is a great day, love it!"))])
-        return model, (x,), ["tokens"]
+    def onnx_bundle(self, model, meta):
+        from rnnkit.data.text import TOKEN_PATTERNS
+        from rnnkit.onnx_graphs import ClassifierGraph, OnnxBundle, OnnxGraph, batch_time, padded_tokens
+
+        vocab = len(meta["vocab"]["itos"])
+        graph = OnnxGraph("classify", ClassifierGraph(model), lambda b, t: padded_tokens(vocab, b, t),
+                          ["tokens", "lengths"], ["probabilities"],
+                          batch_time("tokens", extra={"lengths": {0: "batch"}, "probabilities": {0: "batch"}}))
+        return OnnxBundle("classify", [graph], {"vocab": meta["vocab"]["itos"], "labels": meta["labels"],
+                                                "max_tokens": MAX_TOKENS, "tokenizer": TOKEN_PATTERNS})

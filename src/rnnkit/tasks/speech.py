@@ -152,5 +152,15 @@ class SpeechTask(Task):
                             f"CTC posteriors, held-out voice {voice}: {text!r} -> {got!r}",
                             xlabel="audio frame", ylabel="character", value="posterior probability")
 
-    def export_inputs(self, model, meta):
-        return model, (torch.randn(1, 50, meta["features"], generator=torch.Generator().manual_seed(0)),), ["features"]
+    def onnx_bundle(self, model, meta):
+        from rnnkit.onnx_graphs import FrameGraph, OnnxBundle, OnnxGraph, batch_time
+
+        def example(batch: int, length: int):
+            g = torch.Generator().manual_seed(batch * 1000 + length)
+            lengths = torch.randint(1, length + 1, (batch,), generator=g)
+            lengths[0] = length
+            return torch.randn(batch, length, meta["features"], generator=g), lengths
+
+        graph = OnnxGraph("frames", FrameGraph(model), example, ["features", "lengths"], ["log_probs"],
+                          batch_time("features", "log_probs", extra={"lengths": {0: "batch"}}))
+        return OnnxBundle("ctc", [graph], {"chars": meta["chars"], "blank": 0})

@@ -98,6 +98,10 @@ class ShapeTagger(nn.Module):
     def decode(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.tagger.decode(self.features(x), lengths)
 
+    @property
+    def crf(self):
+        return self.tagger.crf
+
 
 @register
 class TaggingTask(Task):
@@ -232,6 +236,16 @@ class TaggingTask(Task):
                             f"{self.picture_title(data.meta)}: per-token tag probabilities", xlabel="token",
                             ylabel="tag", value="probability")
 
-    def export_inputs(self, model, meta):
-        ws = "Going to the Empire State Building with @john tomorrow".split()
-        return model, (self.encode(ws, Vocab.from_dict(meta["vocab"])).unsqueeze(0),), ["words_and_shapes"]
+    def onnx_bundle(self, model, meta):
+        from rnnkit.onnx_graphs import OnnxBundle, OnnxGraph, TaggerGraph, batch_time, padded_tokens
+
+        vocab = len(meta["vocab"]["itos"])
+
+        def example(batch: int, length: int):
+            ids, lengths = padded_tokens(vocab, batch, length)
+            shapes = torch.randint(0, len(SHAPES), ids.shape, generator=torch.Generator().manual_seed(length))
+            return torch.stack([ids, shapes.masked_fill(ids == 0, 0)], dim=-1), lengths  # (B, T, 2)
+
+        graph = OnnxGraph("tag", TaggerGraph(model), example, ["words_and_shapes", "lengths"], ["tags"],
+                          batch_time("words_and_shapes", "tags", extra={"lengths": {0: "batch"}}))
+        return OnnxBundle("tag", [graph], {"vocab": meta["vocab"]["itos"], "tags": meta["tags"], "shapes": SHAPES})

@@ -54,6 +54,9 @@ def _scores(pred: list[list[str]], gold: list[list[str]]) -> dict[str, float]:
             "bleu": float(bleu.score)}
 
 
+#: greedy decoding stops after this many target tokens per (padded) source token, plus the extra
+MAX_LEN_PER_SOURCE_TOKEN, MAX_LEN_EXTRA = 2, 5
+
 @register
 class TranslateTask(Task):
     name = "translate"
@@ -107,7 +110,7 @@ class TranslateTask(Task):
         out, attn = [], []
         for i in range(0, len(sources), 256):
             x, lengths = pad([src_v.encode(s) for s in sources[i : i + 256]])
-            dec = model.greedy(x, lengths, max_len=2 * x.size(1) + 5)
+            dec = model.greedy(x, lengths, max_len=MAX_LEN_PER_SOURCE_TOKEN * x.size(1) + MAX_LEN_EXTRA)
             out += [tgt_v.decode(row) for row in dec.tokens.tolist()]
             attn += list(dec.attention)
         return out, attn
@@ -149,8 +152,45 @@ class TranslateTask(Task):
                             f"{self.picture_title(data.meta)}: attention, {' '.join(src)}",
                             xlabel="source token", ylabel="generated token", value="attention weight")
 
-    def export_inputs(self, model, meta):
-        src_v, tgt_v = Vocab.from_dict(meta["src"]), Vocab.from_dict(meta["tgt"])
-        src = torch.tensor([src_v.encode(list("pronunciation"))])
-        tgt = torch.tensor([tgt_v.encode(["P", "R", "AH", "N", "AH", "N", "S", "IY", "EY", "SH", "AH", "N"], eos=True)])
-        return model, (src, tgt), ["src", "tgt"]
+    def onnx_bundle(self, model, meta):
+        from rnnkit.onnx_graphs import (
+            OnnxBundle,
+            OnnxGraph,
+            Seq2SeqEncoderGraph,
+            Seq2SeqStepGraph,
+            batch_time,
+            layer_axes,
+            padded_tokens,
+            state_names,
+        )
+
+        src_size, tgt_size = len(meta["src"]["itos"]), len(meta["tgt"]["itos"])
+        encoder = Seq2SeqEncoderGraph(model)
+        step = Seq2SeqStepGraph(model)
+        states = state_names("state", step.entries)
+
+        def encoded(batch: int, length: int):
+            with torch.no_grad():
+                return encoder(*padded_tokens(src_size, batch, length))
+
+        def step_example(batch: int, length: int):
+            memory, mask, prev, *st = encoded(batch, length)
+            g = torch.Generator().manual_seed(batch + length)
+            return (torch.randint(4, tgt_size, (batch,), generator=g), prev, *st, memory, mask)
+
+        enc_axes = batch_time("src", "memory", "mask", extra={"src_lengths": {0: "batch"}, "prev": {0: "batch"},
+                                                               **layer_axes(states)})
+        step_axes = {"token": {0: "batch"}, "prev": {0: "batch"}, "next_prev": {0: "batch"},
+                     **layer_axes(states), **layer_axes([f"next_{s}" for s in states]),
+                     **batch_time("memory", "mask", "attention"), "log_probs": {0: "batch"}}
+        graphs = [
+            OnnxGraph("encoder", encoder, lambda b, t: padded_tokens(src_size, b, t), ["src", "src_lengths"],
+                      ["memory", "mask", "prev", *states], enc_axes),
+            OnnxGraph("decoder_step", step, step_example, ["token", "prev", *states, "memory", "mask"],
+                      ["log_probs", "next_prev", *[f"next_{s}" for s in states], "attention"], step_axes),
+        ]
+        chars = all(len(t) == 1 for t in meta["src"]["itos"][4:])
+        return OnnxBundle("seq2seq", graphs, {"src_vocab": meta["src"]["itos"], "tgt_vocab": meta["tgt"]["itos"],
+                                              "bos_id": model.bos_id, "eos_id": model.eos_id, "states": states,
+                                              "characters": chars,
+                                              "max_len": [MAX_LEN_PER_SOURCE_TOKEN, MAX_LEN_EXTRA]})

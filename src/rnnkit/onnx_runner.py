@@ -1,0 +1,240 @@
+"""Run a model exported by ``rnnkit export`` with numpy and onnxruntime alone.
+
+``rnnkit export RUN`` copies this file into ``RUN/onnx/run_onnx.py``; it imports nothing from
+rnnkit or torch, so the directory can be deployed by itself::
+
+    pip install onnxruntime numpy
+    python run_onnx.py EXPORT_DIR [INPUT]      # INPUT: a file, or - (stdin, the default)
+
+It checks every graph file against the sha256 in ``model.json`` first. Input, one item per
+line (blank lines are kept as blank output lines), by the export's kind:
+
+* forecast: the history, one number per line -> ``+k<TAB>value`` for the next steps;
+* classify: a text per line -> ``LABEL<TAB>probability``;
+* tag: a sentence per line (tokens separated by spaces) -> ``word/TAG ...``;
+* seq2seq: a source per line (a word, or tokens separated by spaces) -> greedy target tokens;
+* generate: a condition per line -> a greedy sample;
+* caption: a ``.npy`` grayscale image path per line -> a greedy caption;
+* ctc: a ``.npy`` feature matrix ``(T, F)`` path per line -> the greedy CTC transcript.
+
+The tokenizer and word shapes below follow ``rnnkit.data.text.tokenize`` and
+``rnnkit.tasks.tagging.word_shape`` (rnnkit's tests check that they agree).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+UNK = 3  # rnnkit's vocabularies: <pad> 0, <bos> 1, <eos> 2, <unk> 3
+
+
+class ExportError(ValueError):
+    pass
+
+
+def load(directory: str | Path) -> tuple[dict, dict]:
+    """``(model.json, {graph name: onnxruntime session})`` after checking every file's sha256."""
+    import onnxruntime as ort
+
+    d = Path(directory)
+    try:
+        spec = json.loads((d / "model.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ExportError(f"{d / 'model.json'}: not readable ({err})") from err
+    if spec.get("format") != "rnnkit-onnx":
+        raise ExportError(f"{d / 'model.json'}: not an rnnkit ONNX export")
+    sessions = {}
+    for name, g in spec["graphs"].items():
+        path = d / g["file"]
+        if not path.is_file():
+            raise ExportError(f"{path}: missing")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != g["sha256"]:
+            raise ExportError(f"{path}: sha256 {digest[:12]}... does not match model.json; the file is damaged")
+        sessions[name] = _Session(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
+    return spec, sessions
+
+
+class _Session:
+    """An onnxruntime session fed only the inputs its graph reads (ONNX drops unused ones)."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.inputs = {i.name for i in session.get_inputs()}
+
+    def run(self, outputs, feeds: dict):
+        return self.session.run(outputs, {k: v for k, v in feeds.items() if k in self.inputs})
+
+
+def tokenize(text: str, patterns: dict) -> list[str]:
+    """Lower-cased words, #hashtags and punctuation; URLs become <url>, @mentions <user>."""
+    text = re.sub(patterns["user"], " <user> ", re.sub(patterns["url"], " <url> ", text.lower()))
+    out: list[str] = []
+    for piece in text.split():
+        out.extend([piece] if piece in ("<url>", "<user>") else re.findall(patterns["word"], piece))
+    return out
+
+
+def word_shape(w: str, shapes: list[str]) -> int:
+    if w.startswith("http") or w.startswith("www."):
+        s = "url"
+    elif w.startswith("@"):
+        s = "@"
+    elif w.startswith("#"):
+        s = "#"
+    elif w.isdigit():
+        s = "digit"
+    elif not any(c.isalnum() for c in w):
+        s = "punct"
+    elif w.islower():
+        s = "lower"
+    elif w.isupper():
+        s = "UPPER"
+    elif w[:1].isupper() and w[1:].islower():
+        s = "Title"
+    elif any(c.isalpha() for c in w):
+        s = "mixed"
+    else:
+        s = "other"
+    return shapes.index(s)
+
+
+def _pad(rows: list[list], width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([max(1, len(r)) for r in rows], dtype=np.int64)
+    T = int(lengths.max())
+    first = np.asarray(rows[0][0]) if rows[0] else np.asarray(0)
+    out = np.zeros((len(rows), T, *first.shape), dtype=np.int64)
+    for i, r in enumerate(rows):
+        if r:
+            out[i, : len(r)] = np.asarray(r)
+    return out, lengths
+
+
+def _ids(tokens: list[str], vocab: list[str]) -> list[int]:
+    index = {t: i for i, t in enumerate(vocab)}
+    return [index.get(t, UNK) for t in tokens] or [UNK]
+
+
+def _greedy(step, feeds: dict, spec: dict, batch: int, source_length: int = 0) -> list[list[int]]:
+    """Greedy decoding: ``step(token, state) -> (log_probs, state)`` until <eos> or the most tokens:
+    ``max_len``, or ``[per source token, extra]``."""
+    limit = spec["max_len"]
+    if isinstance(limit, list):
+        limit = limit[0] * source_length + limit[1]
+    token = np.full(batch, spec["bos_id"], dtype=np.int64)
+    done = np.zeros(batch, dtype=bool)
+    out: list[list[int]] = [[] for _ in range(batch)]
+    for _ in range(limit):
+        log_probs, feeds = step(token, feeds)
+        token = log_probs.argmax(-1).astype(np.int64)
+        for i in range(batch):
+            if not done[i]:
+                if token[i] == spec["eos_id"]:
+                    done[i] = True
+                else:
+                    out[i].append(int(token[i]))
+        if done.all():
+            break
+    return out
+
+
+def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
+    """One output per item (no blank items)."""
+    kind = spec["kind"]
+    if kind == "forecast":
+        history = np.array([float(v) for v in items], dtype=np.float32).reshape(1, -1, 1)
+        if not np.isfinite(history).all():
+            raise ExportError("the history must be finite numbers")
+        (pred,) = sessions["forecast"].run(None, {"history": history})
+        return [f"+{k}\t{v:.3f}" for k, v in enumerate(pred.reshape(-1).tolist(), 1)]
+    if kind == "classify":
+        rows = [_ids(tokenize(t, spec["tokenizer"])[: spec["max_tokens"]], spec["vocab"]) for t in items]
+        tokens, lengths = _pad(rows)
+        (probs,) = sessions["classify"].run(None, {"tokens": tokens, "lengths": lengths})
+        return [f"{spec['labels'][int(p.argmax())]}\t{float(p.max()):.3f}" for p in probs]
+    if kind == "tag":
+        sentences = [line.split() for line in items]
+        index = {t: i for i, t in enumerate(spec["vocab"])}
+        rows = [[[index.get(w.lower(), UNK), word_shape(w, spec["shapes"])] for w in ws] for ws in sentences]
+        x, lengths = _pad(rows)
+        (tags,) = sessions["tag"].run(None, {"words_and_shapes": x, "lengths": lengths})
+        return [" ".join(f"{w}/{spec['tags'][int(t)]}" for w, t in zip(ws, row, strict=False))
+                for ws, row in zip(sentences, tags, strict=True)]
+    if kind == "seq2seq":
+        sources = [list(s.replace(" ", "").lower()) if spec["characters"] else s.split() for s in items]
+        src, lengths = _pad([_ids(s, spec["src_vocab"]) for s in sources])
+        memory, mask, prev, *states = sessions["encoder"].run(None, {"src": src, "src_lengths": lengths})
+        names = spec["states"]
+
+        def step(token, feeds):
+            out = sessions["decoder_step"].run(None, {"token": token, **feeds, "memory": memory, "mask": mask})
+            return out[0], {"prev": out[1], **dict(zip(names, out[2 : 2 + len(names)], strict=True))}
+
+        decoded = _greedy(step, {"prev": prev, **dict(zip(names, states, strict=True))}, spec, len(items),
+                          src.shape[1])
+        return [" ".join(spec["tgt_vocab"][i] for i in row) for row in decoded]
+    if kind in ("generate", "caption"):
+        if kind == "generate":
+            cond = np.array([spec["conditions"].index(c.strip()) for c in items], dtype=np.int64)
+            init = sessions["init"].run(None, {"condition": cond})
+        else:
+            images = np.stack([np.load(p.strip()).astype(np.float32) for p in items])
+            init = sessions["init"].run(None, {"image": images})
+        names = spec["states"]
+
+        def step(token, feeds):
+            out = sessions["step"].run(None, {"token": token, **feeds})
+            return out[0], dict(zip(names, out[1:], strict=True))
+
+        decoded = _greedy(step, dict(zip(names, init, strict=True)), spec, len(items))
+        return [spec["joiner"].join(spec["vocab"][i] for i in row) for row in decoded]
+    if kind == "ctc":
+        feats = [np.load(p.strip()).astype(np.float32) for p in items]
+        T = max(f.shape[0] for f in feats)
+        x = np.zeros((len(feats), T, feats[0].shape[1]), dtype=np.float32)
+        for i, f in enumerate(feats):
+            x[i, : len(f)] = f
+        lengths = np.array([len(f) for f in feats], dtype=np.int64)
+        (logp,) = sessions["frames"].run(None, {"features": x, "lengths": lengths})
+        out = []
+        for row, n in zip(logp.argmax(-1), lengths, strict=True):
+            ids = [int(k) for j, k in enumerate(row[:n]) if k != spec["blank"] and (j == 0 or k != row[j - 1])]
+            out.append("".join(spec["chars"][k] for k in ids))
+        return out
+    raise ExportError(f"model.json: unknown kind {kind!r}")
+
+
+def run(directory: str | Path, lines: list[str]) -> list[str]:
+    """The output lines for the input lines (blank lines kept; forecast: the whole input is one history)."""
+    spec, sessions = load(directory)
+    if spec["kind"] == "forecast":
+        return predict(spec, sessions, [v for v in lines if v.strip()])
+    todo = [line for line in lines if line.strip()]
+    it = iter(predict(spec, sessions, todo) if todo else [])
+    return [next(it) if line.strip() else "" for line in lines]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    source = argv[1] if len(argv) > 1 else "-"
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    try:
+        for line in run(argv[0], text.splitlines()):
+            print(line)
+    except (ExportError, ValueError, OSError) as err:
+        print(f"run_onnx: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
