@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -137,6 +138,8 @@ def _command(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" not in argv:  # torch's C++ warnings (the ONNX exporter's shape inference): read at its import
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     args = build_parser(_command(argv), argv).parse_args(argv)
     try:
         return args._run(args)

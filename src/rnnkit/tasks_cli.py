@@ -88,6 +88,8 @@ def quiet(verbose: bool = False) -> None:
     import logging
     import warnings
 
+    import lightning.pytorch  # noqa: F401  (its import sets its loggers to INFO: set them after it)
+
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -348,7 +350,8 @@ def _tasks(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Call a parsed subcommand; data problems exit with status 2 and a message naming the file and line."""
-    quiet(getattr(args, "verbose", False))
+    if args.command != "tasks":  # (listing the tasks imports nothing, so it needs no silencing)
+        quiet(getattr(args, "verbose", False))
     try:
         return args.func(args)
     except Exception as err:
