@@ -1,203 +1,225 @@
-"""The task subcommands of ``rnnkit``: train, evaluate, predict, export, tasks.
+"""The task subcommands of ``rnnkit``: train, resume, evaluate, predict, export, tasks.
 
-``add_task_commands(subparsers)`` adds them to the ``rnnkit`` parser (:mod:`rnnkit.cli`);
-``python -m rnnkit.tasks_cli`` runs them on their own. Every option of :class:`TaskConfig` is a
-flag of ``rnnkit train`` (``--hidden 128 --cell gru``); unset flags keep the task's defaults.
+Each is a function of its ``argv``, called by :mod:`rnnkit.cli` (``COMMANDS``); ``python -m
+rnnkit.tasks_cli`` runs them on their own. The flags are built by `tyro <https://brentyi.github.io/tyro/>`_
+from the config dataclasses and their field comments: every field of :class:`TaskConfig` is a flag
+of ``rnnkit train TASK`` (``--hidden 128 --cell gru --no-progress``) whose default is that task's,
+and each option is checked when parsed (``--epochs must be >= 1, got -1``).
 """
 
-from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
-from dataclasses import fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-__all__ = ["add_task_commands", "main"]
-
-HELP = {
-    "cell": "recurrent cell: rnn, rnn_relu, gru, lstm, mingru, minlstm, ... (any registered name)",
-    "hidden": "hidden width per layer", "layers": "stacked recurrent layers",
-    "bidirectional": "bidirectional encoder/tagger/classifier (--no-bidirectional to turn off)",
-    "embedding": "token embedding width", "epochs": "passes over the training split", "batch_size": "batch size",
-    "lr": "Adam learning rate", "clip": "gradient-norm clipping threshold (0: off)",
-    "ensemble": "classifiers trained side by side from different initialisations, probabilities averaged",
-    "keep_best": "test and save the best validation epoch's weights, judged by validation loss or (sentiment, "
-                 "where it is the default) validation accuracy; else the last epoch's",
-    "schedule": "learning-rate schedule: constant, cosine or linear (decay over training)",
-    "max_train": "cap on training examples (0: all)", "seed": "seed of the split, initialisation and order",
-    "data": "your own data file instead of the bundled dataset (format: `rnnkit tasks --task NAME`)",
-    "devices": "processes (DDP when > 1)", "accelerator": "cpu, gpu or auto", "progress": "progress bar",
-    "missing": "forecast: a blank, NaN or inf value is an error (error) or filled linearly (interpolate)",
-    "period": "forecast: seasonal period for the seasonal-naive baseline (0: detect it from the data)",
-}
+__all__ = ["evaluate", "export", "main", "predict", "quiet", "resume", "tasks", "train"]
 
 
 def _task_names() -> list[str]:
-    from rnnkit.tasks import all_tasks
+    from rnnkit.catalog import read_catalog  # (no task is imported for the names)
 
-    return [t.name for t in all_tasks()]
-
-
-def _checked(name: str, kind: type):
-    """An argparse ``type`` that converts and checks one TaskConfig option when the flag is parsed."""
-    from rnnkit.tasks.base import option_problem
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            kind_name = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"must be {kind_name}, got {text!r}") from None
-        problem = option_problem(name, value)
-        if problem:
-            raise argparse.ArgumentTypeError(problem)
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
+    return [t["task"] for t in read_catalog()]
 
 
-def _add_config_flags(p: argparse.ArgumentParser, task: Any = None) -> None:
-    """One flag per TaskConfig option; with ``task``, each help names that task's default."""
+def _tyro(kind: Any, argv: list[str], prog: str, description: str | None = None, default: Any = None) -> Any:
+    """Parse ``argv`` into ``kind`` with tyro: exit 0 on --help, exit 2 with the message on a bad flag."""
+    import tyro
+
+    extra = {} if default is None else {"default": default}
+    return tyro.cli(kind, args=argv, prog=prog, description=description, config=(tyro.conf.OmitSubcommandPrefixes,),
+                    **extra)
+
+
+def _train_args_class():
+    import tyro
+
     from rnnkit.tasks.base import TaskConfig
 
-    defaults = task.config().to_dict() if task is not None else {}
-    for f in fields(TaskConfig):
-        flag = "--" + f.name.replace("_", "-")
-        text = HELP[f.name] + (f" (default for {task.name}: {defaults[f.name]!r})" if task is not None else "")
-        if f.type in (bool, "bool"):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-            p.add_argument(flag, dest=f.name, type=_checked(f.name, kind), default=None, metavar=f.name.upper(),
-                           help=text)
+    @dataclass
+    class TrainArgs:
+        config: tyro.conf.OmitArgPrefixes[TaskConfig]
+        out: str = "runs"  # parent of the run directory
+        name: str | None = None  # run directory name (None: the task's name)
+        overwrite: bool = False  # replace an earlier run of the same name (else: write NAME-2, NAME-3, ...)
+        checkpoint_minutes: float = 0.0  # also checkpoint every MINUTES of training (0: at each epoch end only)
+        verbose: bool = False  # show Lightning's banners and third-party warnings
+
+        def __post_init__(self) -> None:
+            if not self.checkpoint_minutes >= 0:
+                raise ValueError(f"--checkpoint-minutes must be >= 0, got {self.checkpoint_minutes}")
+
+    return TrainArgs
 
 
-def _add_verbose(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--verbose", action="store_true",
-                   help="show Lightning's banners and third-party warnings (default: quiet)")
+def train(argv: list[str]) -> int:
+    """``rnnkit train TASK [flags]``: the flags are TaskConfig's, with TASK's defaults."""
+    names = _task_names()
+    if not argv or argv[0] not in names:
+        return _train_usage(argv, names)
+    from rnnkit.tasks import get_task
+
+    task = get_task(argv[0])
+    TrainArgs = _train_args_class()
+    text = (f"Train {task.name} ({task.title}, {task.topology}) on {task.dataset.name}, or on --data PATH: "
+            f"{task.user_format}. Writes a run directory (config, weights, metrics, plots, checkpoints).")
+    args = _tyro(TrainArgs, argv[1:], f"rnnkit train {task.name}", text, default=TrainArgs(task.config()))
+    return _guarded("train", args.verbose, lambda: _train(task, args, argv[1:]))
 
 
-def quiet(verbose: bool = False) -> None:
-    """Hide Lightning's banners and tips and third-party warnings; rnnkit's own warnings stay."""
-    if verbose:
-        return
-    import logging
-    import warnings
-
-    import lightning.pytorch  # noqa: F401  (its import sets its loggers to INFO: set them after it)
-
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    warnings.filterwarnings("default", module=r"rnnkit(\.|$)")
+def _train_usage(argv: list[str], names: list[str]) -> int:
+    lines = ["usage: rnnkit train TASK [OPTIONS]   (rnnkit train TASK --help: that task's defaults and data format)",
+             "", "Train a task on its bundled data or --data PATH; writes a run directory.", "",
+             f"TASK: {', '.join(names)}"]
+    if argv and argv[0] in ("-h", "--help"):  # (like argparse and tyro: help and parse errors exit)
+        print("\n".join(lines))
+        raise SystemExit(0)
+    problem = f"unknown task {argv[0]!r}" if argv else "a TASK is needed"
+    print("\n".join(lines) + f"\n\nrnnkit train: error: {problem}", file=sys.stderr)
+    raise SystemExit(2)
 
 
-COMMAND_HELP = {
-    "train": "train a task on its bundled data or --data PATH",
-    "resume": "continue an interrupted or killed run from its last checkpoint",
-    "evaluate": "score a trained run on held-out data, with its baselines",
-    "predict": "run a trained model on lines of a file or stdin",
-    "export": "export a trained model to ONNX and check it in onnxruntime",
-    "tasks": "list the tasks with their data, metric and baseline",
-}
+def _train(task: Any, args: Any, argv: list[str]) -> int:
+    from rnnkit.tasks.runner import train_task
+    from rnnkit.train.interrupt import RunInterrupted
+
+    values = args.config.to_dict()
+    if values["data"] and not any(a == "--max-train" or a.startswith("--max-train=") for a in argv):
+        values["max_train"] = 0  # a user's file is read whole unless a cap is given
+    cfg = task.config(**values)
+    cpus = os.cpu_count() or 1
+    if cfg.accelerator == "cpu" and cfg.devices > cpus:
+        print(f"warning: --devices {cfg.devices} is more processes than this machine's {cpus} CPUs; "
+              "they will compete for cores", file=sys.stderr)
+    try:
+        result = train_task(task, cfg, args.out, args.name, overwrite=args.overwrite,
+                            checkpoint_minutes=args.checkpoint_minutes)
+    except RunInterrupted as stop:
+        return _interrupted(stop, stop.checkpoint.parent.parent)
+    return _finish(task, result)
 
 
-def add_task_commands(subparsers: Any, only: str | None = "*", argv: list[str] | tuple = ()) -> None:
-    """Add ``train``, ``resume``, ``evaluate``, ``predict``, ``export`` and ``tasks`` to an argparse
-    subparsers object; the arguments of ``only`` ("*": all; None: none, for ``rnnkit --help``).
-    ``rnnkit train TASK --help`` shows TASK's defaults and data format."""
-    parsers = {}
-    for name, text in COMMAND_HELP.items():
-        if only in ("*", name):
-            continue
-        subparsers.add_parser(name, help=text, description=text)
-    if only not in ("*", *COMMAND_HELP):
-        return
-    if only == "tasks":
-        from rnnkit.catalog import read_catalog
+def resume(argv: list[str]) -> int:
+    """Continue an interrupted or killed run from RUN/checkpoints/last.ckpt to the weights an
+    uninterrupted run reaches."""
+    import tyro
 
-        names = [t["task"] for t in read_catalog()]
-    else:
-        names = _task_names() if only in ("*", "train") else []
+    def command(run: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")],
+                verbose: bool = False) -> tuple[str, bool]:
+        """Continue RUN (a run directory written by `rnnkit train`) from its last checkpoint to the
+        weights an uninterrupted run reaches."""
+        return run, verbose
 
-    def add(name: str, description: str):
-        if only in ("*", name):
-            parsers[name] = subparsers.add_parser(name, help=COMMAND_HELP[name], description=description)
-            return parsers[name]
-        return None
-
-    words = [a for a in argv if not a.startswith("-")]
-    chosen = None
-    if only == "train" and len(words) > 1 and words[1] in names and ("-h" in argv or "--help" in argv):
-        from rnnkit.tasks import get_task
-
-        chosen = get_task(words[1])
-    p = add("train", "Train TASK; writes a run directory (config, weights, metrics, plots, checkpoints)."
-            if chosen is None else
-            f"Train {chosen.name} ({chosen.title}, {chosen.topology}) on {chosen.dataset.name}, or on --data PATH: "
-            f"{chosen.user_format}.")
-    if p is not None:
-        _build_train(p, names, chosen)
-    p = add("resume", "Continue RUN from RUN/checkpoints/last.ckpt to the weights an uninterrupted run reaches.")
-    if p is not None:
-        p.add_argument("run", help="run directory written by `rnnkit train`")
-        _add_verbose(p)
-        p.set_defaults(func=_resume, _run=run)
-    _build_others(add, names)
+    run, verbose = _tyro(command, argv, "rnnkit resume")
+    return _guarded("resume", verbose, lambda: _resume(run))
 
 
-def _build_train(p: argparse.ArgumentParser, names: list[str], chosen: Any) -> None:
-    p.add_argument("task", choices=names)
-    _add_config_flags(p, chosen)
-    p.add_argument("--out", default="runs", help="parent of the run directory (default: runs)")
-    p.add_argument("--name", default=None, help="run directory name (default: the task's name)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier run of the same name (default: write NAME-2, NAME-3, ...)")
-    p.add_argument("--checkpoint-minutes", type=_non_negative_float, default=0.0, metavar="MINUTES",
-                   help="also checkpoint every MINUTES of training (default: 0, at each epoch end only)")
-    _add_verbose(p)
-    p.set_defaults(func=_train, _run=run)
+def _resume(run: str) -> int:
+    from rnnkit.tasks import get_task
+    from rnnkit.tasks.runner import resume_task
+    from rnnkit.train.interrupt import RunInterrupted
+
+    try:
+        result = resume_task(run)
+    except RunInterrupted as stop:
+        return _interrupted(stop, run)
+    return _finish(get_task(result.task), result)
 
 
-def _build_others(add: Any, names: list[str]) -> None:
-    p = add("evaluate", COMMAND_HELP["evaluate"])
-    if p is not None:
-        p.add_argument("run", help="run directory written by `rnnkit train`")
-        p.add_argument("--data", default=None, help="score on this file's test split instead of the run's data")
-        _add_verbose(p)
-        p.set_defaults(func=_evaluate, _run=run)
-    p = add("predict", "Run a trained model on the lines of a file or stdin: one output line per input line "
-                       "(blank lines kept). It reads the task's --data format (a table's header skipped, its "
-                       "gold column scored when present) or the plain format below.")
-    if p is not None:
-        import textwrap
+def evaluate(argv: list[str]) -> int:
+    import tyro
 
-        from rnnkit.catalog import read_catalog
+    def command(run: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")], data: str | None = None,
+                verbose: bool = False):
+        """Score a trained run on held-out data, with its baselines.
 
-        p.formatter_class = argparse.RawDescriptionHelpFormatter
-        p.epilog = "plain input per task:\n" + "\n".join(
-            textwrap.fill(f"{t['task']}: {t['predict_format']}", 100, initial_indent="  ", subsequent_indent="    ")
-            for t in read_catalog())
-        p.add_argument("run", help="run directory written by `rnnkit train`")
-        p.add_argument("input", nargs="?", default="-", help="input file, one example per line (default: stdin)")
-        _add_verbose(p)
-        p.set_defaults(func=_predict, _run=run)
-    p = add("export", COMMAND_HELP["export"])
-    if p is not None:
-        p.add_argument("run", help="run directory written by `rnnkit train`")
-        p.add_argument("--out", default=None, help="output directory (default: RUN/onnx)")
-        p.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference from PyTorch")
-        _add_verbose(p)
-        p.set_defaults(func=_export, _run=run)
-    p = add("tasks", COMMAND_HELP["tasks"])
-    if p is not None:
-        p.add_argument("--task", choices=names, default=None, help="show one task in full, with its --data format")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        p.set_defaults(func=_tasks, _run=run)
+        Args:
+            run: run directory written by `rnnkit train`
+            data: score on this file's test split instead of the run's data
+            verbose: show third-party warnings
+        """
+        return run, data, verbose
+
+    run, data, verbose = _tyro(command, argv, "rnnkit evaluate")
+    return _guarded("evaluate", verbose, lambda: _evaluate(run, data))
+
+
+def _evaluate(run: str, data_path: str | None) -> int:
+    from rnnkit.tasks.runner import load_run
+
+    task, cfg, meta, model = load_run(run)
+    if data_path:
+        cfg.data = data_path
+    data = task.prepare(cfg)
+    meta = {**meta, **{k: data.meta[k] for k in task.data_keys}}
+    data.meta = meta
+    print(_report(task, task.evaluate(model, data.test, meta), task.baselines(data)))
+    return 0
+
+
+def predict(argv: list[str]) -> int:
+    import textwrap
+
+    import tyro
+
+    from rnnkit.catalog import read_catalog
+
+    def command(run: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")],
+                input: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="INPUT")] = "-",
+                verbose: bool = False):
+        """Run a trained model on the lines of a file or stdin.
+
+        Args:
+            run: run directory written by `rnnkit train`
+            input: input file (-: stdin)
+            verbose: show third-party warnings
+        """
+        return run, input, verbose
+
+    formats = "\n".join(textwrap.fill(f"{t['task']}: {t['predict_format']}", 96, initial_indent="  ",
+                                       subsequent_indent="    ") for t in read_catalog())
+    text = ("Run a trained model on the lines of a file or stdin: one output line per input line (blank lines "
+            "kept). It reads the task's --data format (a table's header skipped, its gold column scored when "
+            f"present) or the plain input per task:\n{formats}")
+    run, path, verbose = _tyro(command, argv, "rnnkit predict", text)
+    return _guarded("predict", verbose, lambda: _predict(run, path))
+
+
+def export(argv: list[str]) -> int:
+    import tyro
+
+    def command(run: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")], out: str | None = None,
+                atol: float = 1e-4, verbose: bool = False):
+        """Export a trained model's inference graphs to ONNX and check them in onnxruntime.
+
+        Args:
+            run: run directory written by `rnnkit train`
+            out: output directory (None: RUN/onnx)
+            atol: largest allowed difference from PyTorch
+            verbose: show third-party and exporter warnings
+        """
+        return run, out, atol, verbose
+
+    run, out, atol, verbose = _tyro(command, argv, "rnnkit export")
+    return _guarded("export", verbose, lambda: _export(run, out, atol))
+
+
+def tasks(argv: list[str]) -> int:
+    names = tuple(_task_names())
+
+    def command(task: Literal[names] | None = None, json: bool = False):  # type: ignore[valid-type]
+        """List the tasks with their data, metric and baseline.
+
+        Args:
+            task: show one task in full, with its --data and predict formats
+            json: machine-readable output
+        """
+        return task, json
+
+    task, as_json = _tyro(command, argv, "rnnkit tasks")
+    return _guarded("tasks", True, lambda: _tasks(task, as_json))
 
 
 def _report(task, metrics: dict[str, float], baselines: dict[str, float]) -> str:
@@ -211,12 +233,6 @@ def _report(task, metrics: dict[str, float], baselines: dict[str, float]) -> str
     lines += [f"  baseline {k} = {v:.4g}" for k, v in baselines.items()]
     return "\n".join(lines)
 
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:  # (and not nan)
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def _finish(task, result) -> int:
@@ -235,64 +251,22 @@ def _interrupted(stop, run_dir) -> int:
     return stop.exit_code
 
 
-def _train(args: argparse.Namespace) -> int:
-    from rnnkit.tasks import get_task
-    from rnnkit.tasks.base import TaskConfig
-    from rnnkit.tasks.runner import train_task
-    from rnnkit.train.interrupt import RunInterrupted
-
-    task = get_task(args.task)
-    cfg = task.config(**{k: getattr(args, k) for k in TaskConfig.field_names()})
-    cpus = os.cpu_count() or 1
-    if cfg.accelerator == "cpu" and cfg.devices > cpus:
-        print(f"warning: --devices {cfg.devices} is more processes than this machine's {cpus} CPUs; "
-              "they will compete for cores", file=sys.stderr)
-    try:
-        result = train_task(task, cfg, args.out, args.name, overwrite=args.overwrite,
-                            checkpoint_minutes=args.checkpoint_minutes)
-    except RunInterrupted as stop:
-        return _interrupted(stop, stop.checkpoint.parent.parent)
-    return _finish(task, result)
 
 
-def _resume(args: argparse.Namespace) -> int:
-    from rnnkit.tasks import get_task
-    from rnnkit.tasks.runner import resume_task
-    from rnnkit.train.interrupt import RunInterrupted
 
-    try:
-        result = resume_task(args.run)
-    except RunInterrupted as stop:
-        return _interrupted(stop, args.run)
-    return _finish(get_task(result.task), result)
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.runner import load_run
-
-    task, cfg, meta, model = load_run(args.run)
-    if args.data:
-        cfg.data = args.data
-    data = task.prepare(cfg)
-    meta = {**meta, **{k: data.meta[k] for k in task.data_keys}}
-    data.meta = meta
-    print(_report(task, task.evaluate(model, data.test, meta), task.baselines(data)))
-    return 0
-
-
-def _predict(args: argparse.Namespace) -> int:
+def _predict(run: str, source: str) -> int:
     from rnnkit.data.readers import decode_file
     from rnnkit.tasks.runner import load_run
 
-    task, _, meta, model = load_run(args.run)
-    if args.input == "-":
+    task, _, meta, model = load_run(run)
+    if source == "-":
         text = sys.stdin.read()
         if text.startswith("\ufeff"):
             text = text[1:]
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     else:
-        text = decode_file(args.input)
-    read = task.read_predict(args.input, text)
+        text = decode_file(source)
+    read = task.read_predict(source, text)
     todo = [item for item in read.items if item is not None]
     outputs = task.predict(model, meta, todo) if todo else []
     if read.expand is not None:
@@ -313,10 +287,10 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
+def _export(run: str, out: str | None, atol: float) -> int:
     from rnnkit.export import BATCHES, LENGTHS, export_run
 
-    path, diff = export_run(args.run, args.out, atol=args.atol)
+    path, diff = export_run(run, out, atol=atol)
     files = ", ".join(sorted(p.name for p in path.iterdir() if not p.name.startswith(".")))
     print(f"wrote {path}: {files}")
     print(f"onnxruntime matches PyTorch to {diff:.2g} (max abs difference) at batch sizes "
@@ -325,11 +299,11 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tasks(args: argparse.Namespace) -> int:
+def _tasks(task: str | None, as_json: bool) -> int:
     from rnnkit.catalog import read_catalog  # no task is imported: the listing answers at once
 
-    chosen = [t for t in read_catalog() if args.task in (None, t["task"])]
-    if args.json:
+    chosen = [t for t in read_catalog() if task in (None, t["task"])]
+    if as_json:
         print(json.dumps([{k: v for k, v in t.items() if k != "defaults"} for t in chosen], indent=1))
         return 0
     for t in chosen:
@@ -341,23 +315,39 @@ def _tasks(args: argparse.Namespace) -> int:
         print(f"{'':10s} metric:   {t['metric']} ({'higher' if t['higher_is_better'] else 'lower'} is better); "
               f"baseline: {t['baseline']}")
         print(f"{'':10s} install:  {d['install']}")
-        if args.task:
+        if task:
             print(f"{'':10s} --data:   {t['user_format']}")
             print(f"{'':10s} predict:  {t['predict_format']} (or the --data format)")
             print(f"{'':10s} defaults: {t['defaults']}")
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    """Call a parsed subcommand; data problems exit with status 2 and a message naming the file and line."""
-    if args.command != "tasks":  # (listing the tasks imports nothing, so it needs no silencing)
-        quiet(getattr(args, "verbose", False))
+def quiet(verbose: bool = False) -> None:
+    """Hide Lightning's banners and tips and third-party warnings; rnnkit's own warnings stay."""
+    if verbose:
+        return
+    import logging
+    import warnings
+
+    import lightning.pytorch  # noqa: F401  (its import sets its loggers to INFO: set them after it)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("default", module=r"rnnkit(\.|$)")
+
+
+def _guarded(command: str, verbose: bool, body) -> int:
+    """Run a command's body: data problems, a missing package or a damaged run exit with status 2
+    and one line naming the file (and line); bad values (ValueError) likewise."""
+    if command != "tasks":  # (listing the tasks imports nothing, so it needs no silencing)
+        quiet(verbose)
     try:
-        return args.func(args)
+        return body()
     except Exception as err:
-        if not _users_problem(err):
+        if not (_users_problem(err) or isinstance(err, ValueError)):
             raise
-        print(f"rnnkit {args.command}: {err}", file=sys.stderr)
+        print(f"rnnkit {command}: {err}", file=sys.stderr)
         return 2
 
 
@@ -374,11 +364,9 @@ def _users_problem(err: Exception) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="rnnkit", description="RNN tasks on real bundled data.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_task_commands(sub, only=next((a for a in argv if not a.startswith("-")), None), argv=argv)
-    return run(parser.parse_args(argv))
+    from rnnkit.cli import main as rnnkit_main
+
+    return rnnkit_main(argv)
 
 
 if __name__ == "__main__":

@@ -21,25 +21,25 @@ __all__ = ["TASKS", "PredictInput", "Prepared", "Task", "TaskConfig", "get_task"
 
 @dataclass
 class TaskConfig:
-    """Settings every task shares; each task overrides some defaults (``Task.defaults``)."""
+    """The model, training and data options of every task (each task sets its own defaults: ``Task.defaults``)."""
 
-    cell: str = "lstm"  # any registered cell: rnn, rnn_relu, gru, lstm, mingru, minlstm, ...
+    cell: str = "lstm"  # recurrent cell: rnn, rnn_relu, gru, lstm, mingru, minlstm, ... (any registered name)
     hidden: int = 64  # hidden width per layer (and direction)
     layers: int = 1  # stacked recurrent layers
-    bidirectional: bool = False  # encoders/taggers/classifiers only; generators are always left to right
+    bidirectional: bool = False  # bidirectional encoder/tagger/classifier (generators always run left to right)
     embedding: int = 64  # token embedding width
     epochs: int = 5  # passes over the training split
-    batch_size: int = 32
+    batch_size: int = 32  # examples per batch
     lr: float = 3e-3  # Adam learning rate (the peak, with a schedule)
-    schedule: str = "constant"  # learning-rate schedule: constant | cosine | linear (decay to 0 over training)
-    clip: float = 1.0  # gradient-norm clipping (Pascanu et al. 2013)
-    ensemble: int = 1  # classifiers trained side by side, probabilities averaged (tasks with max_ensemble > 1)
-    keep_best: bool = False  # test the weights of the best validation epoch, not the last one
-    max_train: int = 0  # cap on training examples; 0 = all
-    seed: int = 0  # data split, initialisation and order
-    data: str = ""  # a user file instead of the bundled data ("" = bundled); format per task
+    schedule: str = "constant"  # learning-rate schedule: constant, cosine or linear (decay to 0 over training)
+    clip: float = 1.0  # gradient-norm clipping threshold, Pascanu et al. 2013 (0: off)
+    ensemble: int = 1  # classifiers trained side by side from different initialisations, probabilities averaged
+    keep_best: bool = False  # test and save the best validation epoch's weights instead of the last epoch's
+    max_train: int = 0  # cap on training examples (0: all; a user's --data file is read whole unless given)
+    seed: int = 0  # seed of the data split, initialisation and order
+    data: str = ""  # your own data file instead of the bundled data set (format: `rnnkit tasks --task NAME`)
     devices: int = 1  # processes (DDP when > 1)
-    accelerator: str = "cpu"  # cpu | gpu | auto
+    accelerator: str = "cpu"  # cpu, gpu or auto
     progress: bool = True  # rich progress bar
     missing: str = "error"  # forecast: a blank, NaN or inf value is an error, or is interpolated linearly
     period: int = 0  # forecast: the seasonal period of the seasonal-naive baseline (0: detected from the data)
