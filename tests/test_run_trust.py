@@ -217,3 +217,10 @@ def test_the_progress_bar_counts_epochs_from_one(epochs, current, text):
     bar = EpochProgressBar()
     bar._trainer = SimpleNamespace(max_epochs=epochs)
     assert bar._get_train_description(current).strip() == text
+
+
+def test_more_cpu_processes_than_cores_warns():
+    from rnnkit.tasks_cli import devices_warning
+
+    assert "--devices 4 is more processes than this machine's 2 CPUs" in devices_warning(4, "cpu", cpus=2)
+    assert devices_warning(2, "cpu", cpus=2) is None and devices_warning(8, "gpu", cpus=2) is None

@@ -103,3 +103,14 @@ def test_graph_capture_runs_the_triton_kernels_as_custom_ops(name):
     (got,) = torch.autograd.grad(compiled(xg)[0].square().sum(), xg)
     (want,) = torch.autograd.grad(layer(xg)[0].square().sum(), xg)
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("name", ["ln_lstm_regularised", "peephole_zoneout_c", "ln_gru_regularised"])
+def test_double_backward_on_the_triton_path(name):
+    """gradgradcheck (float64) on the Triton backend: the Functions' backward differentiates the
+    engine's plain form when a graph of it is asked for, as the fast engine's do."""
+    layer = rnnkit.Recurrent(CELLS[name](H), backend="triton").to(DEVICE, torch.float64).eval()
+    assert layer.explain(torch.zeros(1, T, I, dtype=torch.float64, device=DEVICE)).name == "triton"
+    x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    weight = next(layer.parameters())
+    assert torch.autograd.gradgradcheck(lambda x, w: layer(x)[0] * w.sum(), (x, weight), fast_mode=True)

@@ -69,6 +69,15 @@ def train(argv: list[str]) -> int:
     return _guarded("train", args.verbose, lambda: _train(task, args, argv[1:]))
 
 
+def devices_warning(devices: int, accelerator: str, cpus: int | None = None) -> str | None:
+    """A warning when ``--devices`` asks for more CPU processes than the machine has cores."""
+    cpus = cpus or os.cpu_count() or 1
+    if accelerator == "cpu" and devices > cpus:
+        return (f"warning: --devices {devices} is more processes than this machine's {cpus} CPUs; "
+                "they will compete for cores")
+    return None
+
+
 def _train_usage(argv: list[str], names: list[str]) -> int:
     lines = ["usage: rnnkit train TASK [OPTIONS]   (rnnkit train TASK --help: that task's defaults and data format)",
              "", "Train a task on its bundled data or --data PATH; writes a run directory.", "",
@@ -89,10 +98,9 @@ def _train(task: Any, args: Any, argv: list[str]) -> int:
     if values["data"] and not any(a == "--max-train" or a.startswith("--max-train=") for a in argv):
         values["max_train"] = 0  # a user's file is read whole unless a cap is given
     cfg = task.config(**values)
-    cpus = os.cpu_count() or 1
-    if cfg.accelerator == "cpu" and cfg.devices > cpus:
-        print(f"warning: --devices {cfg.devices} is more processes than this machine's {cpus} CPUs; "
-              "they will compete for cores", file=sys.stderr)
+    warning = devices_warning(cfg.devices, cfg.accelerator)
+    if warning:
+        print(warning, file=sys.stderr)
     try:
         result = train_task(task, cfg, args.out, args.name, overwrite=args.overwrite,
                             checkpoint_minutes=args.checkpoint_minutes)

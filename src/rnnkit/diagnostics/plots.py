@@ -28,8 +28,13 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=max(110.0, MIN_WIDTH / fig.get_figwidth()))
-    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:  # written whole under a temporary name, then renamed: never half a picture
+        fig.savefig(tmp, dpi=max(110.0, MIN_WIDTH / fig.get_figwidth()), format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
     return path
 
 

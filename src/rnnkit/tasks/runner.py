@@ -302,7 +302,7 @@ def _train_in(run_dir: Path, task: Task, cfg: TaskConfig, checkpoint_minutes: fl
 def _join_logs(logs: list[Path], out: Path) -> None:
     """One history from Lightning's per-attempt CSV logs (a resumed run writes a new version)."""
     if len(logs) == 1:
-        shutil.copy(logs[0], out)
+        _write_bytes(out, logs[0].read_bytes())
         return
     logs = sorted(logs, key=lambda p: int(p.parent.name.split("_")[-1]))
     rows, header = [], []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
 from rnnkit.cells._buffers import take
 from rnnkit.cells._trace import graph_capture
 from rnnkit.cells.base import RecurrentCell, State
@@ -17,6 +18,7 @@ from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.cells.lstm import LSTMCell
 from rnnkit.scan.fast.dispatch import cell_inputs, cell_unavailable, keep_factors
+from rnnkit.scan.fast.reference import gru_reference, lstm_reference
 from rnnkit.scan.sequential import length_mask
 from rnnkit.scan.triton import persistent
 from rnnkit.scan.triton._lang import triton
@@ -120,6 +122,12 @@ def triton_scan(
     return hs, final
 
 
+def _lstm_plain(xp, h0, c0, w_hh, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, eps, keep_from):
+    """The Triton LSTM's recurrence in plain torch ops (no projection): what double backward differentiates."""
+    return lstm_reference(xp, h0, c0, w_hh, None, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, eps,
+                          keep_from)
+
+
 class _LSTM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xp, h0, c0, w_hh, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, eps, keep_from):
@@ -131,8 +139,8 @@ class _LSTM(torch.autograd.Function):
         STG, STC = xp.new_empty(T, B, 2), xp.new_empty(T, B, 2)  # LN (mean, rstd)
         hin = xp.new_empty(B, H)  # h_t * m for the next matmul
         w_t, block = w_hh.t(), triton.next_power_of_2(H)
-        ctx.save_for_backward(h0, c0, w_hh, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs)
-        ctx.buffers = (A, G, C, TC, Cs, STG, STC)
+        ctx.save_for_backward(h0, c0, w_hh, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs, xp)
+        ctx.buffers, ctx.scalars = (A, G, C, TC, Cs, STG, STC), (eps, keep_from)
         ctx.keep_from = keep_from
         if _persistent(H, xp.dtype, xp.device):
             kh, kc = (keep_h if keep_h is not None else xp), (keep_c if keep_c is not None else xp)
@@ -165,7 +173,10 @@ class _LSTM(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dHs, dcT):
-        h0, c0, w_hh, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs = ctx.saved_tensors
+        h0, c0, w_hh, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs, xp = ctx.saved_tensors
+        if plain_backward_needed(dHs, dcT):  # double backward: autograd through the plain form
+            inputs = (xp, h0, c0, w_hh, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c)
+            return differentiable_grads(_lstm_plain, ctx, inputs, ctx.scalars, (dHs, dcT))
         A, G, C, TC, Cs, STG, STC = ctx.buffers
         T, B, G4 = G.shape
         H = G4 // 4
@@ -241,13 +252,16 @@ class _GRU(torch.autograd.Function):
                 RZ[t], N[t], HH[t], Hs[t], hin, ST[t], H, eps, *_strides(kh),
                 LN_GATES=ln_hw is not None, ZONE_H=zh, HAS_DROP=drop is not None, BLOCK=block,
             )
-        ctx.save_for_backward(h0, w_hh, b_hh, ln_hw, drop, keep, Hs)
-        ctx.buffers, ctx.keep_from = (A, HH, RZ, N, ST), keep_from
+        ctx.save_for_backward(h0, w_hh, b_hh, ln_hw, drop, keep, Hs, xp)
+        ctx.buffers, ctx.keep_from, ctx.scalars = (A, HH, RZ, N, ST), keep_from, (eps, keep_from)
         return Hs
 
     @staticmethod
     def backward(ctx, dHs):
-        h0, w_hh, b_hh, ln_hw, drop, keep, Hs = ctx.saved_tensors
+        h0, w_hh, b_hh, ln_hw, drop, keep, Hs, xp = ctx.saved_tensors
+        if plain_backward_needed(dHs):  # double backward: autograd through the plain form
+            return differentiable_grads(gru_reference, ctx, (xp, h0, w_hh, b_hh, ln_hw, drop, keep), ctx.scalars,
+                                        (dHs,))
         A, HH, RZ, N, ST = ctx.buffers
         T, B, H = Hs.shape
         dHs = dHs.contiguous()
