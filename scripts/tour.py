@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold]{name}[/bold]: {task.title} ({task.dataset.name}) ...")
         t0 = time.time()
         try:
-            r = train_task(task, cfg, out)
+            r = train_task(task, cfg, out, overwrite=True)  # the tour replaces its previous runs
         except DataUnavailable as err:
             rows.append((name, task.topology, cfg.cell, task.metric, "-", f"skipped: {err}", ""))
             console.print(f"  skipped: {err}")

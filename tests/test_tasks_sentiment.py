@@ -104,7 +104,7 @@ def test_ensemble_option_is_refused_where_a_task_cannot_build_one():
     assert get_task("sentiment").config(ensemble=5).ensemble == 5
     with pytest.raises(ValueError, match="ensemble=2: task 'forecast' takes only 1"):
         get_task("forecast").config(ensemble=2)
-    with pytest.raises(ValueError, match="ensemble=0"):
+    with pytest.raises(ValueError, match="--ensemble must be >= 1, got 0"):
         get_task("sentiment").config(ensemble=0)
 
 

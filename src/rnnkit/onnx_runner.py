@@ -15,6 +15,7 @@ line (blank lines are kept as blank output lines), by the export's kind:
 * seq2seq: a source per line (a word, or tokens separated by spaces) -> greedy target tokens;
 * generate: a condition per line -> a greedy sample;
 * caption: a ``.npy`` grayscale image path per line -> a greedy caption;
+* image: a ``.npy`` grayscale image path per line -> ``LABEL<TAB>probability``;
 * ctc: a ``.npy`` feature matrix ``(T, F)`` path per line -> the greedy CTC transcript.
 
 The tokenizer and word shapes below follow ``rnnkit.data.text.tokenize`` and
@@ -194,6 +195,10 @@ def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
 
         decoded = _greedy(step, dict(zip(names, init, strict=True)), spec, len(items))
         return [spec["joiner"].join(spec["vocab"][i] for i in row) for row in decoded]
+    if kind == "image":
+        images = np.stack([np.load(p.strip(), allow_pickle=False).astype(np.float32) for p in items])
+        (probs,) = sessions["classify_image"].run(None, {"image": images})
+        return [f"{spec['labels'][int(p.argmax())]}\t{float(p.max()):.3f}" for p in probs]
     if kind == "ctc":
         feats = [np.load(p.strip()).astype(np.float32) for p in items]
         T = max(f.shape[0] for f in feats)

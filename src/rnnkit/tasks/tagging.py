@@ -115,7 +115,9 @@ class TaggingTask(Task):
     predict_format = ("one sentence per line, tokens separated by spaces, printed as 'word/TAG ...'; or the --data "
                       "CoNLL format ('token<TAB>tag' lines, the tag ignored or scored), printed back as "
                       "'token<TAB>predicted tag' lines with the blank lines kept")
-    defaults = dict(hidden=64, embedding=64, epochs=12, batch_size=32, lr=5e-3, bidirectional=True)
+    # 20 epochs, not 12: measured entity F1 over the most-frequent-tag baseline, seeds 0/1/2, +0.064/+0.077/+0.021
+    # (12 epochs: +0.004/+0.078/+0.035); the spread between seeds is larger than the gain
+    defaults = dict(hidden=64, embedding=64, epochs=20, batch_size=32, lr=5e-3, bidirectional=True)
     picture_name = "tags.png"
 
     def prepare(self, cfg: TaskConfig) -> Prepared:

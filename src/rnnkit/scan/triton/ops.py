@@ -56,8 +56,8 @@ def _lstm_backward(
 ) -> list[Tensor]:
     inputs = (xp, h0, c0, w_hh, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c)
     Cs = C if _or_none(Cs) is None else Cs
-    ctx = _Ctx(tuple(needs) + (False, False), (*inputs[1:], Hs), keep_from=keep_from, eps=eps,
-               buffers=(A, G, C, TC, Cs, STG, STC))
+    ctx = _Ctx(tuple(needs) + (False, False), (*inputs[1:], Hs, xp), keep_from=keep_from, eps=eps,
+               scalars=(eps, keep_from), buffers=(A, G, C, TC, Cs, STG, STC))
     return _grads_out(_LSTM.backward(ctx, dHs.contiguous(), dcT.contiguous()), inputs, needs)
 
 
@@ -101,8 +101,8 @@ def _gru_backward(
 ) -> list[Tensor]:
     inputs = (xp, h0, w_hh, b_hh, ln_hw, drop, keep)
     HH = A if _or_none(HH) is None else HH
-    ctx = _Ctx(tuple(needs) + (False, False), (*inputs[1:], Hs), keep_from=keep_from, eps=eps,
-               buffers=(A, HH, RZ, N, ST))
+    ctx = _Ctx(tuple(needs) + (False, False), (*inputs[1:], Hs, xp), keep_from=keep_from, eps=eps,
+               scalars=(eps, keep_from), buffers=(A, HH, RZ, N, ST))
     return _grads_out(_GRU.backward(ctx, dHs.contiguous()), inputs, needs)
 
 
