@@ -1,4 +1,4 @@
-# make test: set up .venv (if missing) and run the whole suite.  make demo: set up and run the demo.
+# make test: set up .venv (if missing) and the Debian data packages, and run the whole suite.  make demo: set up and run the demo.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,12 +15,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
+	bash scripts/setup_data.sh || echo "Debian data packages not installed: the speech and image data tests skip"
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest
 
 # The tour: every task trained briefly on its bundled data; one table and runs/tour/report.md.
 demo: $(STAMP)
-	bash scripts/setup_data.sh || echo "espeak-ng not installed: the tour skips the speech task"
+	bash scripts/setup_data.sh || echo "Debian data packages not installed: the tour skips the speech and image tasks"
 	$(BIN)/python scripts/tour.py --out runs/tour
 
 bench: $(STAMP)

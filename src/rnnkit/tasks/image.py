@@ -81,7 +81,7 @@ class ImageTask(Task):
     predict_format = ("one image path per line (or a .npy array of the model's size), or the --data table's 'image' "
                       "column; prints LABEL<TAB>probability")
     input_column, target_column = "image", "label"
-    defaults = dict(cell="gru", hidden=128, epochs=3, batch_size=128, lr=2e-3)
+    defaults = dict(cell="gru", hidden=128, epochs=4, batch_size=64, lr=5e-3)
     picture_name = "confusion.png"
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
