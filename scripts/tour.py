@@ -21,6 +21,7 @@ from rich.table import Table
 from rnnkit.data.bundled import DataUnavailable
 from rnnkit.tasks import all_tasks, get_task
 from rnnkit.tasks.runner import train_task
+from rnnkit.tasks_cli import quiet
 
 TOUR = {  # lighter than each task's defaults, so the whole tour takes minutes
     "translate": dict(max_train=10000, epochs=5),
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/tour", help="where the runs and report.md go")
     parser.add_argument("--tasks", nargs="+", default=None, help="a subset of the tasks (default: all)")
     parser.add_argument("--quick", action="store_true", help="the test suite's smaller settings")
+    parser.add_argument("--verbose", action="store_true", help="show Lightning's banners and third-party warnings")
     args = parser.parse_args(argv)
+    quiet(args.verbose)
     names = args.tasks or [t.name for t in all_tasks()]
     out = Path(args.out)
     console = Console(width=None if sys.stdout.isatty() else 160)
