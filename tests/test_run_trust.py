@@ -117,6 +117,8 @@ DAMAGE = {
     "other-hidden": ("config.json", _edit_hidden, "shape mismatch"),
     "garbled-config": ("config.json", lambda p: p.write_text("{"), "not readable JSON"),
     "no-weights": ("weights.safetensors", lambda p: p.unlink(), "missing"),
+    "no-checksum": ("config.json", lambda p: p.write_text(json.dumps({k: v for k, v in json.loads(p.read_text()).items()
+                                                                        if k != "weights"})), "no checksum"),
 }
 
 

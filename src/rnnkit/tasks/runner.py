@@ -350,6 +350,9 @@ def load_run(run_dir: str | Path) -> tuple[Task, TaskConfig, dict[str, Any], nn.
                 else "make one with `rnnkit train TASK`")
         raise RunError(f"{run_dir} is not a finished run directory (no {CONFIG}); {hint}")
     saved = _read_json(path)
+    if isinstance(saved.get("config"), dict) and "weights" not in saved:
+        raise RunError(f"{path}: no checksum of the weights is recorded (a run written by an older rnnkit); "
+                       "train it again to use it")
     try:
         task = get_task(saved["task"])
         cfg = TaskConfig(**saved["config"])
