@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rnnkit._files import atomic_path, write_bytes_atomic
+
 __all__ = ["check_bundle", "check_onnx", "export_bundle", "export_onnx", "export_run", "exportable_paths"]
 
 BATCHES, LENGTHS = (1, 3, 8), (5, 12)  # the shapes every exported graph is checked at
@@ -129,12 +131,10 @@ def export_bundle(bundle, out_dir: str | os.PathLike, *, task: str = "", opset: 
             axes = {k: {a: n for a, n in v.items() if n != "time"} for k, v in axes.items()}
             fixed[g.name] = {"length": EXAMPLE[1], "reason": reason}
         path = out / f"{g.name}.onnx"
-        tmp = out / f".{g.name}.onnx.tmp"
-        with torch.no_grad(), warnings.catch_warnings(), exportable_paths(g.module):
+        with torch.no_grad(), warnings.catch_warnings(), exportable_paths(g.module), atomic_path(path) as tmp:
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
             torch.onnx.export(g.module.eval(), g.example(*EXAMPLE), str(tmp), dynamo=False, input_names=g.input_names,
                               output_names=g.output_names, dynamic_axes=axes, opset_version=opset)
-        os.replace(tmp, path)
         graphs[g.name] = {"file": path.name, "sha256": _sha256(path), "inputs": g.input_names,
                           "outputs": g.output_names}
     spec = {"format": "rnnkit-onnx", "version": 1, "task": task, "kind": bundle.kind, "graphs": graphs,
@@ -142,9 +142,7 @@ def export_bundle(bundle, out_dir: str | os.PathLike, *, task: str = "", opset: 
     from rnnkit import onnx_runner
 
     shutil.copyfile(onnx_runner.__file__, out / "run_onnx.py")
-    tmp = out / ".model.json.tmp"
-    tmp.write_text(json.dumps(spec, indent=1))
-    os.replace(tmp, out / "model.json")  # last: a complete export has it
+    write_bytes_atomic(out / "model.json", json.dumps(spec, indent=1).encode())  # last: a complete export has it
     return out
 
 

@@ -34,7 +34,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "OnnxBundle", "OnnxGraph", "dynamic_time_reason", "generator_bundle", "padded_tokens", "viterbi_graph",
+    "OnnxBundle", "OnnxGraph", "dynamic_time_reason", "generator_bundle", "padded_tokens", "random_lengths",
+    "viterbi_graph",
 ]
 
 
@@ -74,7 +75,7 @@ def dynamic_time_reason(model: nn.Module) -> str | None:
     return None
 
 
-def _lengths(batch: int, length: int, generator: torch.Generator) -> Tensor:
+def random_lengths(batch: int, length: int, generator: torch.Generator) -> Tensor:
     """Lengths in ``[1, length]``, the first one full (so that ``length`` is the padded size)."""
     lengths = torch.randint(1, length + 1, (batch,), generator=generator)
     lengths[0] = length
@@ -85,7 +86,7 @@ def padded_tokens(vocab_size: int, batch: int, length: int, seed: int = 0, low: 
     """Random token ids ``(B, T)`` (ids from ``low``), zero-padded past random lengths."""
     g = torch.Generator().manual_seed(seed + 1000 * batch + length)
     x = torch.randint(low, max(low + 1, vocab_size), (batch, length), generator=g)
-    lengths = _lengths(batch, length, g)
+    lengths = random_lengths(batch, length, g)
     x = x.masked_fill(torch.arange(length).unsqueeze(0) >= lengths.unsqueeze(1), 0)
     return x, lengths
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit.data.bundled import DatasetInfo, DataUnavailable
+from rnnkit.data.readers import DataError
 
-__all__ = ["FASHION_CLASSES", "FASHION_MNIST", "fashion_mnist", "read_idx"]
+__all__ = ["FASHION_CLASSES", "FASHION_MNIST", "fashion_mnist", "load_gray", "read_idx"]
 
 FASHION_DIR = Path(os.environ.get("RNNKIT_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST = DatasetInfo(
@@ -58,3 +59,15 @@ def fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{images} holds {x.shape[0]} images but {labels} {y.shape[0]} labels")
     return x.astype(np.float32) / 255.0, y.astype(np.int64)
+
+
+def load_gray(path: Path, where: tuple[str, int | None], size: tuple[int, int] = (28, 28)) -> np.ndarray:
+    """An image file as grayscale ``size`` floats in [0, 1]; an unreadable one is a :class:`DataError`
+    at ``where`` (file, line)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L").resize(size[::-1]), dtype=np.float32) / 255.0
+    except (OSError, UnidentifiedImageError) as err:
+        raise DataError(where[0], where[1], f"cannot read image {str(path)!r}: {err}") from None

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import matplotlib
 
+from rnnkit._files import atomic_path
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
@@ -28,12 +30,10 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:  # written whole under a temporary name, then renamed: never half a picture
-        fig.savefig(tmp, dpi=max(110.0, MIN_WIDTH / fig.get_figwidth()), format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:  # never half a picture
+            fig.savefig(tmp, dpi=max(110.0, MIN_WIDTH / fig.get_figwidth()), format=path.suffix.lstrip(".") or "png")
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
     return path
 

@@ -137,6 +137,7 @@ class Task:
     predict_format: str = ""  # the plain input of `rnnkit predict` (it also reads the --data format)
     input_column: str = ""  # the --data table's input column, read by predict ("" for a task without a table)
     target_column: str = ""  # the --data table's gold column: predict scores against it when present
+    input_is_path: bool = False  # the input column names files (images, audio), relative to the table
     defaults: dict[str, Any] = {}
     data_keys: tuple[str, ...] = ()  # meta entries that describe the data, not the model (replaced on evaluate)
     picture_name: str = "picture.png"
@@ -230,7 +231,10 @@ class Task:
         return PredictInput([line if line.strip() else None for line in lines])
 
     def table_input(self, path: Path, value: str) -> str:
-        """A table cell as :meth:`predict` takes it (file paths: relative to the table)."""
+        """A table cell as :meth:`predict` takes it: for a task whose input is a file
+        (``input_is_path``), the path taken relative to the table, as ``--data`` reads it."""
+        if self.input_is_path and not Path(value).is_absolute():
+            return str(Path(path).parent / value)
         return value
 
     def score(self, outputs: list[str], targets: list[str]) -> str:

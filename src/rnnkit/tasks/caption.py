@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from rnnkit.data.bundled import DIGITS, digits
 from rnnkit.data.collate import pad
+from rnnkit.data.images import load_gray
 from rnnkit.data.readers import DataError, read_table
 from rnnkit.data.speech import DIGIT_WORDS
 from rnnkit.data.text import split_three
@@ -89,16 +90,6 @@ def _compose(images: np.ndarray, labels: np.ndarray, n: int, rng: random.Random)
     return out
 
 
-def _load_image(path: Path, where: tuple[str, int]) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L").resize(USER_SIZE[::-1]), dtype=np.float32) / 255.0
-    except (OSError, UnidentifiedImageError) as err:
-        raise DataError(where[0], where[1], f"cannot read image {str(path)!r}: {err}") from None
-
-
 @register
 class CaptionTask(Task):
     name = "caption"
@@ -109,14 +100,14 @@ class CaptionTask(Task):
     user_format = ("CSV/TSV with columns 'image' (path of an image file, relative to the CSV; read as grayscale, "
                    "resized to 32x32) and 'caption' (space-separated words); split 80/10/10 by a seeded shuffle")
     predict_format = "one image path per line, or the --data table's 'image' column; prints the caption"
-    input_column, target_column = "image", "caption"
+    input_column, target_column, input_is_path = "image", "caption", True
     defaults = dict(hidden=128, embedding=32, epochs=10, batch_size=32, lr=3e-3, max_train=4000)
     picture_name = "captions.png"
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
         if cfg.data:
             base = Path(cfg.data).parent
-            items = [(_load_image(base / row["image"], (cfg.data, line)), row["caption"].lower().split())
+            items = [(load_gray(base / row["image"], (cfg.data, line), USER_SIZE), row["caption"].lower().split())
                      for line, row in read_table(cfg.data, ["image", "caption"])]
             train, val, test = split_three(items, seed=cfg.seed)
             train = self.cap(cfg, train)
@@ -167,16 +158,13 @@ class CaptionTask(Task):
         top = Counter(tuple(c) for _, c in data.train).most_common(1)[0][0]
         return {"majority_exact_match": float(np.mean([tuple(c) == top for _, c in data.test]))}
 
-    def table_input(self, path: Path, value: str) -> str:
-        return value if Path(value).is_absolute() else str(Path(path).parent / value)
-
     def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
         """Each input line is an image path (grayscale, resized to the model's size); prints a caption."""
         size = tuple(meta["size"])
         images = []
         for i, line in enumerate(lines, 1):
             if line.strip():
-                im = _load_image(Path(line.strip()), ("<input>", i))
+                im = load_gray(Path(line.strip()), ("<input>", i), USER_SIZE)
                 if im.shape != size:
                     from PIL import Image
 

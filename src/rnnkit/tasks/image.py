@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.data.images import FASHION_CLASSES, FASHION_MNIST, fashion_mnist
+from rnnkit.data.images import FASHION_CLASSES, FASHION_MNIST, fashion_mnist, load_gray
 from rnnkit.data.readers import DataError, read_table
 from rnnkit.data.text import split_three
 from rnnkit.models import OneToOne, RecurrentConfig, SequenceClassifier
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
 from rnnkit.tasks.plots import plot_confusion
 
-__all__ = ["ImageModel", "ImageTask", "load_gray"]
+__all__ = ["ImageModel", "ImageTask"]
 
 SIZE = (28, 28)
 VAL = 5000  # the last training images: validation
@@ -58,17 +58,6 @@ class ImageModel(nn.Module):
         return self.step(self.cnn(images.unsqueeze(1)))
 
 
-def load_gray(path: Path, where: tuple[str, int | None], size: tuple[int, int] = SIZE) -> np.ndarray:
-    """An image file as grayscale ``size`` floats in [0, 1]; unreadable files name the table's line."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L").resize(size[::-1]), dtype=np.float32) / 255.0
-    except (OSError, UnidentifiedImageError) as err:
-        raise DataError(where[0], where[1], f"cannot read image {str(path)!r}: {err}") from None
-
-
 @register
 class ImageTask(Task):
     name = "image"
@@ -80,7 +69,7 @@ class ImageTask(Task):
                    "resized to 28x28) and 'label' (any class names); split 80/10/10 by a seeded shuffle")
     predict_format = ("one image path per line (or a .npy array of the model's size), or the --data table's 'image' "
                       "column; prints LABEL<TAB>probability")
-    input_column, target_column = "image", "label"
+    input_column, target_column, input_is_path = "image", "label", True
     defaults = dict(cell="gru", hidden=128, epochs=4, batch_size=64, lr=5e-3)
     picture_name = "confusion.png"
 
@@ -143,9 +132,6 @@ class ImageTask(Task):
         top = Counter(y.tolist()).most_common(1)[0][0]
         return {"logreg_accuracy": float((clf.predict(xt) == yt).mean()),
                 "majority_accuracy": float((yt == top).mean())}
-
-    def table_input(self, path: Path, value: str) -> str:
-        return value if Path(value).is_absolute() else str(Path(path).parent / value)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:

@@ -44,6 +44,7 @@ from safetensors.torch import load, save
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from rnnkit._files import write_bytes_atomic
 from rnnkit.data.collate import BucketBatchSampler
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, get_task
 from rnnkit.tasks.plots import plot_learning_curve
@@ -63,22 +64,8 @@ class RunError(ValueError):
 
 
 # -- atomic files ---------------------------------------------------------------------------------
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same directory, synced, renamed."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    _write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
+    write_bytes_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -302,7 +289,7 @@ def _train_in(run_dir: Path, task: Task, cfg: TaskConfig, checkpoint_minutes: fl
 def _join_logs(logs: list[Path], out: Path) -> None:
     """One history from Lightning's per-attempt CSV logs (a resumed run writes a new version)."""
     if len(logs) == 1:
-        _write_bytes(out, logs[0].read_bytes())
+        write_bytes_atomic(out, logs[0].read_bytes())
         return
     logs = sorted(logs, key=lambda p: int(p.parent.name.split("_")[-1]))
     rows, header = [], []
@@ -315,7 +302,7 @@ def _join_logs(logs: list[Path], out: Path) -> None:
     writer = csv.DictWriter(buf, fieldnames=header)
     writer.writeheader()
     writer.writerows(rows)
-    _write_bytes(out, buf.getvalue().encode())
+    write_bytes_atomic(out, buf.getvalue().encode())
 
 
 def save_run(run_dir: Path, task: Task, cfg: TaskConfig, meta: dict[str, Any], model: nn.Module,
@@ -323,7 +310,7 @@ def save_run(run_dir: Path, task: Task, cfg: TaskConfig, meta: dict[str, Any], m
     """Weights, metrics and then the config (with the weights' sha256), each written atomically."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     blob = save(state)
-    _write_bytes(run_dir / WEIGHTS, blob)
+    write_bytes_atomic(run_dir / WEIGHTS, blob)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["split", "model", "name", "value"])
@@ -331,7 +318,7 @@ def save_run(run_dir: Path, task: Task, cfg: TaskConfig, meta: dict[str, Any], m
         w.writerow(["test", "ours", k, f"{v:.6g}"])
     for k, v in baselines.items():
         w.writerow(["test", "baseline", k, f"{v:.6g}"])
-    _write_bytes(run_dir / "metrics.csv", buf.getvalue().encode())
+    write_bytes_atomic(run_dir / "metrics.csv", buf.getvalue().encode())
     config = {"task": task.name, "config": cfg.to_dict(), "meta": meta, "dataset": task.dataset.to_dict(),
               "metric": task.metric, "metrics": metrics, "baselines": baselines,
               "weights": {"file": WEIGHTS, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}}

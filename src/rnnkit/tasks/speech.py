@@ -67,7 +67,7 @@ class SpeechTask(Task):
     user_format = ("CSV/TSV with columns 'audio' (path of a 16-bit PCM WAV file, relative to the CSV) and 'text' "
                    "(its transcript: lower-case letters, spaces, apostrophes); split 80/10/10 by a seeded shuffle")
     predict_format = "one 16-bit WAV path per line, or the --data table's 'audio' column; prints the transcript"
-    input_column, target_column = "audio", "text"
+    input_column, target_column, input_is_path = "audio", "text", True
     defaults = dict(hidden=64, epochs=20, batch_size=32, lr=3e-3, bidirectional=True, layers=1, max_train=800)
     picture_name = "ctc.png"
 
@@ -133,9 +133,6 @@ class SpeechTask(Task):
         scores = _errors([word] * len(data.test), [t for _, t, _ in data.test])
         return {f"majority_word_{k}": v for k, v in scores.items()}
 
-    def table_input(self, path: Path, value: str) -> str:
-        return value if Path(value).is_absolute() else str(Path(path).parent / value)
-
     def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
         """Each input line is the path of a 16-bit WAV file; prints its transcript."""
         paths = [line.strip() for line in lines]
@@ -153,12 +150,11 @@ class SpeechTask(Task):
                             xlabel="audio frame", ylabel="character", value="posterior probability")
 
     def onnx_bundle(self, model, meta):
-        from rnnkit.onnx_graphs import FrameGraph, OnnxBundle, OnnxGraph, batch_time
+        from rnnkit.onnx_graphs import FrameGraph, OnnxBundle, OnnxGraph, batch_time, random_lengths
 
         def example(batch: int, length: int):
             g = torch.Generator().manual_seed(batch * 1000 + length)
-            lengths = torch.randint(1, length + 1, (batch,), generator=g)
-            lengths[0] = length
+            lengths = random_lengths(batch, length, g)
             return torch.randn(batch, length, meta["features"], generator=g), lengths
 
         graph = OnnxGraph("frames", FrameGraph(model), example, ["features", "lengths"], ["log_probs"],
