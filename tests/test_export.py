@@ -19,7 +19,7 @@ CASES = [
     ("sentiment", {"max_train": 500}),
     ("sentiment", {"max_train": 500, "cell": "gru", "layers": 2}),
     ("tagging", {"max_train": 200}),
-    ("translate", {"max_train": 500}),
+    ("g2p", {"max_train": 500}),
     ("music", {"max_train": 40}),
     ("chars", {"max_train": 200}),
     ("caption", {"max_train": 200}),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rnnkit.cells.registry import cell_names
-from rnnkit.models import RecurrentConfig, Seq2Seq
+from rnnkit.models import LexicalSeq2Seq, RecurrentConfig, Seq2Seq
 
 SRC_LEN = [6, 2, 4]
 
@@ -130,3 +130,76 @@ def test_float64_model_decodes_in_float64() -> None:
     assert g.scores.dtype == torch.float64 and g.attention.dtype == torch.float64
     torch.testing.assert_close(g.scores, b.scores)
     assert "attention='bahdanau'" in repr(model)
+
+
+# -- LexicalSeq2Seq (Arthur et al. 2016) ---------------------------------------------------------
+def make_lexical(probs_scale: float = 1.0, attention: str = "general") -> LexicalSeq2Seq:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 9, (11, 3), generator=g)
+    probs = torch.rand(11, 3, generator=g) * probs_scale
+    probs[:3] = 0  # pad, bos, eos translate to nothing
+    torch.manual_seed(0)
+    return LexicalSeq2Seq(11, 9, RecurrentConfig("gru", 6, 1, True), RecurrentConfig("lstm", 7), attention=attention,
+                          embedding_dim=5, lexicon_ids=ids, lexicon_probs=probs).eval()
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "general"])
+def test_lexicon_bias_is_log_of_attention_weighted_translations(attention: str) -> None:
+    lexical = make_lexical(attention=attention)
+    torch.manual_seed(0)
+    plain = Seq2Seq(11, 9, RecurrentConfig("gru", 6, 1, True), RecurrentConfig("lstm", 7), attention=attention,
+                    embedding_dim=5).eval()
+    plain.load_state_dict(lexical.state_dict())  # the lexicon is not a weight: same parameters
+    src, _, _, tgt = batch()
+    memory, mask, state = plain.encode(src, SRC_LEN)
+    step = plain._step_fn(memory, mask)
+    prev = torch.cat([torch.full((3, 1), plain.bos_id), tgt[:, :-1]], 1)
+    want = []
+    for t in range(4):  # the bias by brute force: sum over source positions of attention * lex(v | x_j)
+        lg, state, a = step(prev[:, t], state)
+        p_lex = torch.zeros(3, 9)
+        for b in range(3):
+            for j in range(max(SRC_LEN)):
+                for k in range(3):
+                    p_lex[b, lexical.lexicon_ids[src[b, j], k]] += a[b, j] * lexical.lexicon_probs[src[b, j], k]
+        want.append(lg + torch.log(p_lex + lexical.eps))
+    torch.testing.assert_close(lexical(src, tgt, SRC_LEN), torch.stack(want, 1), atol=1e-5, rtol=1e-4)
+
+
+def test_lexical_whole_sequence_path_equals_stepping_and_beam_keeps_the_lexicon() -> None:
+    model = make_lexical()
+    src, garbage, _, tgt = batch()
+    fast = model(src, tgt, SRC_LEN)
+    slow = model(src, tgt, SRC_LEN, teacher_forcing=0.999999, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
+    assert torch.equal(model.beam_search(src, SRC_LEN, beam_width=1, max_len=5).tokens,
+                       model.greedy(src, SRC_LEN, max_len=5).tokens)
+    assert torch.equal(model.beam_search(garbage, SRC_LEN, beam_width=3, max_len=5).tokens,
+                       model.beam_search(src, SRC_LEN, beam_width=3, max_len=5).tokens)
+
+
+def test_an_untrained_lexical_model_already_translates_word_for_word() -> None:
+    ids, probs = torch.zeros(11, 1, dtype=torch.long), torch.zeros(11, 1)
+    ids[4], probs[4] = 5, 1.0  # source word 4 means target word 5
+    model = LexicalSeq2Seq(11, 9, RecurrentConfig("gru", 6, 1, True), RecurrentConfig("lstm", 7),
+                           attention="general", embedding_dim=5, lexicon_ids=ids, lexicon_probs=probs).eval()
+    assert model.greedy(torch.tensor([[4]]), max_len=1).tokens.tolist() == [[5]]
+
+
+def test_lexical_bias_gradcheck_float64() -> None:
+    model = make_lexical().double()
+    ids, probs = model.lexicon_ids[:2].unsqueeze(0).expand(2, 2, 3), model.lexicon_probs[:2].double()
+    probs = (probs + 0.1).unsqueeze(0).expand(2, 2, 3)
+    a = torch.softmax(torch.randn(2, 3, 2, dtype=torch.float64), -1).requires_grad_()
+    assert torch.autograd.gradcheck(lambda att: model._lexical_bias(att, ids, probs), (a,))
+
+
+def test_lexicon_errors() -> None:
+    enc, dec = RecurrentConfig("gru", 6, 1, True), RecurrentConfig("lstm", 7)
+    with pytest.raises(ValueError, match="must both be"):
+        LexicalSeq2Seq(11, 9, enc, dec, lexicon_ids=torch.zeros(11, 2, dtype=torch.long), lexicon_probs=torch.zeros(11))
+    with pytest.raises(ValueError, match="11 rows"):
+        LexicalSeq2Seq(12, 9, enc, dec, lexicon_ids=torch.zeros(11, 2, dtype=torch.long),
+                       lexicon_probs=torch.zeros(11, 2))
+    with pytest.raises(ValueError, match=r"target token ids in \[0, 9\)"):
+        LexicalSeq2Seq(11, 9, enc, dec, lexicon_ids=torch.full((11, 2), 9), lexicon_probs=torch.zeros(11, 2))

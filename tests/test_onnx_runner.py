@@ -38,7 +38,7 @@ def _predict(capsys, run, inputs):
 
 
 RUNS = {
-    "translate": ("pairs.csv", "source,target\n" + "".join(f"{' '.join(w)},{' '.join(w.upper())}\n"
+    "g2p": ("pairs.csv", "source,target\n" + "".join(f"{' '.join(w)},{' '.join(w.upper())}\n"
                                                            for w in ["cat", "dog", "bat", "cab", "tab", "god"] * 8),
                   "cat\n\nd o g\ntab\n"),
     "tagging": ("tags.txt", "".join(f"Ann\tB-per\nsaw\tO\nit{i}\tO\n\n" for i in range(30)), "Ann saw it\n\nBob ran\n"),

@@ -32,10 +32,10 @@ def tagging_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def translate_run(tmp_path_factory):
+def g2p_run(tmp_path_factory):
     words = ["cat", "dog", "bat", "cab", "tab", "god", "act", "cod"] * 8
     rows = "".join(f"{' '.join(w)},{' '.join(w.upper())}\n" for w in words)
-    return _train(tmp_path_factory, "translate", "pairs.csv", "source,target\n" + rows)
+    return _train(tmp_path_factory, "g2p", "pairs.csv", "source,target\n" + rows)
 
 
 def _predict(capsys, run, path):
@@ -74,16 +74,16 @@ def test_tagging_reads_conll_and_writes_it_back(tagging_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_translate_reads_spaced_tokens_and_words_alike(translate_run, tmp_path, capsys):
+def test_g2p_reads_spaced_tokens_and_words_alike(g2p_run, tmp_path, capsys):
     spaced, word = tmp_path / "spaced.txt", tmp_path / "word.txt"
     spaced.write_text("c a t\n\nd o g\n")
     word.write_text("cat\n\ndog\n")
-    code, a, _ = _predict(capsys, translate_run, spaced)
+    code, a, _ = _predict(capsys, g2p_run, spaced)
     assert code == 0
-    assert _predict(capsys, translate_run, word)[1] == a and len(a) == 3 and a[1] == ""
+    assert _predict(capsys, g2p_run, word)[1] == a and len(a) == 3 and a[1] == ""
     table = tmp_path / "pairs.csv"
     table.write_text("source,target\nc a t,C A T\nd o g,D O G\n")
-    code, lines, err = _predict(capsys, translate_run, table)
+    code, lines, err = _predict(capsys, g2p_run, table)
     assert code == 0 and lines == [a[0], a[2]] and "'target' column" in err
 
 

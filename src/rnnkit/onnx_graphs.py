@@ -200,7 +200,8 @@ class Seq2SeqStepGraph(nn.Module):
         states, (memory, mask) = rest[: self.entries], rest[self.entries :]
         m = self.model
         stepping = m.decoder.begin(token.size(0), states[0] if len(states) == 1 else tuple(states), like=memory)
-        logits, (prev, stepping), attn = m._step(token, (prev, stepping), memory, mask, m.attention.prepare(memory))
+        # the model's own step function (a LexicalSeq2Seq adds its lexicon bias there)
+        logits, (prev, stepping), attn = m._step_fn(memory, mask)(token, (prev, stepping))
         return (logits.log_softmax(-1), prev, *stepping.state, attn)
 
 

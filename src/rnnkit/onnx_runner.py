@@ -132,7 +132,7 @@ def _greedy(step, feeds: dict, spec: dict, batch: int, source_length: int = 0) -
     done = np.zeros(batch, dtype=bool)
     out: list[list[int]] = [[] for _ in range(batch)]
     for _ in range(limit):
-        log_probs, feeds = step(token, feeds)
+        log_probs, feeds = step(token, feeds)[:2]
         token = log_probs.argmax(-1).astype(np.int64)
         for i in range(batch):
             if not done[i]:
@@ -142,6 +142,75 @@ def _greedy(step, feeds: dict, spec: dict, batch: int, source_length: int = 0) -
                     out[i].append(int(token[i]))
         if done.all():
             break
+    return out
+
+
+def _rows(feeds: dict, rows: np.ndarray) -> dict:
+    """The decoder state of the given batch rows (a stacked state ``(L, B, H)`` on axis 1)."""
+    return {k: (v[:, rows] if v.ndim == 3 else v[rows]) for k, v in feeds.items()}
+
+
+def _beam(step, feeds: dict, spec: dict, batch: int, source_length: int) -> tuple[list[list[int]], list]:
+    """Beam search as rnnkit's (``rnnkit.models.decoding.beam_search`` without a length penalty):
+    ``spec["beam"]`` hypotheses per source, scored by their summed log-probabilities; a finished
+    hypothesis stays in the beam unchanged; the best when all have ended or at the length limit.
+    Returns each source's best tokens and that hypothesis's attention ``(steps, S)``."""
+    K = spec["beam"]
+    limit = spec["max_len"][0] * source_length + spec["max_len"][1]
+    step_feeds = _rows(feeds, np.repeat(np.arange(batch), K))  # each source's state, once per beam
+    token = np.full(batch * K, spec["bos_id"], dtype=np.int64)
+    scores = np.zeros((batch, K))
+    scores[:, 1:] = -np.inf  # every beam starts the same: extend only the first
+    done = np.zeros((batch, K), dtype=bool)
+    history = np.zeros((batch, K, 0), dtype=np.int64)
+    attention = np.zeros((batch, K, 0, source_length))  # each hypothesis's attention per step
+    for _ in range(limit):
+        log_probs, step_feeds, attn = step(token, step_feeds)
+        V = log_probs.shape[-1]
+        logp = log_probs.reshape(batch, K, V).astype(np.float64)
+        frozen = np.full(V, -np.inf)
+        frozen[0] = 0.0  # a finished hypothesis continues only with <pad>, at no cost
+        logp = np.where(done[..., None], frozen, logp)
+        cand = (scores[..., None] + logp).reshape(batch, K * V)
+        done_before = done
+        idx = np.argsort(-cand, axis=1, kind="stable")[:, :K]
+        src, tok = idx // V, idx % V
+        scores = np.take_along_axis(cand, idx, 1)
+        done = np.take_along_axis(done, src, 1) | (tok == spec["eos_id"])
+        history = np.concatenate([np.take_along_axis(history, src[..., None], 1), tok[..., None]], axis=2)
+        was_done = np.take_along_axis(done_before, src, 1)
+        a = attn.reshape(batch, K, 1, -1)[np.arange(batch)[:, None], src] * ~was_done[..., None, None]
+        attention = np.concatenate([np.take_along_axis(attention, src[..., None, None], 1), a], axis=2)
+        step_feeds = _rows(step_feeds, (np.arange(batch)[:, None] * K + src).reshape(-1))
+        token = tok.reshape(-1)
+        if done.all():
+            break
+    best = scores.argmax(1)
+    out = []
+    for b in range(batch):
+        row = []
+        for t in history[b, best[b]].tolist():
+            if t == spec["eos_id"]:
+                break
+            if t not in (0, spec["bos_id"]):
+                row.append(t)
+        out.append(row)
+    return out, [attention[b, best[b]] for b in range(batch)]
+
+
+def _words(text: str, rules: dict) -> list[str]:
+    """rnnkit's word tokenizer (``rnnkit.tasks.translate.tokenize_words``), by the rules in model.json."""
+    for a, b in rules["replace"].items():
+        text = text.replace(a, b)
+    return re.findall(rules["pattern"], text.lower() if rules["lower"] else text)
+
+
+def _detokenize(tokens: list[str], rules: dict) -> str:
+    out = ""
+    for tok in tokens:
+        if out and tok not in rules["attach_left"] and out[-1] not in rules["attach_right"]:
+            out += " "
+        out += tok
     return out
 
 
@@ -168,18 +237,34 @@ def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
         return [" ".join(f"{w}/{spec['tags'][int(t)]}" for w, t in zip(ws, row, strict=False))
                 for ws, row in zip(sentences, tags, strict=True)]
     if kind == "seq2seq":
-        sources = [list(s.replace(" ", "").lower()) if spec["characters"] else s.split() for s in items]
+        if "tokenizer" in spec:
+            sources = [_words(s, spec["tokenizer"]) for s in items]
+        else:
+            sources = [list(s.replace(" ", "").lower()) if spec["characters"] else s.split() for s in items]
         src, lengths = _pad([_ids(s, spec["src_vocab"]) for s in sources])
         memory, mask, prev, *states = sessions["encoder"].run(None, {"src": src, "src_lengths": lengths})
         names = spec["states"]
 
+        if spec.get("beam", 1) > 1:  # every source's memory once per beam (rnnkit's repeat_interleave)
+            memory, mask = np.repeat(memory, spec["beam"], 0), np.repeat(mask, spec["beam"], 0)
+
         def step(token, feeds):
             out = sessions["decoder_step"].run(None, {"token": token, **feeds, "memory": memory, "mask": mask})
-            return out[0], {"prev": out[1], **dict(zip(names, out[2 : 2 + len(names)], strict=True))}
+            return out[0], {"prev": out[1], **dict(zip(names, out[2 : 2 + len(names)], strict=True))}, out[-1]
 
-        decoded = _greedy(step, {"prev": prev, **dict(zip(names, states, strict=True))}, spec, len(items),
-                          src.shape[1])
-        return [" ".join(spec["tgt_vocab"][i] for i in row) for row in decoded]
+        feeds = {"prev": prev, **dict(zip(names, states, strict=True))}
+        if spec.get("beam", 1) > 1:
+            decoded, attention = _beam(step, feeds, spec, len(items), src.shape[1])
+        else:
+            decoded, attention = _greedy(step, feeds, spec, len(items), src.shape[1]), None
+        words = [[spec["tgt_vocab"][i] for i in row] for row in decoded]
+        if "unknown_dictionary" in spec and attention is not None:  # an <unk>: the translation of the source word it attends to most
+            table = spec["unknown_dictionary"]
+            attended = [[sources[b][int(attention[b][t, : len(sources[b])].argmax())] for t in range(len(row))]
+                        for b, row in enumerate(words)]
+            words = [[table.get(a, a) if w == "<unk>" else w for w, a in zip(row, att, strict=True)]
+                     for row, att in zip(words, attended, strict=True)]
+        return [_detokenize(w, spec["tokenizer"]) if "tokenizer" in spec else " ".join(w) for w in words]
     if kind in ("generate", "caption"):
         if kind == "generate":
             cond = np.array([spec["conditions"].index(c.strip()) for c in items], dtype=np.int64)

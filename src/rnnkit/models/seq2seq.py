@@ -40,7 +40,7 @@ from rnnkit.models.attention import ATTENTIONS, make_attention
 from rnnkit.models.config import RecurrentConfig, as_config
 from rnnkit.models.decoding import Decoded, DecodeState, beam_search, greedy_search
 
-__all__ = ["Seq2Seq"]
+__all__ = ["LexicalSeq2Seq", "Seq2Seq"]
 
 
 class Seq2Seq(nn.Module):
@@ -214,3 +214,73 @@ class Seq2Seq(nn.Module):
     def extra_repr(self) -> str:
         ids = f"bos_id={self.bos_id}, eos_id={self.eos_id}, pad_id={self.pad_id}"
         return f"attention={self.attention_kind!r}, input_feeding={self.input_feeding}, {ids}"
+
+
+class LexicalSeq2Seq(Seq2Seq):
+    """:class:`Seq2Seq` whose output is biased by a discrete translation lexicon, through attention
+    (Arthur, Neubig & Nakamura, "Incorporating discrete translation lexicons into neural machine
+    translation", EMNLP 2016, the "bias" method):
+
+        p_lex,t(v) = sum_j a_t(j) * lex(v | x_j);   logits_t += log(p_lex,t + eps)
+
+    ``lexicon_ids (V_src, K)`` and ``lexicon_probs (V_src, K)`` list, for every source token, the
+    ``K`` target tokens it most probably translates to and their probabilities (from IBM Model 1,
+    say; zero-probability entries are padding). A freshly initialised model then already puts its
+    mass on the attended words' translations, which is what makes it learn from a small parallel
+    corpus in minutes instead of hours. Beyond the base class, nothing changes: the source
+    positions' lexicon entries ride along as the last ``2K`` channels of the memory that
+    :meth:`encode` returns, so beam search (which repeats the memory per beam) and the ONNX step
+    graph carry them without knowing.
+    """
+
+    def __init__(self, *args, lexicon_ids: Tensor, lexicon_probs: Tensor, eps: float = 1e-3, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if lexicon_ids.shape != lexicon_probs.shape or lexicon_ids.dim() != 2:
+            raise ValueError(f"lexicon_ids {tuple(lexicon_ids.shape)} and lexicon_probs {tuple(lexicon_probs.shape)} "
+                             f"must both be (src_vocab_size, K)")
+        if lexicon_ids.size(0) != self.src_vocab_size:
+            raise ValueError(f"the lexicon has {lexicon_ids.size(0)} rows, src_vocab_size is {self.src_vocab_size}")
+        if lexicon_ids.numel() and not (0 <= int(lexicon_ids.min()) and int(lexicon_ids.max()) < self.tgt_vocab_size):
+            raise ValueError(f"lexicon_ids must be target token ids in [0, {self.tgt_vocab_size})")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.register_buffer("lexicon_ids", lexicon_ids.long(), persistent=False)
+        self.register_buffer("lexicon_probs", lexicon_probs.float(), persistent=False)
+        self.lexicon_k, self.eps = lexicon_ids.size(1), eps
+
+    def encode(self, src: Tensor, src_lengths: Tensor | list[int] | None = None) -> tuple[Tensor, Tensor, DecodeState]:
+        """As :meth:`Seq2Seq.encode`, with memory ``(B, S, M + 2K)``: each step's ``K`` lexicon
+        target ids (as floats; exact below 2**24) and their probabilities."""
+        memory, mask, state = super().encode(src, src_lengths)
+        lex = torch.cat([self.lexicon_ids[src].to(memory.dtype), self.lexicon_probs[src].to(memory.dtype)], dim=-1)
+        return torch.cat([memory, lex], dim=-1), mask, state
+
+    def _split(self, memory: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        M, K = self.memory_size, self.lexicon_k
+        return memory[..., :M], memory[..., M : M + K].long(), memory[..., M + K :]
+
+    def _lexical_bias(self, attention: Tensor, ids: Tensor, probs: Tensor) -> Tensor:
+        """``log(p_lex + eps)`` ``(B, T, V)`` from attention ``(B, T, S)``, ids and probs ``(B, S, K)``."""
+        B, T, S = attention.shape
+        weights = (attention.unsqueeze(-1) * probs.unsqueeze(1)).reshape(B, T, S * self.lexicon_k)
+        index = ids.reshape(B, 1, S * self.lexicon_k).expand(B, T, S * self.lexicon_k)
+        p_lex = attention.new_zeros(B, T, self.tgt_vocab_size).scatter_add(2, index, weights)
+        return torch.log(p_lex + self.eps)
+
+    def _step_fn(self, memory: Tensor, mask: Tensor):
+        memory, ids, probs = self._split(memory)
+        prepared = self.attention.prepare(memory)
+
+        def step(tok: Tensor, state: DecodeState):
+            logits, state, a = self._step(tok, state, memory, mask, prepared)
+            return logits + self._lexical_bias(a.unsqueeze(1), ids, probs).squeeze(1), state, a
+
+        return step
+
+    def _forward_whole(self, inputs: Tensor, memory: Tensor, mask: Tensor, state: DecodeState) -> Tensor:
+        memory, ids, probs = self._split(memory)
+        init = state[1].state
+        ys, _ = self.decoder(self.tgt_embed(inputs), init[0] if len(init) == 1 else init)  # (B, T, O)
+        ctx, a = self.attention(ys, memory, mask)  # (B, T, M), (B, T, S)
+        logits = self.out(torch.tanh(self.combine(torch.cat([ctx, ys], dim=-1))))
+        return logits + self._lexical_bias(a, ids, probs)

@@ -43,6 +43,7 @@ class TaskConfig:
     progress: bool = True  # rich progress bar
     missing: str = "error"  # forecast: a blank, NaN or inf value is an error, or is interpolated linearly
     period: int = 0  # forecast: the seasonal period of the seasonal-naive baseline (0: detected from the data)
+    max_length: int = 0  # translate: training pairs with a longer source or target (in tokens) are left out (0: none)
 
     def __post_init__(self) -> None:
         for name in self.field_names():
@@ -62,7 +63,7 @@ class TaskConfig:
 _LOWEST: dict[str, tuple[float, bool]] = {
     "hidden": (1, False), "layers": (1, False), "embedding": (1, False), "epochs": (1, False),
     "batch_size": (1, False), "ensemble": (1, False), "devices": (1, False), "max_train": (0, False),
-    "lr": (0, True), "clip": (0, False), "seed": (0, False), "period": (0, False),
+    "lr": (0, True), "clip": (0, False), "seed": (0, False), "period": (0, False), "max_length": (0, False),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": ("constant", "cosine", "linear"), "accelerator": ("cpu", "gpu", "auto"),

@@ -25,8 +25,8 @@ from rnnkit.data.speech import SPEECH, log_mel, spoken_digits
 from rnnkit.data.text import split_three
 from rnnkit.models import RecurrentConfig, SequenceTagger
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
+from rnnkit.tasks.g2p import edit_distance
 from rnnkit.tasks.plots import plot_heatmap
-from rnnkit.tasks.translate import edit_distance
 
 __all__ = ["SpeechTask", "read_wav"]
 

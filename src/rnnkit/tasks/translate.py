@@ -1,117 +1,216 @@
-"""Transduction (many-to-many, unequal lengths): English spelling to pronunciation (CMUdict).
+"""Machine translation (many-to-many, unequal lengths): English to Spanish Bible verses.
 
-Grapheme-to-phoneme conversion is translation between two alphabets: ``"knight" -> N AY T``.
-Model: :class:`rnnkit.Seq2Seq` (bidirectional encoder, Luong "general" attention; Sutskever et al.
-2014, Bahdanau et al. 2015, Luong et al. 2015), greedy decoding. Metrics on held-out words (no
-word in two splits): exact match (word accuracy), phoneme error rate (edit distance / reference
-length) and BLEU (sacrebleu, over phoneme tokens). Baseline on the same words: a letter-by-letter
-dictionary (each letter's most frequent phoneme, learnt from training words whose spelling and
-pronunciation have equal length; repeated phonemes merged), the analogue of word-by-word
-dictionary translation.
+The guide's first example of unequal-length many-to-many. Data: the World English Bible and the
+Reina-Valera 1909, aligned verse by verse (:mod:`rnnkit.data.bible`); whole chapters go to one
+split, so no passage straddles two.
+
+Model: :class:`rnnkit.LexicalSeq2Seq` over lower-cased word tokens (bidirectional LSTM encoder,
+Luong "general" attention; Sutskever et al. 2014, Luong et al. 2015), its output biased through
+attention by the IBM Model 1 lexicon of the training split (Arthur et al. 2016), decoded by beam
+search (width 4); an unknown output word becomes the dictionary translation of the source word
+it attends to most (or that word). The lexicon
+is what lets it learn on two CPU cores: after one epoch, greedy BLEU on 300 held-out verses is
+17.1 with it and 0.5 without.
+
+Metrics on held-out chapters: BLEU and chrF (sacrebleu) on the lower-cased tokens, so that casing
+and tokenization count for neither side. Baseline on the same verses: word-by-word translation
+with a dictionary learnt on the training split by IBM Model 1 (Brown et al. 1993; EM over all
+alignments), each English word replaced by its most probable Spanish word, unknown words copied.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from pathlib import Path
+import random
+import re
+from collections import defaultdict
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from rnnkit.data.bundled import CMUDICT, cmudict_entries
+from rnnkit.data.bible import BIBLE, bible_pairs
 from rnnkit.data.collate import pad
 from rnnkit.data.readers import read_table
 from rnnkit.data.text import split_three
-from rnnkit.data.vocab import Vocab
-from rnnkit.models import RecurrentConfig, Seq2Seq
-from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
-from rnnkit.tasks.plots import plot_heatmap
+from rnnkit.data.vocab import UNK, Vocab
+from rnnkit.models import LexicalSeq2Seq, RecurrentConfig
+from rnnkit.tasks.base import Prepared, TaskConfig, register
+from rnnkit.tasks.g2p import G2PTask
 
-__all__ = ["TranslateTask", "edit_distance"]
+__all__ = ["TOKENIZER", "TranslateTask", "detokenize", "ibm_model1", "replace_unknown", "tokenize_words"]
 
-MAX_TEST = 2000  # held-out words scored (decoding all 10,600 adds little)
+#: how text becomes tokens and tokens text again; written into the ONNX export's model.json so that
+#: the standalone runner applies the same rules
+TOKENIZER = {
+    "pattern": r"\w+|[^\w\s]",  # words (any script) and single punctuation marks
+    "lower": True,
+    "replace": {"’": "'", "‘": "'"},
+    "attach_left": ".,;:!?)]»”'",  # no space before these
+    "attach_right": "¿¡([«“",  # no space after these
+}
+_PATTERN = re.compile(TOKENIZER["pattern"])
+MAX_TEST = 1000  # held-out verses scored (beam search over all 3,100 adds a minute and little else)
+BEAM = 4
+MAX_LEN = (2, 10)  # decoding stops after 2 target tokens per (padded) source token, plus 10
+VOCAB = 8000  # most frequent tokens of each side kept; the rest are <unk>
+LEXICON_K = 8  # translations per source word in the model's lexicon (LexicalSeq2Seq)
+#: word-count ratio beyond which a verse pair is misaligned (the two Bibles number a few verses
+#: differently, and the WEB's last verse carries its glossary): 80 of 31,077 pairs
+MAX_RATIO = 2.0
 
 
-def edit_distance(a: list[str], b: list[str]) -> int:
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
-    return row[-1]
+def tokenize_words(text: str) -> list[str]:
+    for a, b in TOKENIZER["replace"].items():
+        text = text.replace(a, b)
+    return _PATTERN.findall(text.lower() if TOKENIZER["lower"] else text)
+
+
+def detokenize(tokens: list[str]) -> str:
+    out = ""
+    for tok in tokens:
+        if out and tok not in TOKENIZER["attach_left"] and out[-1] not in TOKENIZER["attach_right"]:
+            out += " "
+        out += tok
+    return out
+
+
+def ibm_model1(pairs: list[tuple[list[str], list[str]]], iterations: int = 5,
+               top: int = 1) -> dict[str, list[tuple[str, float]]]:
+    """The ``top`` most probable target words ``(word, t(word | source word))`` of each source word
+    under IBM Model 1 (with a NULL source word), trained by EM on ``(source tokens, target tokens)``
+    pairs. Vectorised over every (source word, target word) co-occurrence of the corpus."""
+    src_ids: dict[str, int] = {"<null>": 0}
+    tgt_ids: dict[str, int] = {}
+    e_all, f_all, group_all = [], [], []
+    group = 0
+    for s, t in pairs:
+        es = np.array([0] + [src_ids.setdefault(w, len(src_ids)) for w in s], dtype=np.int64)
+        fs = np.array([tgt_ids.setdefault(w, len(tgt_ids)) for w in t], dtype=np.int64)
+        if not len(fs):
+            continue
+        e_all.append(np.tile(es, len(fs)))  # for target position j: every source word
+        f_all.append(np.repeat(fs, len(es)))
+        group_all.append(np.repeat(np.arange(group, group + len(fs)), len(es)))
+        group += len(fs)
+    e, f, g = np.concatenate(e_all), np.concatenate(f_all), np.concatenate(group_all)
+    pair_ids, inverse = np.unique(e * len(tgt_ids) + f, return_inverse=True)
+    pair_e = pair_ids // len(tgt_ids)
+    t = np.ones(len(pair_ids))  # t(f | e), uniform to start
+    for _ in range(iterations):
+        p = t[inverse]
+        posterior = p / np.bincount(g, weights=p)[g]  # P(a_j = i | e, f)
+        counts = np.bincount(inverse, weights=posterior, minlength=len(pair_ids))
+        t = counts / np.bincount(pair_e, weights=counts)[pair_e]
+    order = np.lexsort((-t, pair_e))  # by source word, then most probable first
+    starts = np.r_[0, np.flatnonzero(pair_e[order][1:] != pair_e[order][:-1]) + 1, len(order)]
+    src_words, tgt_words = list(src_ids), list(tgt_ids)
+    table = {}
+    for a, b in zip(starts[:-1], starts[1:], strict=True):
+        best = order[a : min(b, a + top)]
+        if pair_e[best[0]] != 0:
+            table[src_words[pair_e[best[0]]]] = [(tgt_words[pair_ids[i] % len(tgt_ids)], float(t[i])) for i in best]
+    return table
+
+
+def replace_unknown(word: str, attended: str, dictionary: dict[str, str]) -> str:
+    """An output ``<unk>`` becomes the dictionary's translation of the source word it attends to
+    most, or that word itself when the dictionary has none (a name, mostly): Luong et al. 2015,
+    "Addressing the rare word problem in neural machine translation"."""
+    return dictionary.get(attended, attended) if word == UNK else word
 
 
 def _scores(pred: list[list[str]], gold: list[list[str]]) -> dict[str, float]:
     import sacrebleu
 
-    exact = np.mean([p == g for p, g in zip(pred, gold, strict=True)])
-    errors = sum(edit_distance(p, g) for p, g in zip(pred, gold, strict=True))
-    bleu = sacrebleu.corpus_bleu([" ".join(p) for p in pred], [[" ".join(g) for g in gold]], tokenize="none")
-    return {"exact_match": float(exact), "token_error_rate": errors / max(1, sum(map(len, gold))),
-            "bleu": float(bleu.score)}
+    hyps, refs = [" ".join(p) for p in pred], [[" ".join(g) for g in gold]]
+    return {"bleu": float(sacrebleu.corpus_bleu(hyps, refs, tokenize="none", force=True).score),
+            "chrf": float(sacrebleu.corpus_chrf(hyps, refs).score)}
 
 
-#: greedy decoding stops after this many target tokens per (padded) source token, plus the extra
-MAX_LEN_PER_SOURCE_TOKEN, MAX_LEN_EXTRA = 2, 5
+def _split_by_group(items: list[tuple[Any, Any, Any]], seed: int):
+    """Whole groups (the first field) to train / validation / test 80/10/10, by a seeded shuffle."""
+    groups: dict[Any, list] = defaultdict(list)
+    for key, s, t in items:
+        groups[key].append((s, t))
+    parts = split_three(sorted(groups, key=str), seed=seed)
+    out = [[e for key in part for e in groups[key]] for part in parts]
+    random.Random(seed).shuffle(out[0])  # --max-train then samples every book, not the first chapters
+    return out
+
 
 @register
-class TranslateTask(Task):
+class TranslateTask(G2PTask):
     name = "translate"
-    title = "spelling to pronunciation (G2P)"
-    topology = "many-to-many unequal (Seq2Seq + attention)"
-    dataset = CMUDICT
-    metric, higher_is_better, baseline = "exact_match", True, "letter_dictionary_exact_match"
-    user_format = ("CSV/TSV with columns 'source' and 'target', tokens separated by spaces (write 'c a t' for "
-                   "characters); UTF-8; split 80/10/10 by a seeded shuffle")
-    predict_format = ("one source per line: a word ('cat') or its tokens separated by spaces ('c a t'), or the --data "
-                      "table's 'source' column; prints the target tokens separated by spaces")
-    input_column, target_column = "source", "target"
-    defaults = dict(hidden=128, embedding=64, epochs=6, batch_size=64, lr=3e-3, bidirectional=True, max_train=30000)
-    picture_name = "attention.png"
+    title = "English to Spanish (Bible verses)"
+    topology = "many-to-many unequal (Seq2Seq + attention, beam search)"
+    dataset = BIBLE
+    metric, higher_is_better, baseline = "bleu", True, "word_by_word_bleu"
+    user_format = ("CSV/TSV with columns 'source' and 'target' (sentences; tokenized into lower-cased words and "
+                   "punctuation) and an optional 'group' (rows of one group, e.g. a document, stay in one split); "
+                   "UTF-8; split 80/10/10 by a seeded shuffle of groups (of rows without one)")
+    predict_format = "one source sentence per line, or the --data table's 'source' column; prints its translation"
+    defaults = dict(hidden=256, embedding=128, epochs=8, batch_size=64, lr=2e-3, bidirectional=True, max_train=0,
+                    max_length=60, schedule="cosine")
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
         if cfg.data:
-            pairs = [(row["source"].split(), row["target"].split())
-                     for _, row in read_table(cfg.data, ["source", "target"])]
+            rows = read_table(cfg.data, ["source", "target"], optional=["group"])
+            items = [(row.get("group") or f"line {line}", tokenize_words(row["source"]),
+                      tokenize_words(row["target"])) for line, row in rows]
         else:
-            pairs = [(list(w), p) for w, p in cmudict_entries()]
-        train, val, test = split_three(pairs, seed=cfg.seed)
+            items = [((v.book, v.chapter), tokenize_words(v.source), tokenize_words(v.target)) for v in bible_pairs()
+                     if 1 / MAX_RATIO <= len(v.source.split()) / len(v.target.split()) <= MAX_RATIO]
+        train, val, test = _split_by_group(items, cfg.seed)
+        if cfg.max_length:
+            train = [(s, t) for s, t in train if len(s) <= cfg.max_length and len(t) <= cfg.max_length]
         train = self.cap(cfg, train)
         val, test = val[:MAX_TEST], test[:MAX_TEST]
-        meta = {"src": Vocab.build(s for s, _ in train).to_dict(), "tgt": Vocab.build(t for _, t in train).to_dict()}
+        src_v, tgt_v = Vocab.build((s for s, _ in train), max_size=VOCAB), Vocab.build((t for _, t in train),
+                                                                                          max_size=VOCAB)
+        table = self._dictionary(train)
+        ids = [[0] * LEXICON_K for _ in range(len(src_v))]
+        probs = [[0.0] * LEXICON_K for _ in range(len(src_v))]
+        for word, best in table.items():
+            if word in src_v:
+                kept = [(tgt_v.stoi[w], p) for w, p in best if w in tgt_v][:LEXICON_K]
+                for k, (i, p) in enumerate(kept):
+                    ids[src_v.stoi[word]][k], probs[src_v.stoi[word]][k] = i, round(p, 5)
+        # every training source word's best translation, for the <unk>s of the output
+        dictionary = {word: best[0][0] for word, best in table.items()}
+        meta = {"src": src_v.to_dict(), "tgt": tgt_v.to_dict(), "lexicon": {"ids": ids, "probs": probs},
+                "dictionary": dictionary}
         return Prepared(train, val, test, meta)
 
-    def length(self, example: Any) -> int:
-        return len(example[0])
-
-    def collate(self, examples: list[Any], meta: dict[str, Any]) -> dict[str, Tensor]:
-        src_v, tgt_v = Vocab.from_dict(meta["src"]), Vocab.from_dict(meta["tgt"])
-        x, lengths = pad([src_v.encode(s) for s, _ in examples])
-        y, _ = pad([tgt_v.encode(t, eos=True) for _, t in examples])
-        return {"x": x, "y": y, "lengths": lengths}
+    def _dictionary(self, train: list[tuple[list[str], list[str]]]) -> dict[str, list[tuple[str, float]]]:
+        """IBM Model 1 on the training pairs (15 s on the Bible), shared by the model's lexicon and the
+        word-by-word baseline of the same run."""
+        key = hash(tuple((tuple(s), tuple(t)) for s, t in train))
+        if getattr(self, "_ibm_key", None) != key:
+            self._ibm_key, self._ibm = key, ibm_model1(train, top=LEXICON_K)
+        return self._ibm
 
     def build(self, cfg: TaskConfig, meta: dict[str, Any]) -> nn.Module:
         enc = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden // (2 if cfg.bidirectional else 1),
                               num_layers=cfg.layers, bidirectional=cfg.bidirectional)
         dec = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden, num_layers=cfg.layers)
-        return Seq2Seq(len(meta["src"]["itos"]), len(meta["tgt"]["itos"]), enc, dec, attention="general",
-                       embedding_dim=cfg.embedding)
-
-    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        logits = model(batch["x"], batch["y"], batch["lengths"])  # (B, T, V)
-        return F.cross_entropy(logits.flatten(0, 1), batch["y"].flatten(), ignore_index=0)
+        lex = meta["lexicon"]
+        return LexicalSeq2Seq(len(meta["src"]["itos"]), len(meta["tgt"]["itos"]), enc, dec, attention="general",
+                              embedding_dim=cfg.embedding, lexicon_ids=torch.tensor(lex["ids"]),
+                              lexicon_probs=torch.tensor(lex["probs"]))
 
     @torch.no_grad()
-    def transduce(self, model: nn.Module, sources: list[list[str]], meta: dict[str, Any]):
+    def transduce(self, model: nn.Module, sources: list[list[str]], meta: dict[str, Any], beam: int = BEAM):
         src_v, tgt_v = Vocab.from_dict(meta["src"]), Vocab.from_dict(meta["tgt"])
         out, attn = [], []
-        for i in range(0, len(sources), 256):
-            x, lengths = pad([src_v.encode(s) for s in sources[i : i + 256]])
-            dec = model.greedy(x, lengths, max_len=MAX_LEN_PER_SOURCE_TOKEN * x.size(1) + MAX_LEN_EXTRA)
-            out += [tgt_v.decode(row) for row in dec.tokens.tolist()]
+        for i in range(0, len(sources), 128):
+            x, lengths = pad([src_v.encode(s) or [src_v.unk_id] for s in sources[i : i + 128]])
+            dec = model.beam_search(x, lengths, beam_width=beam, max_len=MAX_LEN[0] * x.size(1) + MAX_LEN[1])
+            chunk = sources[i : i + 128]
+            for b, row in enumerate(dec.tokens.tolist()):
+                words = tgt_v.decode(row)
+                attended = [chunk[b][int(dec.attention[b, t, : len(chunk[b])].argmax())] for t in range(len(words))]
+                out.append([replace_unknown(w, a, meta["dictionary"]) for w, a in zip(words, attended, strict=True)])
             attn += list(dec.attention)
         return out, attn
 
@@ -120,77 +219,32 @@ class TranslateTask(Task):
         return _scores(pred, [t for _, t in examples])
 
     def baselines(self, data: Prepared) -> dict[str, float]:
-        table: dict[str, Counter] = defaultdict(Counter)
-        for s, t in data.train:
-            if len(s) == len(t):
-                for a, b in zip(s, t, strict=True):
-                    table[a][b] += 1
-        best = {a: c.most_common(1)[0][0] for a, c in table.items()}
-        pred = []
-        for s, _ in data.test:
-            out: list[str] = []
-            for a in s:
-                if a in best and (not out or out[-1] != best[a]):
-                    out.append(best[a])
-            pred.append(out)
+        table = self._dictionary(data.train)
+        pred = [[table[w][0][0] if w in table else w for w in s] for s, _ in data.test]
         scores = _scores(pred, [t for _, t in data.test])
-        return {f"letter_dictionary_{k}": v for k, v in scores.items()}
+        return {f"word_by_word_{k}": v for k, v in scores.items()}
 
     def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
-        """A character model: one word per line, as letters or spaced tokens; other models: space-separated
-        tokens. One output line per input line."""
-        chars = all(len(t) == 1 for t in meta["src"]["itos"][4:])
-        # a character model reads 'cat' and 'c a t' alike (spaces separate tokens, they are not tokens)
-        sources = [list(line.replace(" ", "").strip().lower()) if chars else line.split() for line in lines]
-        return [" ".join(p) for p in self.transduce(model, sources, meta)[0]]
+        return [detokenize(p) for p in self.transduce(model, [tokenize_words(line) for line in lines], meta)[0]]
 
-    def picture(self, model: nn.Module, data: Prepared, path: Path) -> Path:
-        src = max(data.test[:200], key=lambda e: len(e[0]))[0]
+    def score(self, outputs: list[str], targets: list[str]) -> str:
+        s = _scores([tokenize_words(o) for o in outputs], [tokenize_words(t) for t in targets])
+        return f"BLEU {s['bleu']:.2f}, chrF {s['chrf']:.2f} ({len(outputs)} sentences)"
+
+    def picture(self, model, data, path):
+        from rnnkit.tasks.plots import plot_heatmap
+
+        src = min((s for s, _ in data.test[:300] if 12 <= len(s) <= 20), key=len, default=data.test[0][0])
         pred, attn = self.transduce(model, [src], data.meta)
+        src_v = Vocab.from_dict(data.meta["src"])
+        shown = [w if w in src_v.stoi else f"{w} (unk)" for w in src]
         a = attn[0][: len(pred[0]) + 1, : len(src)].numpy()
-        return plot_heatmap(a, src, [*pred[0], "<eos>"], path,
-                            f"{self.picture_title(data.meta)}: attention, {' '.join(src)}",
-                            xlabel="source token", ylabel="generated token", value="attention weight")
+        return plot_heatmap(a, shown, [*pred[0], "<eos>"], path,
+                            f"{self.picture_title(data.meta)}: attention while translating one held-out verse",
+                            xlabel="English token", ylabel="generated Spanish token", value="attention weight")
 
     def onnx_bundle(self, model, meta):
-        from rnnkit.onnx_graphs import (
-            OnnxBundle,
-            OnnxGraph,
-            Seq2SeqEncoderGraph,
-            Seq2SeqStepGraph,
-            batch_time,
-            layer_axes,
-            padded_tokens,
-            state_names,
-        )
-
-        src_size, tgt_size = len(meta["src"]["itos"]), len(meta["tgt"]["itos"])
-        encoder = Seq2SeqEncoderGraph(model)
-        step = Seq2SeqStepGraph(model)
-        states = state_names("state", step.entries)
-
-        def encoded(batch: int, length: int):
-            with torch.no_grad():
-                return encoder(*padded_tokens(src_size, batch, length))
-
-        def step_example(batch: int, length: int):
-            memory, mask, prev, *st = encoded(batch, length)
-            g = torch.Generator().manual_seed(batch + length)
-            return (torch.randint(4, tgt_size, (batch,), generator=g), prev, *st, memory, mask)
-
-        enc_axes = batch_time("src", "memory", "mask", extra={"src_lengths": {0: "batch"}, "prev": {0: "batch"},
-                                                               **layer_axes(states)})
-        step_axes = {"token": {0: "batch"}, "prev": {0: "batch"}, "next_prev": {0: "batch"},
-                     **layer_axes(states), **layer_axes([f"next_{s}" for s in states]),
-                     **batch_time("memory", "mask", "attention"), "log_probs": {0: "batch"}}
-        graphs = [
-            OnnxGraph("encoder", encoder, lambda b, t: padded_tokens(src_size, b, t), ["src", "src_lengths"],
-                      ["memory", "mask", "prev", *states], enc_axes),
-            OnnxGraph("decoder_step", step, step_example, ["token", "prev", *states, "memory", "mask"],
-                      ["log_probs", "next_prev", *[f"next_{s}" for s in states], "attention"], step_axes),
-        ]
-        chars = all(len(t) == 1 for t in meta["src"]["itos"][4:])
-        return OnnxBundle("seq2seq", graphs, {"src_vocab": meta["src"]["itos"], "tgt_vocab": meta["tgt"]["itos"],
-                                              "bos_id": model.bos_id, "eos_id": model.eos_id, "states": states,
-                                              "characters": chars,
-                                              "max_len": [MAX_LEN_PER_SOURCE_TOKEN, MAX_LEN_EXTRA]})
+        bundle = super().onnx_bundle(model, meta)
+        bundle.config.update(characters=False, tokenizer=TOKENIZER, beam=BEAM, max_len=list(MAX_LEN),
+                             unknown_dictionary=meta["dictionary"])
+        return bundle

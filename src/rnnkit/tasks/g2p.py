@@ -1,0 +1,196 @@
+"""Transduction (many-to-many, unequal lengths): English spelling to pronunciation (CMUdict).
+
+Grapheme-to-phoneme conversion is translation between two alphabets: ``"knight" -> N AY T``.
+Model: :class:`rnnkit.Seq2Seq` (bidirectional encoder, Luong "general" attention; Sutskever et al.
+2014, Bahdanau et al. 2015, Luong et al. 2015), greedy decoding. Metrics on held-out words (no
+word in two splits): exact match (word accuracy), phoneme error rate (edit distance / reference
+length) and BLEU (sacrebleu, over phoneme tokens). Baseline on the same words: a letter-by-letter
+dictionary (each letter's most frequent phoneme, learnt from training words whose spelling and
+pronunciation have equal length; repeated phonemes merged), the analogue of word-by-word
+dictionary translation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.data.bundled import CMUDICT, cmudict_entries
+from rnnkit.data.collate import pad
+from rnnkit.data.readers import read_table
+from rnnkit.data.text import split_three
+from rnnkit.data.vocab import Vocab
+from rnnkit.models import RecurrentConfig, Seq2Seq
+from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
+from rnnkit.tasks.plots import plot_heatmap
+
+__all__ = ["G2PTask", "edit_distance"]
+
+MAX_TEST = 2000  # held-out words scored (decoding all 10,600 adds little)
+
+
+def edit_distance(a: list[str], b: list[str]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def _scores(pred: list[list[str]], gold: list[list[str]]) -> dict[str, float]:
+    import sacrebleu
+
+    exact = np.mean([p == g for p, g in zip(pred, gold, strict=True)])
+    errors = sum(edit_distance(p, g) for p, g in zip(pred, gold, strict=True))
+    bleu = sacrebleu.corpus_bleu([" ".join(p) for p in pred], [[" ".join(g) for g in gold]], tokenize="none")
+    return {"exact_match": float(exact), "token_error_rate": errors / max(1, sum(map(len, gold))),
+            "bleu": float(bleu.score)}
+
+
+#: greedy decoding stops after this many target tokens per (padded) source token, plus the extra
+MAX_LEN_PER_SOURCE_TOKEN, MAX_LEN_EXTRA = 2, 5
+
+@register
+class G2PTask(Task):
+    name = "g2p"
+    title = "spelling to pronunciation (G2P)"
+    topology = "many-to-many unequal (Seq2Seq + attention)"
+    dataset = CMUDICT
+    metric, higher_is_better, baseline = "exact_match", True, "letter_dictionary_exact_match"
+    user_format = ("CSV/TSV with columns 'source' and 'target', tokens separated by spaces (write 'c a t' for "
+                   "characters); UTF-8; split 80/10/10 by a seeded shuffle")
+    predict_format = ("one source per line: a word ('cat') or its tokens separated by spaces ('c a t'), or the --data "
+                      "table's 'source' column; prints the target tokens separated by spaces")
+    input_column, target_column = "source", "target"
+    defaults = dict(hidden=128, embedding=64, epochs=6, batch_size=64, lr=3e-3, bidirectional=True, max_train=30000)
+    picture_name = "attention.png"
+
+    def prepare(self, cfg: TaskConfig) -> Prepared:
+        if cfg.data:
+            pairs = [(row["source"].split(), row["target"].split())
+                     for _, row in read_table(cfg.data, ["source", "target"])]
+        else:
+            pairs = [(list(w), p) for w, p in cmudict_entries()]
+        train, val, test = split_three(pairs, seed=cfg.seed)
+        train = self.cap(cfg, train)
+        val, test = val[:MAX_TEST], test[:MAX_TEST]
+        meta = {"src": Vocab.build(s for s, _ in train).to_dict(), "tgt": Vocab.build(t for _, t in train).to_dict()}
+        return Prepared(train, val, test, meta)
+
+    def length(self, example: Any) -> int:
+        return len(example[0])
+
+    def collate(self, examples: list[Any], meta: dict[str, Any]) -> dict[str, Tensor]:
+        src_v, tgt_v = Vocab.from_dict(meta["src"]), Vocab.from_dict(meta["tgt"])
+        x, lengths = pad([src_v.encode(s) for s, _ in examples])
+        y, _ = pad([tgt_v.encode(t, eos=True) for _, t in examples])
+        return {"x": x, "y": y, "lengths": lengths}
+
+    def build(self, cfg: TaskConfig, meta: dict[str, Any]) -> nn.Module:
+        enc = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden // (2 if cfg.bidirectional else 1),
+                              num_layers=cfg.layers, bidirectional=cfg.bidirectional)
+        dec = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden, num_layers=cfg.layers)
+        return Seq2Seq(len(meta["src"]["itos"]), len(meta["tgt"]["itos"]), enc, dec, attention="general",
+                       embedding_dim=cfg.embedding)
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        logits = model(batch["x"], batch["y"], batch["lengths"])  # (B, T, V)
+        return F.cross_entropy(logits.flatten(0, 1), batch["y"].flatten(), ignore_index=0)
+
+    @torch.no_grad()
+    def transduce(self, model: nn.Module, sources: list[list[str]], meta: dict[str, Any]):
+        src_v, tgt_v = Vocab.from_dict(meta["src"]), Vocab.from_dict(meta["tgt"])
+        out, attn = [], []
+        for i in range(0, len(sources), 256):
+            x, lengths = pad([src_v.encode(s) for s in sources[i : i + 256]])
+            dec = model.greedy(x, lengths, max_len=MAX_LEN_PER_SOURCE_TOKEN * x.size(1) + MAX_LEN_EXTRA)
+            out += [tgt_v.decode(row) for row in dec.tokens.tolist()]
+            attn += list(dec.attention)
+        return out, attn
+
+    def evaluate(self, model: nn.Module, examples: list[Any], meta: dict[str, Any]) -> dict[str, float]:
+        pred, _ = self.transduce(model, [s for s, _ in examples], meta)
+        return _scores(pred, [t for _, t in examples])
+
+    def baselines(self, data: Prepared) -> dict[str, float]:
+        table: dict[str, Counter] = defaultdict(Counter)
+        for s, t in data.train:
+            if len(s) == len(t):
+                for a, b in zip(s, t, strict=True):
+                    table[a][b] += 1
+        best = {a: c.most_common(1)[0][0] for a, c in table.items()}
+        pred = []
+        for s, _ in data.test:
+            out: list[str] = []
+            for a in s:
+                if a in best and (not out or out[-1] != best[a]):
+                    out.append(best[a])
+            pred.append(out)
+        scores = _scores(pred, [t for _, t in data.test])
+        return {f"letter_dictionary_{k}": v for k, v in scores.items()}
+
+    def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
+        """A character model: one word per line, as letters or spaced tokens; other models: space-separated
+        tokens. One output line per input line."""
+        chars = all(len(t) == 1 for t in meta["src"]["itos"][4:])
+        # a character model reads 'cat' and 'c a t' alike (spaces separate tokens, they are not tokens)
+        sources = [list(line.replace(" ", "").strip().lower()) if chars else line.split() for line in lines]
+        return [" ".join(p) for p in self.transduce(model, sources, meta)[0]]
+
+    def picture(self, model: nn.Module, data: Prepared, path: Path) -> Path:
+        src = max(data.test[:200], key=lambda e: len(e[0]))[0]
+        pred, attn = self.transduce(model, [src], data.meta)
+        a = attn[0][: len(pred[0]) + 1, : len(src)].numpy()
+        return plot_heatmap(a, src, [*pred[0], "<eos>"], path,
+                            f"{self.picture_title(data.meta)}: attention, {' '.join(src)}",
+                            xlabel="source token", ylabel="generated token", value="attention weight")
+
+    def onnx_bundle(self, model, meta):
+        from rnnkit.onnx_graphs import (
+            OnnxBundle,
+            OnnxGraph,
+            Seq2SeqEncoderGraph,
+            Seq2SeqStepGraph,
+            batch_time,
+            layer_axes,
+            padded_tokens,
+            state_names,
+        )
+
+        src_size, tgt_size = len(meta["src"]["itos"]), len(meta["tgt"]["itos"])
+        encoder = Seq2SeqEncoderGraph(model)
+        step = Seq2SeqStepGraph(model)
+        states = state_names("state", step.entries)
+
+        def encoded(batch: int, length: int):
+            with torch.no_grad():
+                return encoder(*padded_tokens(src_size, batch, length))
+
+        def step_example(batch: int, length: int):
+            memory, mask, prev, *st = encoded(batch, length)
+            g = torch.Generator().manual_seed(batch + length)
+            return (torch.randint(4, tgt_size, (batch,), generator=g), prev, *st, memory, mask)
+
+        enc_axes = batch_time("src", "memory", "mask", extra={"src_lengths": {0: "batch"}, "prev": {0: "batch"},
+                                                               **layer_axes(states)})
+        step_axes = {"token": {0: "batch"}, "prev": {0: "batch"}, "next_prev": {0: "batch"},
+                     **layer_axes(states), **layer_axes([f"next_{s}" for s in states]),
+                     **batch_time("memory", "mask", "attention"), "log_probs": {0: "batch"}}
+        graphs = [
+            OnnxGraph("encoder", encoder, lambda b, t: padded_tokens(src_size, b, t), ["src", "src_lengths"],
+                      ["memory", "mask", "prev", *states], enc_axes),
+            OnnxGraph("decoder_step", step, step_example, ["token", "prev", *states, "memory", "mask"],
+                      ["log_probs", "next_prev", *[f"next_{s}" for s in states], "attention"], step_axes),
+        ]
+        chars = all(len(t) == 1 for t in meta["src"]["itos"][4:])
+        return OnnxBundle("seq2seq", graphs, {"src_vocab": meta["src"]["itos"], "tgt_vocab": meta["tgt"]["itos"],
+                                              "bos_id": model.bos_id, "eos_id": model.eos_id, "states": states,
+                                              "characters": chars,
+                                              "max_len": [MAX_LEN_PER_SOURCE_TOKEN, MAX_LEN_EXTRA]})
