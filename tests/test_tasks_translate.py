@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from _task_helpers import assert_beats, train_small
 from rnnkit.cli import main
 from rnnkit.data.bible import SWORD_DIR, clean_osis
 from rnnkit.data.bundled import DataUnavailable
@@ -18,6 +19,9 @@ from rnnkit.onnx_runner import _detokenize, _words
 from rnnkit.tasks import get_task
 from rnnkit.tasks.translate import TOKENIZER, detokenize, ibm_model1, tokenize_words
 from test_onnx_runner import ISOLATED
+
+#: the brief training of the test and the tour: 6,000 verses twice, a narrower model
+BRIEF = dict(max_train=6000, epochs=2, hidden=128, embedding=64, batch_size=32, lr=3e-3)
 
 needs_data = pytest.mark.skipif(
     importlib.util.find_spec("pysword") is None or not (SWORD_DIR / "mods.d").is_dir(),
@@ -85,6 +89,14 @@ def test_groups_are_never_cut():
     groups = [{int(s[0]) % 20 for s, _ in part} for part in parts]
     assert [len(g) for g in groups] == [16, 2, 2] and not (groups[0] & groups[1] | groups[0] & groups[2])
     assert sum(map(len, parts)) == 400
+
+
+@pytest.mark.slow
+@needs_data
+def test_brief_training_beats_word_by_word_translation_on_held_out_chapters(tmp_path):
+    task, result = train_small(tmp_path, "translate", **BRIEF)
+    assert_beats(task, result, margin=1.0)  # BLEU points, on the same 1,000 held-out verses
+    assert (result.run_dir / "attention.png").is_file()
 
 
 def _pairs(tmp_path, n=60):

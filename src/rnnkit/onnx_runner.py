@@ -258,7 +258,8 @@ def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
         else:
             decoded, attention = _greedy(step, feeds, spec, len(items), src.shape[1]), None
         words = [[spec["tgt_vocab"][i] for i in row] for row in decoded]
-        if "unknown_dictionary" in spec and attention is not None:  # an <unk>: the translation of the source word it attends to most
+        if "unknown_dictionary" in spec and attention is not None:
+            # an <unk> becomes the translation of the source word it attends to most (or that word)
             table = spec["unknown_dictionary"]
             attended = [[sources[b][int(attention[b][t, : len(sources[b])].argmax())] for t in range(len(row))]
                         for b, row in enumerate(words)]

@@ -150,8 +150,8 @@ class TranslateTask(G2PTask):
                    "punctuation) and an optional 'group' (rows of one group, e.g. a document, stay in one split); "
                    "UTF-8; split 80/10/10 by a seeded shuffle of groups (of rows without one)")
     predict_format = "one source sentence per line, or the --data table's 'source' column; prints its translation"
-    defaults = dict(hidden=256, embedding=128, epochs=8, batch_size=64, lr=2e-3, bidirectional=True, max_train=0,
-                    max_length=60, schedule="cosine")
+    defaults = dict(hidden=256, embedding=128, epochs=4, batch_size=64, lr=2e-3, bidirectional=True, max_train=0,
+                    max_length=80, schedule="cosine")
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
         if cfg.data:
@@ -201,17 +201,22 @@ class TranslateTask(G2PTask):
 
     @torch.no_grad()
     def transduce(self, model: nn.Module, sources: list[list[str]], meta: dict[str, Any], beam: int = BEAM):
+        """Beam-search translations of ``sources`` (in their order) and each one's attention
+        ``(T_out, S)``. Sources are decoded in batches of similar length, since a batch runs until
+        its longest translation ends."""
         src_v, tgt_v = Vocab.from_dict(meta["src"]), Vocab.from_dict(meta["tgt"])
-        out, attn = [], []
-        for i in range(0, len(sources), 128):
-            x, lengths = pad([src_v.encode(s) or [src_v.unk_id] for s in sources[i : i + 128]])
+        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+        out: list[list[str]] = [[] for _ in sources]
+        attn: list[Any] = [None for _ in sources]
+        for start in range(0, len(order), 128):
+            chunk = order[start : start + 128]
+            x, lengths = pad([src_v.encode(sources[i]) or [src_v.unk_id] for i in chunk])
             dec = model.beam_search(x, lengths, beam_width=beam, max_len=MAX_LEN[0] * x.size(1) + MAX_LEN[1])
-            chunk = sources[i : i + 128]
-            for b, row in enumerate(dec.tokens.tolist()):
-                words = tgt_v.decode(row)
-                attended = [chunk[b][int(dec.attention[b, t, : len(chunk[b])].argmax())] for t in range(len(words))]
-                out.append([replace_unknown(w, a, meta["dictionary"]) for w, a in zip(words, attended, strict=True)])
-            attn += list(dec.attention)
+            for b, i in enumerate(chunk):
+                words = tgt_v.decode(dec.tokens[b].tolist())
+                attn[i] = dec.attention[b, :, : len(sources[i])]
+                attended = [sources[i][int(attn[i][t].argmax())] for t in range(len(words))]
+                out[i] = [replace_unknown(w, a, meta["dictionary"]) for w, a in zip(words, attended, strict=True)]
         return out, attn
 
     def evaluate(self, model: nn.Module, examples: list[Any], meta: dict[str, Any]) -> dict[str, float]:
