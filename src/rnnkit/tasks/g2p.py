@@ -93,10 +93,15 @@ class G2PTask(Task):
         y, _ = pad([tgt_v.encode(t, eos=True) for _, t in examples])
         return {"x": x, "y": y, "lengths": lengths}
 
-    def build(self, cfg: TaskConfig, meta: dict[str, Any]) -> nn.Module:
+    @staticmethod
+    def recurrent_configs(cfg: TaskConfig) -> tuple[RecurrentConfig, RecurrentConfig]:
+        """The encoder's (``hidden`` split between directions) and the decoder's configs."""
         enc = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden // (2 if cfg.bidirectional else 1),
                               num_layers=cfg.layers, bidirectional=cfg.bidirectional)
-        dec = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden, num_layers=cfg.layers)
+        return enc, RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden, num_layers=cfg.layers)
+
+    def build(self, cfg: TaskConfig, meta: dict[str, Any]) -> nn.Module:
+        enc, dec = self.recurrent_configs(cfg)
         return Seq2Seq(len(meta["src"]["itos"]), len(meta["tgt"]["itos"]), enc, dec, attention="general",
                        embedding_dim=cfg.embedding)
 

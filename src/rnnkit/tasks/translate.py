@@ -34,7 +34,7 @@ from rnnkit.data.collate import pad
 from rnnkit.data.readers import read_table
 from rnnkit.data.text import split_three
 from rnnkit.data.vocab import UNK, Vocab
-from rnnkit.models import LexicalSeq2Seq, RecurrentConfig
+from rnnkit.models import LexicalSeq2Seq
 from rnnkit.tasks.base import Prepared, TaskConfig, register
 from rnnkit.tasks.g2p import G2PTask
 
@@ -191,9 +191,7 @@ class TranslateTask(G2PTask):
         return self._ibm
 
     def build(self, cfg: TaskConfig, meta: dict[str, Any]) -> nn.Module:
-        enc = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden // (2 if cfg.bidirectional else 1),
-                              num_layers=cfg.layers, bidirectional=cfg.bidirectional)
-        dec = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden, num_layers=cfg.layers)
+        enc, dec = self.recurrent_configs(cfg)
         lex = meta["lexicon"]
         return LexicalSeq2Seq(len(meta["src"]["itos"]), len(meta["tgt"]["itos"]), enc, dec, attention="general",
                               embedding_dim=cfg.embedding, lexicon_ids=torch.tensor(lex["ids"]),
