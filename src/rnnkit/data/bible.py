@@ -6,13 +6,14 @@ follow the same versification, so a verse's (book, chapter, verse) names the sam
 :func:`bible_pairs` keeps the 31,077 verses present and non-empty in both.
 
 The raw text carries OSIS markup: ``<note>`` elements (translators' footnotes) are dropped with
-their text, every other tag is stripped and its text kept. Reading both Bibles takes about
-1.5 minutes, so the parsed pairs are cached as a TSV under ``$RNNKIT_CACHE`` (default
+their text, every other tag is stripped and its text kept. Reading both Bibles takes about a
+second, and the parsed pairs are cached as a TSV under ``$RNNKIT_CACHE`` (default
 ``~/.cache/rnnkit``), written atomically.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import os
 import re
@@ -63,6 +64,11 @@ def _cache_path() -> Path:
 
 def _read_module(modules, name: str) -> dict[tuple[str, int, int], str]:
     bible = modules.get_bible_from_module(name)
+    # pysword decompresses a verse's whole block again for every verse in it (most of a minute per
+    # Bible); we read in canonical order, so remembering the last few blocks makes it seconds.
+    # Private to pysword, hence the guard: without it reading is slow, not wrong.
+    if callable(getattr(bible, "_decompressed_text", None)):
+        bible._decompressed_text = functools.lru_cache(maxsize=8)(bible._decompressed_text)
     verses: dict[tuple[str, int, int], str] = {}
     for testament in bible.get_structure().get_books().values():
         for book in testament:
