@@ -16,7 +16,10 @@ line (blank lines are kept as blank output lines), by the export's kind:
 * generate: a condition per line -> a greedy sample;
 * caption: a ``.npy`` grayscale image path per line -> a greedy caption;
 * image: a ``.npy`` grayscale image path per line -> ``LABEL<TAB>probability``;
-* ctc: a ``.npy`` feature matrix ``(T, F)`` path per line -> the greedy CTC transcript.
+* ctc: a ``.npy`` feature matrix ``(T, F)`` path per line -> the greedy CTC transcript;
+* frames: a ``.npy`` clip ``(T, H, W)`` path per line (uint8 0-255 or floats in [0, 1]; its first
+  ``context`` frames are read) -> writes the predicted frames to ``PATH.next.npy`` and prints that
+  path and each predicted frame's mean pixel.
 
 The tokenizer and word shapes below follow ``rnnkit.data.text.tokenize`` and
 ``rnnkit.tasks.tagging.word_shape`` (rnnkit's tests check that they agree).
@@ -297,6 +300,25 @@ def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
         for row, n in zip(logp.argmax(-1), lengths, strict=True):
             ids = [int(k) for j, k in enumerate(row[:n]) if k != spec["blank"] and (j == 0 or k != row[j - 1])]
             out.append("".join(spec["chars"][k] for k in ids))
+        return out
+    if kind == "frames":
+        context, size = spec["context"], tuple(spec["size"])
+        clips = []
+        for p in items:
+            clip = np.load(p.strip(), allow_pickle=False)
+            if clip.ndim != 3 or clip.shape[0] < context or clip.shape[1:] != size:
+                raise ExportError(f"{p.strip()}: clip of shape {clip.shape}; the model reads at least {context} "
+                                  f"frames of {size[0]}x{size[1]}")
+            if clip.dtype != np.uint8:  # floats in [0, 1]: rnnkit reads them at 8 bits as well
+                clip = np.rint(np.clip(clip, 0.0, 1.0) * 255)
+            clips.append(clip[:context].astype(np.float32) / 255.0)
+        (frames,) = sessions["forecast_frames"].run(None, {"context": np.stack(clips).astype(np.float32)})
+        out = []
+        for p, f in zip(items, frames, strict=True):
+            path = Path(p.strip())
+            target = path.with_name(path.name + ".next.npy")
+            np.save(target, f.astype(np.float32), allow_pickle=False)
+            out.append(f"{target}\t" + " ".join(f"{m:.4f}" for m in f.reshape(len(f), -1).mean(1)))
         return out
     raise ExportError(f"model.json: unknown kind {kind!r}")
 

@@ -29,7 +29,8 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     """Write ``fig`` as a PNG at least :data:`MIN_WIDTH` pixels wide (110 dpi, or more for a small figure)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure laid out by its own engine (constrained) keeps it
+        fig.tight_layout()
     try:
         with atomic_path(path) as tmp:  # never half a picture
             fig.savefig(tmp, dpi=max(110.0, MIN_WIDTH / fig.get_figwidth()), format=path.suffix.lstrip(".") or "png")

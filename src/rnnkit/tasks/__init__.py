@@ -13,7 +13,8 @@ from rnnkit.tasks.base import TASKS, Prepared, Task, TaskConfig, get_task, regis
 __all__ = ["TASK_MODULES", "TASKS", "Prepared", "Task", "TaskConfig", "all_tasks", "get_task", "register"]
 
 # one module per task, in the order of the guide
-TASK_MODULES = ("forecast", "sentiment", "tagging", "g2p", "translate", "music", "chars", "speech", "caption", "image")
+TASK_MODULES = ("forecast", "sentiment", "tagging", "g2p", "translate", "music", "chars", "speech", "caption", "image",
+                "frames")
 
 
 def _load_all() -> None:

@@ -86,8 +86,8 @@ def option_problem(name: str, value: Any) -> str | None:
     if name == "cell":
         from rnnkit.cells import cell_names
 
-        if value not in cell_names():
-            return f"must be a registered cell ({', '.join(cell_names())}); got {value!r}"
+        if value not in cell_names(None):
+            return f"must be a registered cell ({', '.join(cell_names(None))}); got {value!r}"
     return None
 
 
@@ -148,6 +148,7 @@ class Task:
     # keep_best is on by default only where it was measured to help (sentiment).
     select_on_metric: bool = False
     max_ensemble: int = 1  # the largest TaskConfig.ensemble the task can build (1: no ensembles)
+    cell_feature_dims: int = 1  # the cells the task takes: 1, over feature vectors; 3, over feature maps (convlstm)
 
     def config(self, **overrides: Any) -> TaskConfig:
         """The task's defaults with ``overrides`` (None values ignored); unknown names raise."""
@@ -159,6 +160,11 @@ class Task:
         if values.get("data") and "max_train" not in given:
             values["max_train"] = 0  # the default caps are for the bundled data; a user's file is read whole
         cfg = TaskConfig(**values)
+        from rnnkit.cells import cell_names
+
+        fitting = cell_names(self.cell_feature_dims)
+        if cfg.cell not in fitting:
+            raise ValueError(f"--cell {cfg.cell}: task {self.name!r} takes {', '.join(fitting)}")
         if not 1 <= cfg.ensemble <= self.max_ensemble:
             limit = "only 1 (no ensembles)" if self.max_ensemble == 1 else f"1 to {self.max_ensemble}"
             raise ValueError(f"ensemble={cfg.ensemble}: task {self.name!r} takes {limit}")

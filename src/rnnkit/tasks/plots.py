@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 
 from rnnkit.diagnostics.plots import save_figure  # noqa: E402
 
-__all__ = ["plot_confusion", "plot_heatmap", "plot_learning_curve", "plot_series"]
+__all__ = ["plot_confusion", "plot_frames", "plot_heatmap", "plot_learning_curve", "plot_series"]
 
 
 def plot_learning_curve(history: str | Path, path: str | Path, title: str = "") -> Path:
@@ -86,4 +86,26 @@ def plot_series(x: Sequence[float], series: dict[str, Sequence[float]], path: st
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
+    return save_figure(fig, path)
+
+
+def plot_frames(rows: Sequence[np.ndarray], row_labels: Sequence[str], column_labels: Sequence[str],
+                path: str | Path, title: str) -> Path:
+    """Rows of grayscale frames ``(T, H, W)`` in [0, 1] side by side (e.g. true and predicted),
+    one labelled row each, with a colorbar of the pixel value."""
+    n, t = len(rows), len(column_labels)
+    fig, axes = plt.subplots(n, t, figsize=(max(8.0, 1.2 * t + 1.5), 1.3 * n + 1.0), squeeze=False,
+                             layout="constrained")
+    im = None
+    for r, (frames, label) in enumerate(zip(rows, row_labels, strict=True)):
+        for c in range(t):
+            ax = axes[r, c]
+            im = ax.imshow(frames[c], cmap="gray", vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(column_labels[c], fontsize=9)
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.colorbar(im, ax=axes, shrink=0.9, label="pixel value")
+    fig.suptitle(title)
     return save_figure(fig, path)
