@@ -7,13 +7,23 @@ Precipitation Nowcasting", NeurIPS 2015. As in their Moving-MNIST experiment:
   (``F.pixel_unshuffle``: 64x64 frames with ``patch=4`` are read as 16x16 maps of 16 channels);
 * an encoder of ``layers`` stacked ConvLSTM layers reads the context frames;
 * a forecaster of the same shape starts from the encoder's final states and runs ``horizon``
-  steps without input (a constant zero map);
+  steps;
 * a 1x1 convolution maps the forecaster's top hidden map of each step to the patch channels,
   which ``F.pixel_shuffle`` puts back into a frame of per-pixel logits.
 
-Deviation: the paper's output layer reads the concatenated hidden states of every forecaster layer;
-here it reads the top layer's (the same for one layer). The pixels are trained with a per-pixel
-binary cross-entropy (the paper's cross-entropy loss), so ``sigmoid(logits)`` is the predicted frame.
+Deviations from the paper:
+
+* ``conditional=True`` (the default) feeds the forecaster its own previous prediction (the last
+  seen frame first), the "conditional decoder" of Srivastava et al. 2015; the paper's forecaster
+  reads no input (``conditional=False``: a constant zero map). Measured on the frames task (1,000
+  clips, 2 epochs, 32 channels): MSE per frame 214 conditional, 236 without input.
+* The output layer reads the top forecaster layer's hidden map; the paper's reads every layer's
+  (the same for one layer).
+* The output bias starts at -3 (a dark canvas, ``sigmoid(-3) = 0.05``) rather than 0 (grey): after
+  600 clips twice, MSE per frame 199 against 259.
+
+The pixels are trained with a per-pixel binary cross-entropy (the paper's cross-entropy loss), so
+``sigmoid(logits)`` is the predicted frame.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ class FrameForecaster(nn.Module):
         layers: stacked ConvLSTM layers in the encoder and in the forecaster.
         patch: side of the square patches folded into channels; ``H`` and ``W`` must be multiples.
         kernel_size: odd side of the ConvLSTM's convolutions.
+        conditional: feed the forecaster its previous prediction (True) or nothing (False).
     """
 
     def __init__(self, channels: int = 1, hidden: int = 32, layers: int = 1, patch: int = 4,
