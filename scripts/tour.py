@@ -28,6 +28,7 @@ TOUR = {  # lighter than each task's defaults, so the whole tour takes minutes
     "chars": dict(max_train=3000, epochs=5),
     "image": dict(max_train=20000, epochs=3),
     "translate": dict(max_train=6000, epochs=2, hidden=128, embedding=64, batch_size=32, lr=3e-3),
+    "video": dict(max_train=2000, epochs=3),
     "frames": dict(max_train=600, epochs=2, hidden=32),
 }
 QUICK = {
@@ -36,6 +37,7 @@ QUICK = {
     "speech": dict(epochs=20), "caption": dict(max_train=3000, epochs=6),
     "image": dict(max_train=20000, epochs=3),
     "translate": dict(max_train=6000, epochs=2, hidden=128, embedding=64, batch_size=32, lr=3e-3),
+    "video": dict(max_train=2000, epochs=3),
     "frames": dict(max_train=600, epochs=2, hidden=32),
 }
 

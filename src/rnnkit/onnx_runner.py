@@ -17,6 +17,8 @@ line (blank lines are kept as blank output lines), by the export's kind:
 * caption: a ``.npy`` grayscale image path per line -> a greedy caption;
 * image: a ``.npy`` grayscale image path per line -> ``LABEL<TAB>probability``;
 * ctc: a ``.npy`` feature matrix ``(T, F)`` path per line -> the greedy CTC transcript;
+* video: a ``.npy`` clip ``(T, H, W)`` path per line -> ``NAME=VALUE (probability)`` per tag,
+  tab-separated;
 * frames: a ``.npy`` clip ``(T, H, W)`` path per line (uint8 0-255 or floats in [0, 1]; its first
   ``context`` frames are read) -> writes the predicted frames to ``PATH.next.npy`` and prints that
   path and each predicted frame's mean pixel.
@@ -217,6 +219,16 @@ def _detokenize(tokens: list[str], rules: dict) -> str:
     return out
 
 
+def _clip(path: str, size: tuple) -> np.ndarray:
+    """A ``.npy`` clip ``(T, H, W)`` as floats in [0, 1], read at 8 bits as rnnkit reads it."""
+    clip = np.load(path, allow_pickle=False)
+    if clip.ndim != 3 or tuple(clip.shape[1:]) != size:
+        raise ExportError(f"{path}: clip of shape {clip.shape}; the model reads frames of {size[0]}x{size[1]}")
+    if clip.dtype != np.uint8:  # floats in [0, 1]
+        clip = np.rint(np.clip(clip, 0.0, 1.0) * 255)
+    return clip.astype(np.float32) / 255.0
+
+
 def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
     """One output per item (no blank items)."""
     kind = spec["kind"]
@@ -301,17 +313,26 @@ def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
             ids = [int(k) for j, k in enumerate(row[:n]) if k != spec["blank"] and (j == 0 or k != row[j - 1])]
             out.append("".join(spec["chars"][k] for k in ids))
         return out
+    if kind == "video":
+        out = []
+        for p in items:
+            clip = _clip(p.strip(), tuple(spec["size"]))
+            (probs,) = sessions["tag_clip"].run(None, {"clip": clip[None]})
+            fields, start = [], 0
+            for name, labels in zip(spec["tags"], spec["labels"], strict=True):
+                block = probs[0, start : start + len(labels)]
+                start += len(labels)
+                fields.append(f"{name}={labels[int(block.argmax())]} ({float(block.max()):.3f})")
+            out.append("\t".join(fields))
+        return out
     if kind == "frames":
         context, size = spec["context"], tuple(spec["size"])
         clips = []
         for p in items:
-            clip = np.load(p.strip(), allow_pickle=False)
-            if clip.ndim != 3 or clip.shape[0] < context or clip.shape[1:] != size:
-                raise ExportError(f"{p.strip()}: clip of shape {clip.shape}; the model reads at least {context} "
-                                  f"frames of {size[0]}x{size[1]}")
-            if clip.dtype != np.uint8:  # floats in [0, 1]: rnnkit reads them at 8 bits as well
-                clip = np.rint(np.clip(clip, 0.0, 1.0) * 255)
-            clips.append(clip[:context].astype(np.float32) / 255.0)
+            clip = _clip(p.strip(), size)
+            if clip.shape[0] < context:
+                raise ExportError(f"{p.strip()}: a clip of {clip.shape[0]} frames; the model reads {context}")
+            clips.append(clip[:context])
         (frames,) = sessions["forecast_frames"].run(None, {"context": np.stack(clips).astype(np.float32)})
         out = []
         for p, f in zip(items, frames, strict=True):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Motion", "moving_clips"]
+__all__ = ["Motion", "moving_clips", "render"]
 
 
 @dataclass
@@ -41,6 +41,20 @@ def _bounce(pos: float, vel: float, top: float) -> tuple[float, float]:
         if pos > top:
             pos, vel = 2 * top - pos, -vel
     return pos, vel
+
+
+def render(pixels: np.ndarray, positions: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Draw objects ``pixels (K, h, w) uint8`` at ``positions (K, T, 2)`` (top-left ``(y, x)``,
+    rounded to the nearest pixel) into the frames ``out (T, H, W) uint8``, brighter pixel winning."""
+    h, w = pixels.shape[1:]
+    for k in range(len(pixels)):
+        for t in range(out.shape[0]):
+            iy, ix = (int(round(v)) for v in positions[k, t])
+            if iy < 0 or ix < 0 or iy + h > out.shape[1] or ix + w > out.shape[2]:
+                raise ValueError(f"object {k} at frame {t}: position ({iy}, {ix}) puts a {h}x{w} image outside "
+                                 f"the {out.shape[1]}x{out.shape[2]} canvas")
+            np.maximum(out[t, iy : iy + h, ix : ix + w], pixels[k], out=out[t, iy : iy + h, ix : ix + w])
+    return out
 
 
 def moving_clips(
@@ -72,12 +86,10 @@ def moving_clips(
             (y, x), vy, vx = start[k], spd[k] * np.sin(angle[k]), spd[k] * np.cos(angle[k])
             for t in range(frames):
                 positions[k, t] = y, x
-                iy, ix = int(round(y)), int(round(x))
-                np.maximum(clips[c, t, iy : iy + h, ix : ix + w], pixels[items[k]],
-                           out=clips[c, t, iy : iy + h, ix : ix + w])
                 vy, vx = vy * factors[k], vx * factors[k]
                 y, vy = _bounce(y + vy, vy, top_y)
                 x, vx = _bounce(x + vx, vx, top_x)
+        render(pixels[items], positions, clips[c])
         motions.append(Motion([int(i) for i in items], [int(labels[i]) for i in items],
                               [(float(spd[k] * np.sin(angle[k])), float(spd[k] * np.cos(angle[k])))
                                for k in range(objects)],

@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["DataError", "decode_file", "read_blocks", "read_lines", "read_table"]
+__all__ = ["DataError", "decode_file", "read_blocks", "read_header", "read_lines", "read_table"]
 
 
 class DataError(ValueError):
@@ -62,6 +62,17 @@ def _delimiter(path: Path, delimiter: str | None) -> str:
     if delimiter is not None:
         return delimiter
     return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+
+
+def read_header(path: str | os.PathLike, *, delimiter: str | None = None) -> list[str]:
+    """The column names of a CSV/TSV file's header row (for a task whose columns are the user's)."""
+    p = Path(path)
+    try:
+        return [h.strip() for h in next(csv.reader(io.StringIO(decode_file(p)), delimiter=_delimiter(p, delimiter)))]
+    except StopIteration:
+        raise DataError(p, 1, "has no header row") from None
+    except csv.Error as err:
+        raise DataError(p, 1, f"is not valid CSV ({err})") from None
 
 
 def read_table(
