@@ -7,6 +7,17 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _threads_restored():
+    """Every test leaves torch's thread count as it found it, and says so if it did not (an
+    in-process ``rnnkit diagnose --threads 1`` once left every later test on one thread)."""
+    threads = torch.get_num_threads()
+    yield
+    changed = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    assert changed == threads, f"the test left torch on {changed} threads (it found {threads})"
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread for a module of tiny-tensor tests: faster, and on a busy 2-core

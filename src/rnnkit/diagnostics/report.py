@@ -163,17 +163,21 @@ def run_diagnose(cfg: DiagnoseConfig, *, echo: Any = print) -> list[RunResult]:
         raise ValueError(f"unknown cell(s) {unknown}; known cells: {', '.join(cell_names())}")
     if any(t < 2 for t in cfg.lengths):
         raise ValueError(f"lengths must be >= 2, got {list(cfg.lengths)}")
+    threads = torch.get_num_threads()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     results = []
-    for steps in cfg.lengths:
-        for cell in cells:
-            r = run_one(cell, steps, cfg)
-            results.append(r)
-            verdict = "solved" if r.solved else "not solved"
-            echo(f"{cell:>10} T={steps:<5} MSE {r.mse:.4g} ({verdict}) after {r.trained_steps} steps, "
-                 f"{r.seconds:.0f} s; gradient left at t=0: {r.reach(r.grad_trained):.2e}")
-            write_report(results, cfg)  # after every run: a long sweep leaves a usable report
+    try:
+        for steps in cfg.lengths:
+            for cell in cells:
+                r = run_one(cell, steps, cfg)
+                results.append(r)
+                verdict = "solved" if r.solved else "not solved"
+                echo(f"{cell:>10} T={steps:<5} MSE {r.mse:.4g} ({verdict}) after {r.trained_steps} steps, "
+                     f"{r.seconds:.0f} s; gradient left at t=0: {r.reach(r.grad_trained):.2e}")
+                write_report(results, cfg)  # after every run: a long sweep leaves a usable report
+    finally:  # a caller in the same process (a notebook, a test) keeps its own thread count
+        torch.set_num_threads(threads)
     return results
 
 
