@@ -4,6 +4,8 @@
 #   dataset-fashion-mnist (Debian, MIT): the image task's Fashion-MNIST (official 60k/10k split).
 #   sword-text-web, sword-text-sparv (Debian, public domain): the translate task's English and
 #     Spanish Bibles (read with PyPI pysword, in the tasks extra).
+#   The archive's English package descriptions (apt's Translation-en index, read with lz4): the
+#     summarization data.
 # Run as root or with sudo; safe to re-run. `make demo` calls it and goes on if it fails: the
 # speech task is then listed as skipped with this command.
 set -euo pipefail
@@ -17,8 +19,9 @@ fi
 
 # Debian packages: espeak-ng (the speech task's voices), dataset-fashion-mnist (the image task, MIT),
 # the two SWORD Bibles (the translate task, public domain).
-PACKAGES=(espeak-ng dataset-fashion-mnist sword-text-web sword-text-sparv)
+PACKAGES=(espeak-ng dataset-fashion-mnist sword-text-web sword-text-sparv lz4)
 missing=()
+command -v lz4 >/dev/null 2>&1 || missing+=(lz4)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
 [ -f /usr/share/sword/mods.d/engWEB2015eb.conf ] || missing+=(sword-text-web)
@@ -26,10 +29,14 @@ command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup_data: ${PACKAGES[*]} already installed"
 elif command -v apt-get >/dev/null 2>&1; then
-  $SUDO apt-get update -qq
+  $SUDO apt-get -o Acquire::Languages=en update -qq
   $SUDO apt-get install -y -qq "${missing[@]}"
 else
   echo "setup_data: no apt-get here; install ${missing[*]} with your package manager" >&2
   exit 1
 fi
 espeak-ng --version
+# The English descriptions index comes with an update that asks for it (images often turn languages off).
+if command -v apt-get >/dev/null 2>&1 && ! ls /var/lib/apt/lists/*_i18n_Translation-en* >/dev/null 2>&1; then
+  $SUDO apt-get -o Acquire::Languages=en update -qq
+fi

@@ -16,6 +16,7 @@ seen frame (the headline), and a blank canvas.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit._files import write_bytes_atomic
 from rnnkit.data.bundled import DatasetInfo
 from rnnkit.data.images import fashion_mnist
 from rnnkit.data.moving import moving_clips
@@ -91,9 +93,10 @@ class FramesTask(Task):
     def prepare(self, cfg: TaskConfig) -> Prepared:
         if cfg.data:
             base = Path(cfg.data).parent
-            clips = [load_clip(base / row["clip"], (cfg.data, line)) for line, row in read_table(cfg.data, ["clip"])]
+            rows = read_table(cfg.data, ["clip"])
+            clips = [load_clip(base / row["clip"], (cfg.data, line)) for line, row in rows]
             shape = clips[0].shape
-            for (line, _), clip in zip(read_table(cfg.data, ["clip"]), clips, strict=True):
+            for (line, _), clip in zip(rows, clips, strict=True):
                 if clip.shape != shape:
                     raise DataError(cfg.data, line, f"clip of shape {clip.shape}; the first clip's is {shape} "
                                                     "(every clip must have one shape)")
@@ -209,11 +212,7 @@ class FramesTask(Task):
 
 def _write_next(path: Path, frames: np.ndarray) -> str:
     """Write ``frames`` to ``PATH.next.npy``; the output line: that path and each frame's mean pixel."""
-    from rnnkit._files import write_bytes_atomic
-
     out = path.with_name(path.name + ".next.npy")
-    import io
-
     buf = io.BytesIO()
     np.save(buf, frames.astype(np.float32), allow_pickle=False)
     write_bytes_atomic(out, buf.getvalue())
