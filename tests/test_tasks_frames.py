@@ -175,6 +175,8 @@ def test_cli_round_trip_on_a_users_clips(tmp_path, capsys):
     assert len(lines) == 3 and lines[1] == "" and lines[0].startswith(str(tmp_path / "c0.npy.next.npy"))
     ours = np.load(tmp_path / "c1.npy.next.npy")
     assert ours.shape == (4, 16, 16) and ours.dtype == np.float32 and 0 <= ours.min() and ours.max() <= 1
+    assert main(["predict", str(run), str(tmp_path / "c1.npy")]) == 0  # a clip itself: that one input
+    assert capsys.readouterr().out.startswith(str(tmp_path / "c1.npy.next.npy"))
     assert main(["predict", str(run), str(table)]) == 0  # the --data table: its clip column
     assert len(capsys.readouterr().out.splitlines()) == 12
     assert main(["export", str(run)]) == 0

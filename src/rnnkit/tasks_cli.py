@@ -13,6 +13,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 __all__ = ["evaluate", "export", "main", "predict", "quiet", "resume", "tasks", "train"]
@@ -262,6 +263,10 @@ def _interrupted(stop, run_dir) -> int:
 
 
 
+#: suffixes of inputs that are files themselves: `rnnkit predict RUN photo.png` predicts that one file
+_FILE_INPUTS = (".npy", ".wav", ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+
+
 def _predict(run: str, source: str) -> int:
     from rnnkit.data.readers import decode_file
     from rnnkit.tasks.runner import load_run
@@ -272,6 +277,8 @@ def _predict(run: str, source: str) -> int:
         if text.startswith("\ufeff"):
             text = text[1:]
         text = text.replace("\r\n", "\n").replace("\r", "\n")
+    elif task.input_is_path and Path(source).suffix.lower() in _FILE_INPUTS:
+        text = str(source)  # the file itself is the one input (an image, a clip, a recording), not a list of them
     else:
         text = decode_file(source)
     read = task.read_predict(source, text)
