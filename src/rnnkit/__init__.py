@@ -24,7 +24,7 @@ _WHERE = {
     "Recurrent": "rnnkit.layers", "DeerGRUCell": "rnnkit.scan.deer",
     "Forecaster": "rnnkit.models", "Generator": "rnnkit.models", "LinearChainCRF": "rnnkit.models",
     "OneToOne": "rnnkit.models", "RecurrentConfig": "rnnkit.models", "Seq2Seq": "rnnkit.models",
-    "LexicalSeq2Seq": "rnnkit.models", "FrameForecaster": "rnnkit.models",
+    "LexicalSeq2Seq": "rnnkit.models", "FrameForecaster": "rnnkit.models", "PointerGenerator": "rnnkit.models",
     "SequenceClassifier": "rnnkit.models", "SequenceRegressor": "rnnkit.models", "SequenceTagger": "rnnkit.models",
 }
 

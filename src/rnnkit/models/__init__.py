@@ -5,7 +5,8 @@
 * many-to-one: :class:`SequenceClassifier`, :class:`SequenceRegressor`
 * many-to-many, equal lengths: :class:`SequenceTagger` (optional CRF), :class:`Forecaster`
 * many-to-many, unequal lengths: :class:`Seq2Seq` (Bahdanau/Luong attention, greedy and beam search),
-  :class:`LexicalSeq2Seq` (its output biased by a translation lexicon); frames:
+  :class:`LexicalSeq2Seq` (its output biased by a translation lexicon), :class:`PointerGenerator`
+  (copies source tokens, also unknown ones); frames:
   :class:`FrameForecaster` (ConvLSTM encoder-forecaster)
 
 Every model takes a :class:`RecurrentConfig`. This package imports only torch and rnnkit's core.
@@ -20,11 +21,11 @@ from rnnkit.models.many_to_many import Forecaster, SequenceTagger
 from rnnkit.models.many_to_one import SequenceClassifier, SequencePooling, SequenceRegressor
 from rnnkit.models.one_to_many import Generator
 from rnnkit.models.one_to_one import OneToOne
-from rnnkit.models.seq2seq import LexicalSeq2Seq, Seq2Seq
+from rnnkit.models.seq2seq import LexicalSeq2Seq, PointerGenerator, Seq2Seq
 
 __all__ = [
     "AdditiveAttention", "Decoded", "Forecaster", "FrameForecaster", "Generator", "LexicalSeq2Seq", "LinearChainCRF",
-    "LuongAttention", "OneToOne",
+    "LuongAttention", "OneToOne", "PointerGenerator",
     "RecurrentConfig", "Seq2Seq", "SequenceClassifier", "SequencePooling", "SequenceRegressor", "SequenceTagger",
     "beam_search", "greedy_search", "length_penalty", "masked_softmax", "sample_search",
 ]

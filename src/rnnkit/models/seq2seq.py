@@ -40,7 +40,7 @@ from rnnkit.models.attention import ATTENTIONS, make_attention
 from rnnkit.models.config import RecurrentConfig, as_config
 from rnnkit.models.decoding import Decoded, DecodeState, beam_search, greedy_search
 
-__all__ = ["LexicalSeq2Seq", "Seq2Seq"]
+__all__ = ["LexicalSeq2Seq", "PointerGenerator", "Seq2Seq"]
 
 
 class Seq2Seq(nn.Module):
@@ -284,3 +284,90 @@ class LexicalSeq2Seq(Seq2Seq):
         ctx, a = self.attention(ys, memory, mask)  # (B, T, M), (B, T, S)
         logits = self.out(torch.tanh(self.combine(torch.cat([ctx, ys], dim=-1))))
         return logits + self._lexical_bias(a, ids, probs)
+
+
+class PointerGenerator(Seq2Seq):
+    """:class:`Seq2Seq` that can copy source tokens, including ones outside its vocabulary: the
+    pointer-generator of See, Liu & Manning, "Get To The Point: Summarization with Pointer-Generator
+    Networks", ACL 2017, eqs. (8)-(9). At decoder step t, with attention ``a_t`` over the source,
+    context ``c_t = sum_j a_t(j) m_j``, decoder output ``q_t`` and input embedding ``e_t``::
+
+        p_gen = sigmoid(w_c . c_t + w_q . q_t + w_e . e_t + b)
+        P(w)  = p_gen * softmax(logits_t)(w) + (1 - p_gen) * sum_{j: x_j = w} a_t(j)
+
+    Source and target share one vocabulary of ``vocab_size`` ids, extended by ``extra`` ids
+    ``vocab_size .. vocab_size + extra - 1``: the caller numbers each example's out-of-vocabulary
+    source words with them (the first new word ``vocab_size``, and so on), in ``src`` and in ``tgt``.
+    The embeddings read an extended id as ``unk_id``; the output distribution covers all
+    ``vocab_size + extra`` ids, so a copied word comes out under its extended id.
+
+    ``forward`` and the decoder steps return log-probabilities ``(B, T, vocab_size + extra)`` in
+    place of logits (decoding's log-softmax leaves them as they are, and cross-entropy on them is the
+    negative log-likelihood). The source ids ride along as the last channel of the memory that
+    :meth:`encode` returns, so beam search and the step graph carry them without knowing.
+    Deviation: no coverage mechanism (the paper's section 2.3).
+    """
+
+    def __init__(self, vocab_size: int, *args, extra: int = 0, unk_id: int = 3, **kwargs) -> None:
+        super().__init__(vocab_size, vocab_size, *args, **kwargs)
+        if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+            raise ValueError(f"extra must be an int >= 0 (ids for out-of-vocabulary source words), got {extra!r}")
+        if not 0 <= unk_id < vocab_size:
+            raise ValueError(f"unk_id={unk_id} is not a token id (vocab_size={vocab_size})")
+        self.extra, self.unk_id, self.extended_size = extra, unk_id, vocab_size + extra
+        # q_t is h~_t with Luong attention, the decoder's output with Bahdanau's: O wide either way
+        self.switch = nn.Linear(self.memory_size + self.out_size + self.tgt_embed.embedding_dim, 1)  # w_c, w_q, w_e, b
+
+    def _in_vocab(self, ids: Tensor) -> Tensor:
+        return ids.masked_fill(ids >= self.tgt_vocab_size, self.unk_id)
+
+    def encode(self, src: Tensor, src_lengths: Tensor | list[int] | None = None) -> tuple[Tensor, Tensor, DecodeState]:
+        """As :meth:`Seq2Seq.encode` for ``src`` in the extended vocabulary; memory ``(B, S, M + 1)``,
+        its last channel each step's id (as a float; exact below 2**24)."""
+        check_tokens(src, self.extended_size, "src")
+        memory, mask, state = super().encode(self._in_vocab(src), src_lengths)
+        return torch.cat([memory, src.to(memory.dtype).unsqueeze(-1)], dim=-1), mask, state
+
+    def _mix(self, logits: Tensor, attention: Tensor, ctx: Tensor, query: Tensor, emb: Tensor, ids: Tensor) -> Tensor:
+        """log P ``(..., V + X)`` from logits ``(..., V)``, attention ``(..., S)``, ``ctx``, ``query``,
+        ``emb`` and the source ids ``(B, S)`` (the leading dims are ``(B,)`` or ``(B, T)``)."""
+        p_gen = torch.sigmoid(self.switch(torch.cat([ctx, query, emb], dim=-1)))  # (..., 1)
+        vocab = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+        vocab = torch.nn.functional.pad(vocab, (0, self.extra))  # (..., V + X)
+        index = ids if attention.dim() == 2 else ids.unsqueeze(1).expand(-1, attention.size(1), -1)
+        copy = vocab.new_zeros(vocab.shape).scatter_add(-1, index, attention.to(vocab.dtype))
+        return torch.log((p_gen * vocab + (1 - p_gen) * copy).clamp_min(1e-12))
+
+    def _step_fn(self, memory: Tensor, mask: Tensor):
+        ids = memory[..., -1].long()
+        memory = memory[..., :-1]
+        prepared = self.attention.prepare(memory)
+
+        def step(tok: Tensor, state: DecodeState):
+            tok = self._in_vocab(tok)
+            logits, state, a = self._step(tok, state, memory, mask, prepared)
+            ctx = torch.bmm(a.unsqueeze(1), memory).squeeze(1)  # (N, M)
+            return self._mix(logits, a, ctx, state[0], self.tgt_embed(tok), ids), state, a
+
+        return step
+
+    def _forward_whole(self, inputs: Tensor, memory: Tensor, mask: Tensor, state: DecodeState) -> Tensor:
+        ids = memory[..., -1].long()
+        memory = memory[..., :-1]
+        init = state[1].state
+        emb = self.tgt_embed(inputs)
+        ys, _ = self.decoder(emb, init[0] if len(init) == 1 else init)  # (B, T, O)
+        ctx, a = self.attention(ys, memory, mask)  # (B, T, M), (B, T, S)
+        h_tilde = torch.tanh(self.combine(torch.cat([ctx, ys], dim=-1)))
+        return self._mix(self.out(h_tilde), a, ctx, h_tilde, emb, ids)
+
+    def forward(
+        self, src: Tensor, tgt: Tensor, src_lengths: Tensor | list[int] | None = None, teacher_forcing: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Log-probabilities ``(B, T, vocab_size + extra)`` predicting ``tgt`` (extended ids allowed)."""
+        check_tokens(tgt, self.extended_size, "tgt")
+        return super().forward(src, self._in_vocab(tgt), src_lengths, teacher_forcing, generator)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, extra={self.extra}, unk_id={self.unk_id}"
