@@ -34,7 +34,7 @@ from rnnkit.data.text import split_three
 from rnnkit.models.frames import FrameForecaster
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
 
-__all__ = ["FramesTask", "load_clip"]
+__all__ = ["FramesTask", "load_clip", "read_clips"]
 
 FRAMES, CONTEXT = 20, 10  # the bundled clips: 20 frames, the first 10 seen
 VAL_CLIPS, TEST_CLIPS = 200, 500
@@ -71,6 +71,22 @@ def load_clip(path: str | Path, where: tuple[str, int | None]) -> np.ndarray:
     return np.rint(clip * 255).astype(np.uint8)
 
 
+def read_clips(table: str | Path, rows: list[tuple[int, dict[str, str]]], multiple: int) -> list[np.ndarray]:
+    """The clips named by the ``'clip'`` column of a table's ``rows`` (paths relative to the table),
+    all of one shape, their height and width multiples of ``multiple``; errors name the line."""
+    base = Path(table).parent
+    clips = [load_clip(base / row["clip"], (table, line)) for line, row in rows]
+    shape = clips[0].shape
+    for (line, _), clip in zip(rows, clips, strict=True):
+        if clip.shape != shape:
+            raise DataError(table, line, f"clip of shape {clip.shape}; the first clip's is {shape} "
+                                         "(every clip must have one shape)")
+    if shape[1] % multiple or shape[2] % multiple:
+        raise DataError(table, None, f"frames of {shape[1]}x{shape[2]}: height and width must be "
+                                     f"multiples of {multiple}")
+    return clips
+
+
 @register
 class FramesTask(Task):
     name = "frames"
@@ -92,17 +108,8 @@ class FramesTask(Task):
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
         if cfg.data:
-            base = Path(cfg.data).parent
-            rows = read_table(cfg.data, ["clip"])
-            clips = [load_clip(base / row["clip"], (cfg.data, line)) for line, row in rows]
+            clips = read_clips(cfg.data, read_table(cfg.data, ["clip"]), PATCH)
             shape = clips[0].shape
-            for (line, _), clip in zip(rows, clips, strict=True):
-                if clip.shape != shape:
-                    raise DataError(cfg.data, line, f"clip of shape {clip.shape}; the first clip's is {shape} "
-                                                    "(every clip must have one shape)")
-            if shape[1] % PATCH or shape[2] % PATCH:
-                raise DataError(cfg.data, None, f"frames of {shape[1]}x{shape[2]}: height and width must be "
-                                                f"multiples of {PATCH}")
             if len(clips) < 3:
                 raise DataError(cfg.data, None, f"needs at least 3 clips (train, validation, test), found {len(clips)}")
             train, val, test = split_three(clips, seed=cfg.seed)

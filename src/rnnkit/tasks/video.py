@@ -39,7 +39,7 @@ from rnnkit.data.readers import DataError, read_header, read_table
 from rnnkit.data.text import split_three
 from rnnkit.models import RecurrentConfig, SequenceClassifier
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
-from rnnkit.tasks.frames import load_clip
+from rnnkit.tasks.frames import load_clip, read_clips
 
 __all__ = ["VideoTagger", "VideoTask", "tagged_clips"]
 
@@ -174,22 +174,13 @@ class VideoTask(Task):
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
         if cfg.data:
-            base = Path(cfg.data).parent
             names = [k for k in read_header(cfg.data) if k and k != "clip"]
             if not names:
                 raise DataError(cfg.data, 1, "needs at least one tag column besides 'clip'")
             rows = read_table(cfg.data, ["clip", *names])
             if not rows:
                 raise DataError(cfg.data, None, "has a header but no clips")
-            clips = [load_clip(base / row["clip"], (cfg.data, line)) for line, row in rows]
-            shape = clips[0].shape
-            for (line, _), clip in zip(rows, clips, strict=True):
-                if clip.shape != shape:
-                    raise DataError(cfg.data, line, f"clip of shape {clip.shape}; the first clip's is {shape} "
-                                                    "(every clip must have one shape)")
-            if shape[1] % 16 or shape[2] % 16:
-                raise DataError(cfg.data, None, f"frames of {shape[1]}x{shape[2]}: height and width must be "
-                                                "multiples of 16")
+            clips = read_clips(cfg.data, rows, 16)
             labels = [sorted({row[n] for _, row in rows}) for n in names]
             for n, values in zip(names, labels, strict=True):
                 if len(values) < 2:
