@@ -178,13 +178,18 @@ class Seq2Seq(nn.Module):
                     tok = torch.where(keep, tok, own)
         return torch.stack(logits, dim=1)  # (B, T, V)
 
-    def _forward_whole(self, inputs: Tensor, memory: Tensor, mask: Tensor, state: DecodeState) -> Tensor:
+    def _decode_whole(self, inputs: Tensor, memory: Tensor, mask: Tensor, state: DecodeState):
         """Teacher-forced Luong decoding without input feeding: every step's input is known, so
-        the decoder runs once over the whole target and attention is one batched product."""
+        the decoder runs once over the whole target and attention is one batched product.
+        ``(h~ (B, T, O), context (B, T, M), attention (B, T, S), input embeddings (B, T, E))``."""
         init = state[1].state  # the stacked initial decoder state
-        ys, _ = self.decoder(self.tgt_embed(inputs), init[0] if len(init) == 1 else init)  # (B, T, O)
-        ctx, _ = self.attention(ys, memory, mask)  # (B, T, M)
-        return self.out(torch.tanh(self.combine(torch.cat([ctx, ys], dim=-1))))  # (B, T, V)
+        emb = self.tgt_embed(inputs)
+        ys, _ = self.decoder(emb, init[0] if len(init) == 1 else init)  # (B, T, O)
+        ctx, a = self.attention(ys, memory, mask)  # (B, T, M), (B, T, S)
+        return torch.tanh(self.combine(torch.cat([ctx, ys], dim=-1))), ctx, a, emb
+
+    def _forward_whole(self, inputs: Tensor, memory: Tensor, mask: Tensor, state: DecodeState) -> Tensor:
+        return self.out(self._decode_whole(inputs, memory, mask, state)[0])  # (B, T, V)
 
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -279,11 +284,8 @@ class LexicalSeq2Seq(Seq2Seq):
 
     def _forward_whole(self, inputs: Tensor, memory: Tensor, mask: Tensor, state: DecodeState) -> Tensor:
         memory, ids, probs = self._split(memory)
-        init = state[1].state
-        ys, _ = self.decoder(self.tgt_embed(inputs), init[0] if len(init) == 1 else init)  # (B, T, O)
-        ctx, a = self.attention(ys, memory, mask)  # (B, T, M), (B, T, S)
-        logits = self.out(torch.tanh(self.combine(torch.cat([ctx, ys], dim=-1))))
-        return logits + self._lexical_bias(a, ids, probs)
+        h_tilde, _, a, _ = self._decode_whole(inputs, memory, mask, state)
+        return self.out(h_tilde) + self._lexical_bias(a, ids, probs)
 
 
 class PointerGenerator(Seq2Seq):
@@ -353,12 +355,7 @@ class PointerGenerator(Seq2Seq):
 
     def _forward_whole(self, inputs: Tensor, memory: Tensor, mask: Tensor, state: DecodeState) -> Tensor:
         ids = memory[..., -1].long()
-        memory = memory[..., :-1]
-        init = state[1].state
-        emb = self.tgt_embed(inputs)
-        ys, _ = self.decoder(emb, init[0] if len(init) == 1 else init)  # (B, T, O)
-        ctx, a = self.attention(ys, memory, mask)  # (B, T, M), (B, T, S)
-        h_tilde = torch.tanh(self.combine(torch.cat([ctx, ys], dim=-1)))
+        h_tilde, ctx, a, emb = self._decode_whole(inputs, memory[..., :-1], mask, state)
         return self._mix(self.out(h_tilde), a, ctx, h_tilde, emb, ids)
 
     def forward(
