@@ -30,6 +30,7 @@ TOUR = {  # lighter than each task's defaults, so the whole tour takes minutes
     "translate": dict(max_train=6000, epochs=2, hidden=128, embedding=64, batch_size=32, lr=3e-3),
     "video": dict(max_train=2000, epochs=3),
     "frames": dict(max_train=600, epochs=2, hidden=32),
+    "summarize": dict(max_train=8000, epochs=2, hidden=128, embedding=64, lr=3e-3),
 }
 QUICK = {
     "forecast": dict(epochs=15), "sentiment": dict(max_train=6000, epochs=2), "tagging": dict(epochs=8),
@@ -39,6 +40,7 @@ QUICK = {
     "translate": dict(max_train=6000, epochs=2, hidden=128, embedding=64, batch_size=32, lr=3e-3),
     "video": dict(max_train=2000, epochs=3),
     "frames": dict(max_train=600, epochs=2, hidden=32),
+    "summarize": dict(max_train=8000, epochs=2, hidden=128, embedding=64, lr=3e-3),
 }
 
 

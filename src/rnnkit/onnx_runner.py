@@ -12,7 +12,8 @@ line (blank lines are kept as blank output lines), by the export's kind:
 * forecast: the history, one number per line -> ``+k<TAB>value`` for the next steps;
 * classify: a text per line -> ``LABEL<TAB>probability``;
 * tag: a sentence per line (tokens separated by spaces) -> ``word/TAG ...``;
-* seq2seq: a source per line (a word, or tokens separated by spaces) -> greedy target tokens;
+* seq2seq: a source per line (a word, or tokens separated by spaces; with a tokenizer, a sentence or a
+  text) -> greedy or beam-search target tokens; a pointer-generator copies the source's unknown words;
 * generate: a condition per line -> a greedy sample;
 * caption: a ``.npy`` grayscale image path per line -> a greedy caption;
 * image: a ``.npy`` grayscale image path per line -> ``LABEL<TAB>probability``;
@@ -125,6 +126,17 @@ def _pad(rows: list[list], width: int | None = None) -> tuple[np.ndarray, np.nda
 def _ids(tokens: list[str], vocab: list[str]) -> list[int]:
     index = {t: i for i, t in enumerate(vocab)}
     return [index.get(t, UNK) for t in tokens] or [UNK]
+
+
+def _extended(tokens: list[str], index: dict[str, int], oov: list[str]) -> list[int]:
+    """A pointer-generator's source ids (``rnnkit.tasks.summarize.extend``): an unknown word is
+    ``V + i``, ``i`` its rank among the source's distinct unknown words, which ``oov`` collects."""
+    ids = []
+    for w in tokens:
+        if w not in index and w not in oov:
+            oov.append(w)
+        ids.append(index[w] if w in index else len(index) + oov.index(w))
+    return ids or [UNK]
 
 
 def _greedy(step, feeds: dict, spec: dict, batch: int, source_length: int = 0) -> list[list[int]]:
@@ -256,7 +268,15 @@ def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
             sources = [_words(s, spec["tokenizer"]) for s in items]
         else:
             sources = [list(s.replace(" ", "").lower()) if spec["characters"] else s.split() for s in items]
-        src, lengths = _pad([_ids(s, spec["src_vocab"]) for s in sources])
+        oovs: list[list[str]] = [[] for _ in sources]
+        if "max_source" in spec:
+            sources = [s[: spec["max_source"]] for s in sources]
+        if spec.get("pointer"):  # an unknown source word is V + its rank among the source's unknown words
+            index = {t: i for i, t in enumerate(spec["src_vocab"])}
+            rows = [_extended(s, index, oov) for s, oov in zip(sources, oovs, strict=True)]
+        else:
+            rows = [_ids(s, spec["src_vocab"]) for s in sources]
+        src, lengths = _pad(rows)
         memory, mask, prev, *states = sessions["encoder"].run(None, {"src": src, "src_lengths": lengths})
         names = spec["states"]
 
@@ -272,7 +292,9 @@ def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
             decoded, attention = _beam(step, feeds, spec, len(items), src.shape[1])
         else:
             decoded, attention = _greedy(step, feeds, spec, len(items), src.shape[1]), None
-        words = [[spec["tgt_vocab"][i] for i in row] for row in decoded]
+        vocab = spec["tgt_vocab"]
+        words = [[vocab[i] if i < len(vocab) else oov[i - len(vocab)] for i in row]
+                 for row, oov in zip(decoded, oovs, strict=True)]
         if "unknown_dictionary" in spec and attention is not None:
             # an <unk> becomes the translation of the source word it attends to most (or that word)
             table = spec["unknown_dictionary"]
@@ -280,6 +302,7 @@ def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
                         for b, row in enumerate(words)]
             words = [[table.get(a, a) if w == "<unk>" else w for w, a in zip(row, att, strict=True)]
                      for row, att in zip(words, attended, strict=True)]
+        words = [[w for w in row if w not in spec.get("drop", ())] for row in words]
         return [_detokenize(w, spec["tokenizer"]) if "tokenizer" in spec else " ".join(w) for w in words]
     if kind in ("generate", "caption"):
         if kind == "generate":

@@ -14,7 +14,7 @@ __all__ = ["TASK_MODULES", "TASKS", "Prepared", "Task", "TaskConfig", "all_tasks
 
 # one module per task, in the order of the guide
 TASK_MODULES = ("forecast", "sentiment", "tagging", "g2p", "translate", "music", "chars", "speech", "caption", "image",
-                "video", "frames")
+                "video", "frames", "summarize")
 
 
 def _load_all() -> None:

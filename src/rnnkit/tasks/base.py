@@ -44,6 +44,7 @@ class TaskConfig:
     missing: str = "error"  # forecast: a blank, NaN or inf value is an error, or is interpolated linearly
     period: int = 0  # forecast: the seasonal period of the seasonal-naive baseline (0: detected from the data)
     max_length: int = 0  # translate: training pairs with a longer source or target (in tokens) are left out (0: none)
+    copy: bool = True  # summarize: the pointer-generator copies source words (False: plain attention seq2seq)
 
     def __post_init__(self) -> None:
         for name in self.field_names():
