@@ -203,6 +203,8 @@ class SummarizeTask(G2PTask):
     def onnx_bundle(self, model, meta):
         size = len(meta["vocab"]["itos"])
         extended = size + (MAX_SOURCE if meta["copy"] else 0)
+        # G2P's graphs, their example inputs drawn from the extended ids (so the export is checked on
+        # copied words too); the real vocabulary and decoding rules replace the placeholders below
         bundle = super().onnx_bundle(model, {"src": {"itos": ["?"] * extended}, "tgt": {"itos": ["?"] * extended}})
         bundle.config.update(src_vocab=meta["vocab"]["itos"], tgt_vocab=meta["vocab"]["itos"], characters=False,
                              tokenizer=TOKENIZER, beam=BEAM, max_len=list(MAX_LEN), max_source=MAX_SOURCE,
