@@ -72,7 +72,7 @@ def test_per_step_kernels_and_the_persistent_kernel_agree(monkeypatch):
     compare("ln_lstm_regularised", 6, 17, [4, 1] * 8 + [3], torch.float32)  # 2 batch tiles, padded H
     monkeypatch.setattr(persistent, "PERSISTENT_MAX_H", 0)  # now the per-step forward kernel
     layer = rnnkit.Recurrent(LayerNormLSTMCell(I, 6), backend="triton")
-    assert "per step" in layer.explain(torch.randn(1, 1, I)).path
+    assert "per step" in layer.explain(torch.randn(1, 1, I, device=DEVICE)).path
     compare("ln_lstm_regularised", 6, 17, [4, 1] * 8 + [3], torch.float32)
 
 
@@ -84,7 +84,8 @@ def test_explain_says_why_triton_does_not_apply():
     with pytest.raises(ValueError, match="no Triton kernel for ElmanCell"):
         rnnkit.Recurrent(rnnkit.ElmanCell(I, H), backend="triton").to(DEVICE)(torch.randn(B, T, I, device=DEVICE))
     with pytest.raises(ValueError, match="proj_size"):
-        rnnkit.Recurrent(rnnkit.LSTMCell(I, H, proj_size=2), backend="triton").explain(torch.randn(1, 1, I))
+        rnnkit.Recurrent(rnnkit.LSTMCell(I, H, proj_size=2), backend="triton").explain(torch.randn(1, 1, I,
+                                                                                                device=DEVICE))
 
 
 @pytest.mark.parametrize("name", ["lstm", "ln_lstm_regularised", "gru", "ln_gru_regularised"])

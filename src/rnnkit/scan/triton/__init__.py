@@ -18,8 +18,13 @@ from rnnkit.cells.base import RecurrentCell, State
 __all__ = ["triton_available", "triton_label", "triton_scan", "triton_unavailable"]
 
 
+#: looked up once, at import (without importing triton): torch.compile will not trace find_spec,
+#: and a layer asks on every forward (measured: a graph break under compile on CUDA, torch 2.11)
+_INSTALLED = importlib.util.find_spec("triton") is not None
+
+
 def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    return _INSTALLED
 
 
 def interpreting() -> bool:
