@@ -11,8 +11,10 @@ all cases of a size are timed interleaved, the order rotated every round (whatev
 after torch.nn.LSTM was measured ~70 ms slower at B8 T2048 on the development machine, so no case
 should always hold that seat), and divided by torch.nn.LSTM's median from the same run.
 ``*_loop`` cases are the plain per-step autograd loop (rnnkit's sequential reference), the
-"LSTMCell + for-loop" most users write; ``*_triton`` cases (CUDA only) run the Triton kernels
-(:mod:`rnnkit.scan.triton`).
+"LSTMCell + for-loop" most users write; ``*_pysteps`` cases run the fast engine with its forward
+steps in Python (as before the C++ loops), the other ``*_fast`` cases with them in C++ (CPU);
+``*_triton`` cases (CUDA only) run the Triton kernels (:mod:`rnnkit.scan.triton`). The first
+lines say whether the C++ loops were built or loaded, and how long that took.
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 import rnnkit  # noqa: E402
 from common import parse_size, time_interleaved  # noqa: E402
+from rnnkit.scan.fast.native import BUILD, native_ops, python_loops  # noqa: E402
 
 #: name -> (description, factory(I, H) -> module)
 CASES: dict[str, tuple[str, Callable[[int, int], nn.Module]]] = {
     "torch_lstm": ("torch.nn.LSTM (anchor)", lambda i, h: nn.LSTM(i, h)),
     "lstm_fast": ("LSTM, rnnkit fast engine", lambda i, h: rnnkit.LSTM(i, h, backend="fast")),
     "ln_lstm_fast": ("LayerNorm-LSTM, fast engine", lambda i, h: rnnkit.LSTM(i, h, layer_norm=True, backend="fast")),
+    "ln_lstm_pysteps": ("LayerNorm-LSTM, fast engine, Python steps", lambda i, h: rnnkit.LSTM(
+        i, h, layer_norm=True, backend="fast")),
     "ln_lstm_loop": ("LayerNorm-LSTM, autograd loop", lambda i, h: rnnkit.LSTM(i, h, layer_norm=True,
                                                                                backend="sequential")),
     "peephole_fast": ("peephole LSTM, fast engine", lambda i, h: rnnkit.LSTM(i, h, peephole=True, backend="fast")),
@@ -49,8 +54,8 @@ CASES: dict[str, tuple[str, Callable[[int, int], nn.Module]]] = {
     "ln_gru_triton": ("LayerNorm-GRU, Triton kernels", lambda i, h: rnnkit.GRU(
         i, h, layer_norm=True, backend="triton")),
 }
-DEFAULT = ["torch_lstm", "lstm_fast", "ln_lstm_fast", "ln_lstm_loop", "peephole_fast", "zoneout_fast",
-           "torch_gru", "ln_gru_fast", "indrnn_fast"]
+DEFAULT = ["torch_lstm", "lstm_fast", "ln_lstm_fast", "ln_lstm_pysteps", "ln_lstm_loop", "peephole_fast",
+           "zoneout_fast", "torch_gru", "ln_gru_fast", "indrnn_fast"]
 CUDA_ONLY = ["lstm_triton", "ln_lstm_triton", "ln_gru_triton"]
 #: issue 14's scaling sweep: H at B32 T256 (I = H), then B at H256
 SWEEP_SIZES = ([f"B32,T256,I{h},H{h}" for h in (64, 128, 256, 512, 1024)]
@@ -58,9 +63,13 @@ SWEEP_SIZES = ([f"B32,T256,I{h},H{h}" for h in (64, 128, 256, 512, 1024)]
 SWEEP_CASES = ["torch_lstm", "lstm_fast", "ln_lstm_fast", "zoneout_fast", "torch_gru", "ln_gru_fast"]
 
 
-def step_fn(layer: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+def step_fn(layer: nn.Module, x: torch.Tensor, python_steps: bool = False) -> Callable[[], None]:
     def run() -> None:
-        out, _ = layer(x)
+        if python_steps:
+            with python_loops():
+                out, _ = layer(x)
+        else:
+            out, _ = layer(x)
         out.sum().backward()
         if x.is_cuda:
             torch.cuda.synchronize()
@@ -88,6 +97,10 @@ def main() -> None:
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {where}; median of {args.repeats}, fwd+bwd, "
           "ratio = case / torch.nn.LSTM in the same run")
+    if native_ops() is not None:
+        print(f"C++ step loops: ready in {BUILD['seconds']:.1f} s (a build, or a load of an earlier one)")
+    else:
+        print(f"C++ step loops: not used ({BUILD['error']})")
     summary: dict[str, dict[str, float]] = {}
     for size in args.sizes:
         B, T, I, H = parse_size(size)
@@ -98,7 +111,8 @@ def main() -> None:
             name: f"{CASES[name][0]} [{layer.explain(x).name if hasattr(layer, 'explain') else 'vendor'}]"
             for name, layer in layers.items()
         }
-        times = time_interleaved({name: step_fn(layer, x) for name, layer in layers.items()}, args.repeats)
+        times = time_interleaved({name: step_fn(layer, x, name.endswith("_pysteps")) for name, layer in layers.items()},
+                                 args.repeats)
         anchor = times["torch_lstm"]
         print(f"\n{size}")
         print(f"  {'case':<54}{'ms':>9}{'x LSTM':>8}")

@@ -173,8 +173,14 @@ class FastBackend(_PerDirection):
         if traceable_needed(x):
             return ("fast (rnnkit engine, traceable form: the same recurrence in plain torch ops, because a "
                     "torch.func transform or TorchScript tracing is looking through it)")
+        steps = ""
+        if x.device.type == "cpu":
+            from rnnkit.scan.fast.native import native_ops, native_unavailable
+
+            steps = ("; forward steps in C++" if native_ops() is not None
+                     else f"; forward steps in Python, since {native_unavailable()}")
         return ("fast (rnnkit engine: one autograd Function per layer and direction, hand-written backward "
-                "through time; double backward differentiates its plain form)")
+                f"through time; double backward differentiates its plain form{steps})")
 
     def project(self, cell, x):
         return fast_project(cell, x)

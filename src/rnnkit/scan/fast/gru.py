@@ -21,6 +21,7 @@ from torch import Tensor
 from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
 from rnnkit.cells._buffers import take
 from rnnkit.cells._trace import graph_capture, traceable_needed
+from rnnkit.scan.fast.native import native_ops, packed_linear, packed_weight
 from rnnkit.scan.fast.reference import gru_reference
 from rnnkit.scan.fast.simple import blend_kept
 
@@ -59,8 +60,15 @@ class _GRU(torch.autograd.Function):
         Ht = take((T, B, H), xp) if keep is not None else Hs  # h~_t, before zoneout
         HH = take((T, B, G3), xp)  # hh_t (after LN and b_hh)
         Araw = take((T, B, G3), xp) if ln_hh is not None else None
-        stats = (xp.new_empty(T, B, 1), xp.new_empty(T, B, 1)) if ln_hh is not None else None  # LN mean, rstd
+        stats = xp.new_empty(2, T, B, 1) if ln_hh is not None else None  # LN mean, rstd
         w_t = w_hh.t()
+        w_packed = packed_weight(w_hh, B)  # oneDNN's GEMM where it is the faster one (float32, CPU)
+        ops = native_ops() if xp.device.type == "cpu" and xp.dtype in (torch.float32, torch.float64) else None
+        if ops is not None:  # the same loop in C++ (csrc/steps.cpp), same buffers
+            ops.gru_loop(xp.contiguous(), h0.contiguous(), w_t, w_packed, b_hh, ln_hh, drop, keep, eps, keep_from, RZ,
+                         N, Hs, Ht if keep is not None else None, HH, Araw, stats)
+            return _GRU._finish(ctx, (h0, w_hh, b_hh, ln_hh, drop, keep), xp, Hs, (RZ, N, HH, Araw, stats), eps,
+                                keep_from)
         xrz, xn = xp[..., : 2 * H].unbind(0), xp[..., 2 * H :].unbind(0)
         hhs, hh_rz, hh_n = HH.unbind(0), HH[..., : 2 * H].unbind(0), HH[..., 2 * H :].unbind(0)
         rzs, rs, zs = RZ.unbind(0), RZ[..., :H].unbind(0), RZ[..., H:].unbind(0)
@@ -68,7 +76,16 @@ class _GRU(torch.autograd.Function):
         h = h0
         for t in range(T):
             hin = h if drop is None else h * drop
-            if ln_hh is not None:
+            if w_packed is not None:
+                lin = packed_linear(hin, w_packed)  # (B, 3H)
+                if ln_hh is not None:
+                    Araw[t].copy_(lin)
+                    _ln(Araw[t], (G3,), ln_hh, b_hh, eps, out0=hhs[t], out1=stats[0][t], out2=stats[1][t])
+                elif b_hh is not None:
+                    torch.add(lin, b_hh, out=hhs[t])
+                else:
+                    hhs[t].copy_(lin)
+            elif ln_hh is not None:
                 torch.mm(hin, w_t, out=Araw[t])
                 _ln(Araw[t], (G3,), ln_hh, b_hh, eps, out0=hhs[t], out1=stats[0][t], out2=stats[1][t])
             elif b_hh is not None:
@@ -81,8 +98,12 @@ class _GRU(torch.autograd.Function):
             if keep is not None:
                 blend_kept(hts[t], h, keep, t, keep_from, out=hs[t])
             h = hs[t]
-        ctx.save_for_backward(h0, w_hh, b_hh, ln_hh, drop, keep, Hs, xp)
-        ctx.buffers = (RZ, N, HH, Araw, stats)
+        return _GRU._finish(ctx, (h0, w_hh, b_hh, ln_hh, drop, keep), xp, Hs, (RZ, N, HH, Araw, stats), eps, keep_from)
+
+    @staticmethod
+    def _finish(ctx, inputs, xp, Hs, buffers, eps, keep_from):
+        ctx.save_for_backward(*inputs, Hs, xp)
+        ctx.buffers = buffers
         ctx.eps, ctx.keep_from = eps, keep_from
         return Hs
 
@@ -112,6 +133,7 @@ class _GRU(torch.autograd.Function):
         DHt = []  # d h~_t, last step first
         if ln_hh is not None:  # per-step LN gradients: input, weight, bias
             DA, ln_w_steps, ln_b_steps = take(K.shape, K), K.new_empty(T, G3), K.new_empty(T, G3)
+        w_packed = packed_weight(w_hh.t(), B)  # da (B, 3H) @ W_hh (3H, H) on oneDNN where it is faster
         dh = dys[T - 1]
         for t in range(T - 1, -1, -1):
             zoned = keep is not None and t >= keep_from
@@ -124,10 +146,11 @@ class _GRU(torch.autograd.Function):
                 _ln_backward(ks[t], Araw[t], (G3,), stats[0][t], stats[1][t], ln_hh, b_hh, (True, True, True),
                              out0=da, out1=ln_w_steps[t], out2=ln_b_steps[t])
             dh_prev = torch.addcmul(dys[t - 1], zs[t], dht) if t > 0 else zs[t] * dht
+            rec = packed_linear(da, w_packed) if w_packed is not None else None
             if drop is None:
-                dh_prev.addmm_(da, w_hh)
+                dh_prev.addmm_(da, w_hh) if rec is None else dh_prev.add_(rec)
             else:
-                dh_prev.addcmul_(da @ w_hh, drop)
+                dh_prev.addcmul_(da @ w_hh if rec is None else rec, drop)
             if zoned:
                 dh_prev.addcmul_(keep[t], dh)
             dh = dh_prev

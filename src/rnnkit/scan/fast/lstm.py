@@ -27,6 +27,7 @@ from torch import Tensor
 from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
 from rnnkit.cells._buffers import take
 from rnnkit.cells._trace import graph_capture, traceable_needed
+from rnnkit.scan.fast.native import native_ops, packed_linear, packed_weight
 from rnnkit.scan.fast.reference import lstm_reference
 
 __all__ = ["lstm_sequence"]
@@ -75,9 +76,20 @@ class _LSTM(torch.autograd.Function):
         Ht = take((T, B, R), xp) if keep_h is not None else Hs  # h~_t
         M = take((T, B, H), xp) if w_hr is not None else Ht  # o * tanh(n), before the projection
         Araw = take((T, B, G4), xp) if ln_hh is not None else None
-        stats_g = (xp.new_empty(T, B, 1), xp.new_empty(T, B, 1)) if ln_hh is not None else None  # LN mean, rstd
-        stats_c = (xp.new_empty(T, B, 1), xp.new_empty(T, B, 1)) if ln_cw is not None else None
+        stats_g = xp.new_empty(2, T, B, 1) if ln_hh is not None else None  # LN mean, rstd
+        stats_c = xp.new_empty(2, T, B, 1) if ln_cw is not None else None
         w_t, hr_t = w_hh.t(), (w_hr.t() if w_hr is not None else None)
+        w_packed = packed_weight(w_hh, B)  # oneDNN's GEMM where it is the faster one (float32, CPU)
+        ops = native_ops() if xp.device.type == "cpu" and xp.dtype in (torch.float32, torch.float64) else None
+        if ops is not None:  # the same loop in C++ (csrc/steps.cpp), same buffers
+            ops.lstm_loop(xp.contiguous(), h0.contiguous(), c0.contiguous(), w_t, w_packed, hr_t, ln_hh, ln_hb, ln_cw,
+                          ln_cb,
+                          peep, drop, keep_h, keep_c, eps, keep_from, G, C, TC, Hs, Cs if zoned else None,
+                          Ht if keep_h is not None else None, M if w_hr is not None else None, Araw, stats_g,
+                          stats_c)
+            return _LSTM._finish(ctx, (h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c),
+                                 xp, Hs, (G, C, TC, Cs, M if w_hr is not None else None, Araw, stats_g, stats_c),
+                                 eps, keep_from, Cs[-1])
         xs, gs, cs, tcs = xp.unbind(0), G.unbind(0), C.unbind(0), TC.unbind(0)
         hs, css, hts, ms = Hs.unbind(0), Cs.unbind(0), Ht.unbind(0), M.unbind(0)
         g_if, g_g, g_o = G[..., : 2 * H].unbind(0), G[..., 2 * H : 3 * H].unbind(0), G[..., 3 * H :].unbind(0)
@@ -89,9 +101,15 @@ class _LSTM(torch.autograd.Function):
         for t in range(T):
             hin = h if drop is None else h * drop
             if ln_hh is None:
-                torch.addmm(xs[t], hin, w_t, out=gs[t])  # (B, 4H)
+                if w_packed is not None:
+                    torch.add(xs[t], packed_linear(hin, w_packed), out=gs[t])
+                else:
+                    torch.addmm(xs[t], hin, w_t, out=gs[t])  # (B, 4H)
             else:
-                torch.mm(hin, w_t, out=Araw[t])
+                if w_packed is not None:
+                    Araw[t].copy_(packed_linear(hin, w_packed))
+                else:
+                    torch.mm(hin, w_t, out=Araw[t])
                 _ln(Araw[t], (G4,), ln_hh, ln_hb, eps, out0=gs[t], out1=stats_g[0][t], out2=stats_g[1][t])
                 gs[t].add_(xs[t])
             if peep is not None:
@@ -123,12 +141,72 @@ class _LSTM(torch.autograd.Function):
                         hs[t].copy_(hts[t])
                     css[t].copy_(cs[t])
             h, c = hs[t], css[t]
-        ctx.save_for_backward(h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c, Hs, xp)
+        return _LSTM._finish(ctx, (h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c), xp,
+                             Hs, (G, C, TC, Cs, M if w_hr is not None else None, Araw, stats_g, stats_c), eps,
+                             keep_from, c)
+
+    @staticmethod
+    def _recurrence(K, A, Fc, Po, dHs, dcT, w_hh, w_packed, rec, w_hr, drop, keep_h, keep_c, omk_h, omk_c, keep_from,
+                    DHt, C, stats_c, ln_cw, ln_cb, Araw, stats_g, ln_hh, ln_hb, ln_h_buffers, ln_c_buffers):
+        """The backward's recurrence in Python (the C++ loop's reference and fallback): fills
+        ``K`` with dpre (and ``DA``, the LN gradients, ``DHt``) in place; returns d h0, d c0."""
+        T, B, G4 = K.shape
+        H = G4 // 4
+        proj, peep = w_hr is not None, Po
+        k3 = K[..., : 3 * H].unflatten(-1, (3, H)).unbind(0)  # T x (B, 3, H)
+        ks, kos, As, fcs = K.unbind(0), K[..., 3 * H :].unbind(0), A.unbind(0), Fc.unbind(0)
+        dys = dHs.unbind(0)
+        DA, d_ln_hw, d_ln_hb = ln_h_buffers
+        dn, dx_c, d_ln_cw, d_ln_cb = ln_c_buffers
+        dh, dc = dys[T - 1], dcT  # total gradients w.r.t. h_t and c_t
+        for t in range(T - 1, -1, -1):
+            zoned = t >= keep_from
+            dht = dh * omk_h[t] if (zoned and keep_h is not None) else dh  # d h~_t
+            dct = dc * omk_c[t] if (zoned and keep_c is not None) else dc  # d c~_t (so far)
+            if proj:
+                DHt[t].copy_(dht)
+                dm = dht @ w_hr  # (B, H)
+            else:
+                dm = dht
+            if ln_cw is None:
+                dct = torch.addcmul(dct, dm, As[t])
+            else:
+                _ln_backward(torch.mul(dm, As[t], out=dn), C[t], (H,), stats_c[0][t], stats_c[1][t], ln_cw, ln_cb,
+                             (True, True, True), out0=dx_c, out1=d_ln_cw[t], out2=d_ln_cb[t])
+                dct = dx_c.add_(dct)
+                if peep is not None:
+                    dct.addcmul_(dm, Po[t])
+            k3[t].mul_(dct.unsqueeze(1))  # dpre_i, dpre_f, dpre_g
+            kos[t].mul_(dm)  # dpre_o
+            dc_prev = dct * fcs[t]
+            if zoned and keep_c is not None:
+                dc_prev.addcmul_(keep_c[t], dc)
+            da = ks[t]
+            if ln_hh is not None:
+                da = DA[t]
+                _ln_backward(ks[t], Araw[t], (G4,), stats_g[0][t], stats_g[1][t], ln_hh, ln_hb, (True, True, True),
+                             out0=da, out1=d_ln_hw[t], out2=d_ln_hb[t])
+            if drop is None and w_packed is None:
+                dh_prev = torch.addmm(dys[t - 1], da, w_hh) if t > 0 else da @ w_hh
+            elif drop is None:
+                dh_prev = rec(da).add_(dys[t - 1]) if t > 0 else rec(da)
+            else:
+                dh_prev = rec(da).mul_(drop)
+                if t > 0:
+                    dh_prev.add_(dys[t - 1])
+            if zoned and keep_h is not None:
+                dh_prev.addcmul_(keep_h[t], dh)
+            dh, dc = dh_prev, dc_prev
+        return dh, dc
+
+    @staticmethod
+    def _finish(ctx, inputs, xp, Hs, buffers, eps, keep_from, c_last):
+        ctx.save_for_backward(*inputs, Hs, xp)
         # never an output on ctx (M is Ht, maybe Hs, without a projection): output -> grad_fn -> ctx -> output
         # is a cycle the garbage collector cannot see, which would keep every buffer and weight alive
-        ctx.buffers = (G, C, TC, Cs, M if w_hr is not None else None, Araw, stats_g, stats_c)
+        ctx.buffers = buffers
         ctx.eps, ctx.keep_from = eps, keep_from
-        return Hs, c.clone()
+        return Hs, c_last.clone()
 
     @staticmethod
     def backward(ctx, dHs, dcT):
@@ -162,51 +240,26 @@ class _LSTM(torch.autograd.Function):
         omk_c = None if keep_c is None else 1 - keep_c
         proj = w_hr is not None
         DHt = take(Hs.shape, Hs) if proj else None  # d h~ (before the projection)
+        DA = d_ln_hw = d_ln_hb = dn = dx_c = d_ln_cw = d_ln_cb = None
         if ln_hh is not None:  # per-step LN gradients: input, weight, bias
             DA, d_ln_hw, d_ln_hb = take(K.shape, K), K.new_empty(T, G4), K.new_empty(T, G4)
         if ln_cw is not None:
             dn, dx_c, d_ln_cw, d_ln_cb = K.new_empty(B, H), K.new_empty(B, H), K.new_empty(T, H), K.new_empty(T, H)
-        k3 = K[..., : 3 * H].unflatten(-1, (3, H)).unbind(0)  # T x (B, 3, H)
-        ks, kos, As, fcs = K.unbind(0), Ko.unbind(0), A.unbind(0), Fc.unbind(0)
-        dys = dHs.unbind(0)
+        w_packed = packed_weight(w_hh.t(), B)  # da (B, 4H) @ W_hh (4H, R) on oneDNN where it is faster
+        rec = (lambda a: packed_linear(a, w_packed)) if w_packed is not None else (lambda a: a @ w_hh)
         # -- the recurrence, last step first -----------------------------------------------------
-        dh, dc = dys[T - 1], dcT  # total gradients w.r.t. h_t and c_t
-        for t in range(T - 1, -1, -1):
-            zoned = t >= keep_from
-            dht = dh * omk_h[t] if (zoned and keep_h is not None) else dh  # d h~_t
-            dct = dc * omk_c[t] if (zoned and keep_c is not None) else dc  # d c~_t (so far)
-            if proj:
-                DHt[t].copy_(dht)
-                dm = dht @ w_hr  # (B, H)
-            else:
-                dm = dht
-            if ln_cw is None:
-                dct = torch.addcmul(dct, dm, As[t])
-            else:
-                _ln_backward(torch.mul(dm, As[t], out=dn), C[t], (H,), stats_c[0][t], stats_c[1][t], ln_cw, ln_cb,
-                             (True, True, True), out0=dx_c, out1=d_ln_cw[t], out2=d_ln_cb[t])
-                dct = dx_c.add_(dct)
-                if peep is not None:
-                    dct.addcmul_(dm, Po[t])
-            k3[t].mul_(dct.unsqueeze(1))  # dpre_i, dpre_f, dpre_g
-            kos[t].mul_(dm)  # dpre_o
-            dc_prev = dct * fcs[t]
-            if zoned and keep_c is not None:
-                dc_prev.addcmul_(keep_c[t], dc)
-            da = ks[t]
-            if ln_hh is not None:
-                da = DA[t]
-                _ln_backward(ks[t], Araw[t], (G4,), stats_g[0][t], stats_g[1][t], ln_hh, ln_hb, (True, True, True),
-                             out0=da, out1=d_ln_hw[t], out2=d_ln_hb[t])
-            if drop is None:
-                dh_prev = torch.addmm(dys[t - 1], da, w_hh) if t > 0 else da @ w_hh
-            else:
-                dh_prev = (da @ w_hh).mul_(drop)
-                if t > 0:
-                    dh_prev.add_(dys[t - 1])
-            if zoned and keep_h is not None:
-                dh_prev.addcmul_(keep_h[t], dh)
-            dh, dc = dh_prev, dc_prev
+        ops = native_ops() if K.device.type == "cpu" and K.dtype in (torch.float32, torch.float64) else None
+        if ops is not None and (drop is None or (drop.dim() == 2 and drop.stride(1) == 1)):  # in C++, in place
+            dh, dc = ops.lstm_backward(
+                K, A, Fc, Po if (peep is not None and ln_cw is not None) else None, dHs.contiguous(),
+                dcT.contiguous(), w_hh, w_packed, w_hr, drop, keep_h, keep_c, keep_from, DHt,
+                C if ln_cw is not None else None, stats_c, ln_cw, ln_cb, d_ln_cw, d_ln_cb, Araw, stats_g, ln_hh,
+                ln_hb, DA, d_ln_hw, d_ln_hb, ctx.eps)
+        else:
+            dh, dc = _LSTM._recurrence(K, A, Fc, Po if peep is not None else None, dHs, dcT, w_hh, w_packed, rec, w_hr,
+                                       drop, keep_h, keep_c, omk_h, omk_c, keep_from, DHt, C, stats_c, ln_cw, ln_cb,
+                                       Araw, stats_g, ln_hh, ln_hb, (DA, d_ln_hw, d_ln_hb),
+                                       (dn, dx_c, d_ln_cw, d_ln_cb))
         # -- gradients batched over time -----------------------------------------------------------
         need = ctx.needs_input_grad
         DA = K if ln_hh is None else DA  # (T, B, 4H): the gradient of the recurrent matmul's output

@@ -18,6 +18,7 @@ from torch import Tensor
 from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
 from rnnkit.cells._buffers import take
 from rnnkit.cells._trace import graph_capture, traceable_needed
+from rnnkit.scan.fast.native import native_ops
 from rnnkit.scan.fast.reference import simple_reference
 
 __all__ = ["blend_kept", "simple_sequence"]
@@ -59,6 +60,11 @@ class _Simple(torch.autograd.Function):
         Ht = take((T, B, H), xp) if keep is not None else Hs  # h~_t
         elman = w_hh.dim() == 2
         w_t = w_hh.t() if elman else w_hh
+        ops = native_ops() if xp.device.type == "cpu" and xp.dtype in (torch.float32, torch.float64) else None
+        if ops is not None:  # the same loop in C++ (csrc/steps.cpp), same buffers
+            ops.simple_loop(xp.contiguous(), h0.contiguous(), w_hh, drop, keep, activation == "relu", keep_from, Hs,
+                            Ht if keep is not None else None)
+            return _Simple._finish(ctx, (h0, w_hh, drop, keep), xp, Hs, Ht, keep, activation, keep_from)
         xs, hs, hts = xp.unbind(0), Hs.unbind(0), Ht.unbind(0)
         h = h0
         for t in range(T):
@@ -70,7 +76,11 @@ class _Simple(torch.autograd.Function):
             if keep is not None:
                 blend_kept(hts[t], h, keep, t, keep_from, out=hs[t])
             h = hs[t]
-        ctx.save_for_backward(h0, w_hh, drop, keep, Hs, Ht if keep is not None else None, xp)
+        return _Simple._finish(ctx, (h0, w_hh, drop, keep), xp, Hs, Ht, keep, activation, keep_from)
+
+    @staticmethod
+    def _finish(ctx, inputs, xp, Hs, Ht, keep, activation, keep_from):
+        ctx.save_for_backward(*inputs, Hs, Ht if keep is not None else None, xp)
         ctx.activation, ctx.keep_from = activation, keep_from
         return Hs
 

@@ -1,0 +1,112 @@
+"""The fast engine's C++ forward loops (``csrc/steps.cpp``): built on first use with torch's
+extension builder (a C++ compiler and ninja), cached by torch (``TORCH_EXTENSIONS_DIR``, default
+``~/.cache/torch_extensions``), loaded as ``torch.ops.rnnkit_cpu``.
+
+Nothing here ever fails a forward: a machine without a compiler, a failed build or
+``RNNKIT_NATIVE=0`` leaves the Python loops in charge, and :func:`native_unavailable` says why
+(``explain()`` shows it). The build time is kept in :data:`BUILD` for the benchmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["BUILD", "native_ops", "native_unavailable", "packed_linear", "packed_weight", "python_loops"]
+
+_SOURCE = Path(__file__).parent / "csrc" / "steps.cpp"
+_lock = threading.Lock()
+#: what the first use found: ``ops`` (the loaded namespace) or ``error``; ``seconds`` to build or load
+BUILD: dict[str, object] = {"ops": None, "error": None, "seconds": None, "tried": False}
+
+
+def _flags() -> list[str]:
+    """Vector instructions when torch found them on this CPU (the build is for this machine)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    vector = ["-mavx2", "-mfma"] if capability in ("AVX2", "AVX512") else []
+    # -fno-trapping-math lets gcc compute both sides of a select, which its vectoriser needs
+    return ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", *vector]
+
+
+def _build() -> None:
+    from torch.utils import cpp_extension
+
+    flags = _flags()
+    source = _SOURCE.read_bytes()
+    # the name changes with the source, the flags and torch, so a stale build is never loaded
+    tag = hashlib.sha256(source + " ".join(flags).encode() + torch.__version__.encode()).hexdigest()[:12]
+    name = f"rnnkit_steps_{tag}"
+    start = time.perf_counter()
+    if not (Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so").exists():
+        print("rnnkit: building the fast engine's C++ step loops (once per machine, 10-60 s)...", file=sys.stderr,
+              flush=True)
+    cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags, is_python_module=False, verbose=False)
+    BUILD["seconds"] = time.perf_counter() - start
+    BUILD["ops"] = torch.ops.rnnkit_cpu
+
+
+def native_ops():
+    """``torch.ops.rnnkit_cpu``, building it on the first call; None when it cannot be had."""
+    if BUILD["tried"]:
+        return BUILD["ops"]
+    with _lock:
+        if not BUILD["tried"]:
+            if os.environ.get("RNNKIT_NATIVE", "1") == "0":
+                BUILD["error"] = "switched off (RNNKIT_NATIVE=0)"
+            else:
+                try:
+                    _build()
+                except Exception as err:  # no compiler, no ninja, a failed compile: the Python loops run
+                    lines = str(err).strip().splitlines() or [type(err).__name__]
+                    said = next((ln for ln in lines if "error:" in ln), lines[0])  # the compiler's own word
+                    BUILD["error"] = f"the C++ step loops did not build ({type(err).__name__}: {said.strip()[:240]})"
+            BUILD["tried"] = True
+    return BUILD["ops"]
+
+
+def native_unavailable() -> str | None:
+    """Why the C++ loops are not used (None when they are), without building them."""
+    return BUILD["error"] if BUILD["tried"] else None
+
+
+@contextlib.contextmanager
+def python_loops():
+    """Run the Python loops inside the block (tests and benchmarks compare the two forms)."""
+    native_ops()
+    saved = BUILD["ops"]
+    BUILD["ops"] = None
+    try:
+        yield
+    finally:
+        BUILD["ops"] = saved
+
+
+def _packs(rows: int, out_features: int, in_features: int) -> bool:
+    """Whether oneDNN's packed GEMM beats MKL's for ``(rows, in) @ (in, out)``: measured on the
+    development machine (AVX-512, 2 threads; microseconds MKL / oneDNN, out = 4 in): in 256 at 1 row
+    13.6/15.7, at 4 rows 40.8/15.7, at 32 rows 96.9/44.8; in 128 at 8 rows 10.6/13.2, at 16 rows
+    15.6/15.0, at 64 rows 43.8/26.7; in 512 at 1 row 51.9/35.7. oneDNN costs ~11 us per call."""
+    small = min(out_features, in_features)
+    return small >= 512 or (small >= 256 and rows >= 2) or (small >= 128 and rows >= 16)
+
+
+def packed_weight(weight: Tensor, rows: int) -> Tensor | None:
+    """``weight (out, in)`` reordered for oneDNN's GEMM with ``rows`` input rows, when that is the
+    faster kernel (float32 on a CPU with oneDNN); else None (use ``torch.mm``)."""
+    if (weight.dtype != torch.float32 or weight.device.type != "cpu" or not torch.backends.mkldnn.is_available()
+            or os.environ.get("RNNKIT_ONEDNN", "1") == "0" or not _packs(rows, *weight.shape)):
+        return None
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), rows)
+
+
+def packed_linear(x: Tensor, packed: Tensor) -> Tensor:
+    """``x @ weight.T`` with a weight from :func:`packed_weight`."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")

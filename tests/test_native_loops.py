@@ -1,0 +1,128 @@
+"""The fast engine's C++ forward loops (``rnnkit/scan/fast/csrc/steps.cpp``) against its Python
+loops: every LSTM/GRU/Elman/IndRNN option, outputs, final states and every gradient (the backward
+is shared, so the buffers the forward fills must be the same); saturated and NaN inputs; and the
+fallback when the build fails: the Python loops run and ``explain()`` says why."""
+
+import contextlib
+import shutil
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.cells import IndRNNCell, LayerNormGRUCell, LayerNormLSTMCell, PeepholeLSTMCell
+from rnnkit.scan.fast import native
+from rnnkit.scan.fast.native import native_ops, python_loops
+
+if shutil.which("c++") is None and shutil.which("g++") is None:
+    pytest.skip("no C++ compiler: the C++ loops cannot be built here", allow_module_level=True)
+
+B, T, I, H = 3, 7, 4, 6
+LENGTHS = [7, 2, 5]
+REG = {"recurrent_dropout": 0.3, "zoneout": (0.2, 0.4)}
+CELLS = {
+    "lstm": lambda: rnnkit.LSTMCell(I, H),
+    "lstm_proj": lambda: rnnkit.LSTMCell(I, H, proj_size=3),
+    "ln_lstm_all": lambda: LayerNormLSTMCell(I, H, peephole=True, proj_size=3, **REG),
+    "ln_lstm": lambda: LayerNormLSTMCell(I, H, **REG),
+    "peephole": lambda: PeepholeLSTMCell(I, H, **REG),
+    "lstm_zoneout_c_only": lambda: LayerNormLSTMCell(I, H, layer_norm=False, zoneout=(0.0, 0.3)),
+    "gru": lambda: rnnkit.GRUCell(I, H),
+    "ln_gru": lambda: LayerNormGRUCell(I, H, recurrent_dropout=0.3, zoneout=0.2),
+    "gru_no_bias": lambda: LayerNormGRUCell(I, H, bias=False, layer_norm=False, recurrent_dropout=0.3),
+    "elman": lambda: rnnkit.ElmanCell(I, H),
+    "elman_relu": lambda: rnnkit.ElmanCell(I, H, nonlinearity="relu", bias=False),
+    "indrnn": lambda: IndRNNCell(I, H, recurrent_dropout=0.3, zoneout=0.2),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built():
+    ops = native_ops()
+    assert ops is not None, f"the C++ loops should build on a machine with a compiler: {native.BUILD['error']}"
+
+
+def run(layer, x, lengths, python: bool):
+    torch.manual_seed(11)  # the same dropout and zoneout masks in both runs
+    x = x.clone().requires_grad_()
+    layer.zero_grad()
+    with python_loops() if python else contextlib.nullcontext():  # forward and backward loops alike
+        out, final = layer(x, lengths=lengths)
+        final = final if isinstance(final, tuple) else (final,)
+        weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+        ((out * weights).sum() + sum((f * f).sum() for f in final)).backward()
+    return [out, *final, x.grad] + [p.grad.clone() for p in layer.parameters()]
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpp_loops_equal_python_loops(name, training, dtype):
+    """Stacked, bidirectional, with lengths: float64 to 1e-10, float32 to 1e-5, relative to each
+    tensor's largest entry (the C++ loops' exp/tanh are polynomials, not libm's or Sleef's; the
+    layer-normalised stacks amplify rounding: the largest float64 difference seen was 4e-13 of
+    the gradient's size)."""
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(CELLS[name](), num_layers=2, bidirectional=True, backend="fast").to(dtype)
+    layer.train(training)
+    x = torch.randn(B, T, I, dtype=dtype) * 2
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    for k, (a, b) in enumerate(zip(run(layer, x, LENGTHS, False), run(layer, x, LENGTHS, True), strict=True)):
+        scale = max(1.0, b.abs().max().item())
+        torch.testing.assert_close(a, b, atol=tol * scale, rtol=tol, msg=f"{name} training={training}: item {k}")
+
+
+@pytest.mark.parametrize("name", ["ln_lstm_all", "gru", "elman", "indrnn"])
+def test_saturated_and_nan_inputs_as_in_python(name):
+    """Gates driven far into saturation give the Python loops' 0/1/±1 (no overflow to NaN), and a
+    NaN in one sequence stays in that sequence, as in the Python loops."""
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(CELLS[name](), backend="fast").double().eval()
+    x = torch.randn(B, T, I, dtype=torch.float64) * 1e4
+    x[1, 3, 0] = float("nan")
+    with torch.no_grad():
+        out, _ = layer(x)
+        with python_loops():
+            want, _ = layer(x)
+    assert torch.equal(out.isnan(), want.isnan()) and out[0].isfinite().all()
+    torch.testing.assert_close(out.nan_to_num(), want.nan_to_num(), atol=1e-12, rtol=1e-12)
+
+
+def test_long_sequences_and_wide_batches_use_threads_alike():
+    """A batch wide enough for the elementwise pass to be split over threads gives the same
+    result as the Python loops (float64)."""
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(LayerNormLSTMCell(8, 256, peephole=True), backend="fast").double().eval()
+    x = torch.randn(200, 5, 8, dtype=torch.float64)
+    with torch.no_grad():
+        out, (h, c) = layer(x)
+        with python_loops():
+            want, (wh, wc) = layer(x)
+    torch.testing.assert_close(out, want, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(c, wc, atol=1e-12, rtol=1e-12)
+
+
+def test_explain_says_which_loops_run():
+    layer = rnnkit.LSTM(I, H, layer_norm=True)
+    assert "forward steps in C++" in layer.explain(torch.zeros(1, 1, I)).path
+
+
+def test_a_failed_build_falls_back_and_says_why(monkeypatch):
+    """No compiler, a compile error, RNNKIT_NATIVE=0: import and forward still work on the Python
+    loops, and explain() gives the reason."""
+
+    def broken():
+        raise RuntimeError("Error building extension 'rnnkit_steps': [1/2] c++ ...\nsteps.cpp:1: error: no luck")
+
+    monkeypatch.setattr(native, "BUILD", {"ops": None, "error": None, "seconds": None, "tried": False})
+    monkeypatch.setattr(native, "_build", broken)
+    assert native_ops() is None
+    assert "did not build" in native.native_unavailable() and "error: no luck" in native.native_unavailable()
+    layer = rnnkit.LSTM(I, H, layer_norm=True, batch_first=True)
+    out, _ = layer(torch.randn(B, T, I))
+    assert out.shape == (B, T, H)
+    assert "forward steps in Python, since the C++ step loops did not build" in layer.explain().path
+
+    monkeypatch.setattr(native, "BUILD", {"ops": None, "error": None, "seconds": None, "tried": False})
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    assert native_ops() is None and "RNNKIT_NATIVE=0" in native.native_unavailable()
