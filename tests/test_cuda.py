@@ -36,7 +36,8 @@ def run(layer, x, lengths=None, call=None, seed=3):
 def close(got, want, tol, what):
     for k, (a, b) in enumerate(zip(got, want, strict=True)):
         scale = max(1.0, b.abs().max().item())
-        torch.testing.assert_close(a.cpu(), b.cpu(), atol=tol * scale, rtol=tol, msg=f"{what}: item {k}")
+        torch.testing.assert_close(a.cpu(), b.cpu(), atol=tol * scale, rtol=tol,
+                                   msg=lambda m, k=k: f"{what}: item {k}\n{m}")
 
 
 @pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])

@@ -49,13 +49,16 @@ def compare(name, hidden, batch, lengths, dtype, **layer):
     x = torch.randn(batch, T, I, dtype=dtype, device=DEVICE)
     assert tri.explain(x).name == "triton"
     state = tuple(torch.randn(len(tri.cells), batch, s, dtype=dtype, device=DEVICE) for s in tri.cells[0].state_sizes)
-    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    # float32 on a GPU: cuBLAS and the Triton kernels sum in different orders; a weight gradient's sum over
+    # T*B rows differed by 1.6e-5 of its largest entry on an H200 (float64 agrees to 1e-10 there)
+    tol = 1e-10 if dtype == torch.float64 else (1e-5 if DEVICE == "cpu" else 5e-5)
     for mode in (True, False):
         tri.train(mode)
         fast.train(mode)
         for k, (a, b) in enumerate(zip(run(tri, x, state, lengths), run(fast, x, state, lengths), strict=True)):
             scale = max(1.0, b.abs().max().item())
-            torch.testing.assert_close(a, b, atol=tol * scale, rtol=tol, msg=f"{name} train={mode}: item {k}")
+            torch.testing.assert_close(a, b, atol=tol * scale, rtol=tol,
+                                       msg=lambda m, k=k, mode=mode: f"{name} train={mode}: item {k}\n{m}")
 
 
 @pytest.mark.parametrize("name", list(CELLS))

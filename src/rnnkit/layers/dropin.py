@@ -206,13 +206,26 @@ class _DropIn:
         report = choose_backend(self._cell_skeleton(), input.data if packed else input, self.backend, self._choices)
         if report.name == "fused":
             if lengths is None:
-                return self._torch_class.forward(self, input, hx)
+                out, hidden = self._torch_class.forward(self, input, hx)
+                return out, self._documented_shape(hidden, batch)
             steps = input.size(1) if self.batch_first else input.size(0)
             seq = pack_padded_sequence(input, lengths, batch_first=self.batch_first, enforce_sorted=False)
             out, hidden = self._torch_class.forward(self, seq, hx)
             out, _ = pad_packed_sequence(out, batch_first=self.batch_first, total_length=steps)
-            return out, hidden
+            return out, self._documented_shape(hidden, batch)
         return self._engine_forward(input, hx, lengths, report.backend)
+
+    def _documented_shape(self, hidden, batch: int | None):
+        """The final state in its documented shape. Under torch.compile on CUDA, torch's own forward
+        returned ``h_n`` and ``c_n`` with an extra dimension, ``(1, N, B, S)`` (seen with torch 2.11 on
+        an H200; pytorch/pytorch#130791, #151200); a view puts them back, and costs nothing where
+        they are right."""
+        if not torch.compiler.is_compiling():
+            return hidden
+        shapes = self._state_shapes(batch)
+        if isinstance(hidden, tuple):
+            return tuple(h.view(shape) for h, shape in zip(hidden, shapes, strict=True))
+        return hidden.view(shapes[0])
 
     #: the modes whose torch.nn layer computes in autocast's lower precision (as measured: CPU
     #: bfloat16 autocast gives RNN and LSTM outputs in bfloat16, GRU outputs in float32)

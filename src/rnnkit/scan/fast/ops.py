@@ -105,8 +105,9 @@ def _lstm_forward(
     def e() -> Tensor:  # a fresh empty tensor per slot: outputs may not alias each other
         return _empty(xp)
 
-    sg = stats_g if stats_g is not None else (e(), e())
-    sc = stats_c if stats_c is not None else (e(), e())
+    # the LN statistics are one (2, T, B, 1) tensor each: two outputs that must not alias, so copies (T*B values)
+    sg = (stats_g[0].clone(), stats_g[1].clone()) if stats_g is not None else (e(), e())
+    sc = (stats_c[0].clone(), stats_c[1].clone()) if stats_c is not None else (e(), e())
     return (Hs, c_last, G, C, TC, e() if Cs is C else Cs, M if w_hr is not None else e(),
             e() if Araw is None else Araw, sg[0], sg[1], sc[0], sc[1])
 
@@ -134,8 +135,8 @@ def _lstm_backward(
     TC: Tensor, Cs: Tensor, M: Tensor, Araw: Tensor, sg0: Tensor, sg1: Tensor, sc0: Tensor, sc1: Tensor, eps: float,
     keep_from: int, needs: list[bool],
 ) -> list[Tensor]:
-    stats_g = None if _or_none(sg0) is None else (sg0, sg1)
-    stats_c = None if _or_none(sc0) is None else (sc0, sc1)
+    stats_g = None if _or_none(sg0) is None else torch.stack([sg0, sg1])  # (2, T, B, 1), as _LSTM saves it
+    stats_c = None if _or_none(sc0) is None else torch.stack([sc0, sc1])
     Cs = C if _or_none(Cs) is None else Cs
     inputs = (xp, h0, c0, w_hh, w_hr, ln_hw, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c)
     ctx = _Ctx(tuple(needs) + (False, False), (*inputs[1:], Hs, xp), eps=eps, keep_from=keep_from,
@@ -166,7 +167,7 @@ def _gru_forward(
     ctx = _Ctx()
     Hs = _GRU.forward(ctx, xp, h0, w_hh, b_hh, ln_hh, drop, keep, eps, keep_from)
     RZ, N, HH, Araw, stats = ctx.buffers
-    st = stats if stats is not None else (_empty(xp), _empty(xp))
+    st = (stats[0].clone(), stats[1].clone()) if stats is not None else (_empty(xp), _empty(xp))  # no aliasing
     return Hs, RZ, N, HH, _empty(xp) if Araw is None else Araw, st[0], st[1]
 
 
