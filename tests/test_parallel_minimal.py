@@ -172,3 +172,27 @@ def test_errors():
         minimal_scan(cell, torch.randn(5, 2, 8), cell.initial_state(2))
     with pytest.raises(ValueError, match=r"state\[0\] must have shape \(2, 4\)"):
         minimal_scan(cell, torch.randn(5, 2, 12), (torch.zeros(3, 4),))
+
+
+@pytest.mark.parametrize("cell_cls", CELLS)
+def test_time_chunks_on_cpu_equal_the_step_loop(cell_cls, monkeypatch):
+    """On a CPU the linear scan runs the sequence in time chunks (cache-sized); with chunks of 32
+    steps, T = 100 and lengths ending inside, between and past chunks, values, final states and
+    gradients equal the step loop (float64)."""
+    import rnnkit.scan.parallel as parallel
+
+    monkeypatch.setattr(parallel, "CHUNK_ELEMENTS", 32 * 3 * 2 * cell_cls.gates)  # 32 steps at B=3, H=2
+    torch.manual_seed(0)
+    cell = cell_cls(4, 2, scan="linear", dtype=F64)
+    x = torch.randn(100, 3, 2 * cell.gates, dtype=F64, requires_grad=True)
+    h0 = torch.randn(3, 2, dtype=F64, requires_grad=True)
+    lengths = torch.tensor([100, 64, 7])
+    got, (last,) = minimal_scan(cell, x, (h0,), lengths)
+    want, (want_last,) = sequential_scan(cell, x, (h0,), lengths)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(last, want_last)
+    weights = torch.randn_like(got)
+    grads = torch.autograd.grad((got * weights).sum() + last.square().sum(), (x, h0))
+    want_grads = torch.autograd.grad((want * weights).sum() + want_last.square().sum(), (x, h0))
+    for a, b in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(a, b)

@@ -37,7 +37,8 @@ import math
 import torch
 from torch import Tensor
 
-from rnnkit.cells._trace import transform_active, values_readable
+from rnnkit.cells._trace import graph_capture, transform_active, values_readable
+from rnnkit.scan.fast.native import native_ops
 
 __all__ = ["heinsen_scan", "linear_scan", "log_scan"]
 
@@ -49,6 +50,10 @@ def _scan_core(a: Tensor, b: Tensor, h0: Tensor, reverse: bool) -> Tensor:
     """``h_t = a_t h_{t-1} + b_t`` (``reverse``: ``h_t = a_t h_{t+1} + b_t``, starting from
     ``h_T = h0``) on ``a, b (T, N)`` contiguous and ``h0 (N,)``; no autograd. Returns ``(T, N)``."""
     steps, n = a.shape
+    if a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) and a.dtype == b.dtype == h0.dtype:
+        ops = native_ops()
+        if ops is not None:  # one streaming pass in C++ (csrc/steps.cpp): on a CPU, less memory traffic
+            return ops.linear_scan(a, b, h0, reverse)
     if steps <= _LOOP_MAX:
         out = torch.empty_like(b)
         h = h0
@@ -258,6 +263,35 @@ def minimal_scan(cell, x_proj: Tensor, state, lengths: Tensor | None = None):
     scan = cell.scan if cell.scan != "auto" else ("log" if x_proj.device.type == "cuda" else "linear")
     if scan == "log":
         h, last = log_scan(*cell.log_coefficients(x_proj), h0, lengths)
+    elif x_proj.device.type == "cpu" and not graph_capture(x_proj) and not transform_active(x_proj):
+        h, last = _linear_in_time_chunks(cell, x_proj, h0, lengths)
     else:
         h, last = linear_scan(*cell.coefficients(x_proj), h0, lengths)
     return h, (last,)
+
+
+#: elements of ``x_proj`` per time chunk on a CPU (2 MiB in float32): a chunk's coefficients, scan
+#: and their backward stay in cache. Measured (B8 H128, 2 threads, minGRU fwd+bwd vs torch.nn.GRU):
+#: the whole sequence at once fell from 7.4x at T=1,024 to 4.7x at T=16,384.
+CHUNK_ELEMENTS = 1 << 19
+
+
+def _linear_in_time_chunks(cell, x_proj: Tensor, h0: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+    """:func:`linear_scan` of ``cell.coefficients(x_proj)``, a time chunk at a time, each chunk
+    starting from the last one's state (past a sequence's end: a = 1, b = 0, output 0)."""
+    steps = x_proj.size(0)
+    step = max(32, CHUNK_ELEMENTS // max(1, x_proj[0].numel()))
+    if steps <= step:
+        return linear_scan(*cell.coefficients(x_proj), h0, lengths)
+    mask = None
+    if lengths is not None and (not values_readable() or bool((lengths < steps).any())):
+        mask = _step_mask(lengths, x_proj)  # (T, B, 1)
+    h, outs = h0, []
+    masks = mask.split(step) if mask is not None else [None] * -(-steps // step)
+    for xc, m in zip(x_proj.split(step), masks, strict=True):  # split: its backward is one cat, not a slice each
+        a, b = cell.coefficients(xc)  # (C, B, H) each
+        if m is not None:
+            a, b = torch.where(m, a, 1.0), torch.where(m, b, 0.0)
+        out, h = linear_scan(a, b, h)
+        outs.append(out if mask is None else out.masked_fill(~m, 0.0))
+    return torch.cat(outs), h

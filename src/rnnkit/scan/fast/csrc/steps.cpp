@@ -13,11 +13,13 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
 #include <tuple>
+#include <vector>
 #include <utility>
 
 namespace {
@@ -115,6 +117,39 @@ Tensor packed_linear(const Tensor& x, const Tensor& w_packed) {
   return op.call(x, w_packed, std::nullopt, "none", c10::List<std::optional<c10::Scalar>>(), std::nullopt);
 }
 
+// LayerNorm of one row of n values: mean and rstd = 1 / sqrt(biased variance + eps), two passes
+// (as ATen's; the centred second pass keeps float32 accurate).
+template <typename S> inline void row_stats(const S* a, int64_t n, double eps, S& mean, S& rstd) {
+  S m = 0;
+  for (int64_t j = 0; j < n; ++j) m += a[j];
+  m /= S(n);
+  S v = 0;
+  for (int64_t j = 0; j < n; ++j) v += (a[j] - m) * (a[j] - m);
+  mean = m;
+  rstd = S(1) / std::sqrt(v / S(n) + S(eps));
+}
+
+// LayerNorm backward of one row: dx = rstd (g - mean(g) - x^ mean(g x^)), g = dy * w, x^ = (a - mean)
+// rstd; adds dy x^ and dy to the step's weight and bias gradients.
+template <typename S>
+inline void row_ln_backward(const S* dy, const S* a, S mean, S rstd, const S* w, int64_t n, S* dx, S* dw, S* db) {
+  S sg = 0, sgx = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const S xh = (a[j] - mean) * rstd, g = dy[j] * w[j];
+    sg += g;
+    sgx += g * xh;
+  }
+  sg /= S(n);
+  sgx /= S(n);
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    const S xh = (a[j] - mean) * rstd;
+    dw[j] += dy[j] * xh;
+    db[j] += dy[j];
+    dx[j] = rstd * (dy[j] * w[j] - sg - xh * sgx);
+  }
+}
+
 // A (T, B|1, K|1) keep factor's strides at one step (0 where it broadcasts).
 struct Keep {
   const void* data = nullptr;
@@ -168,6 +203,11 @@ void lstm_loop_impl(const Tensor& xp, const Tensor& h0, const Tensor& c0, const 
   S* TC_all = TC.data_ptr<S>();
   S* M_all = M.data_ptr<S>();
   S* mean_c = stats_c.has_value() ? stats_c->data_ptr<S>() : nullptr;  // (2, T, B): mean, rstd
+  S* mean_g = stats_g.has_value() ? stats_g->data_ptr<S>() : nullptr;
+  const S* hw = ln_hw.has_value() ? ln_hw->data_ptr<S>() : nullptr;
+  const S* hb = ln_hb.has_value() ? ln_hb->data_ptr<S>() : nullptr;
+  const S* x_all = xp.data_ptr<S>();
+  S* araw = Araw.has_value() ? Araw->data_ptr<S>() : nullptr;
   for (int64_t t = 0; t < T; ++t) {
     Tensor gt = G.select(0, t);  // (B, 4H)
     const Tensor& hh = drop.has_value() ? at::mul_out(hin, h, *drop) : h;
@@ -184,9 +224,7 @@ void lstm_loop_impl(const Tensor& xp, const Tensor& h0, const Tensor& c0, const 
       } else {
         at::mm_out(at_, hh, w_t);
       }
-      Tensor mean = stats_g->select(0, 0).select(0, t), rstd = stats_g->select(0, 1).select(0, t);  // (B, 1)
-      at::native_layer_norm_out(gt, mean, rstd, at_, {G4}, ln_hw, ln_hb, eps);
-      gt.add_(xp.select(0, t));
+      // the LayerNorm over 4H, plus x_t W_ih^T: in the row pass below
     }
     const S* cprev = c.data_ptr<S>();
     S* g = g_all + t * B * G4;
@@ -203,6 +241,16 @@ void lstm_loop_impl(const Tensor& xp, const Tensor& h0, const Tensor& c0, const 
         S* go = gi + 3 * H;
         const S* cp = cprev + b * H;
         S* cb_ = cn + b * H;
+        if (hw) {  // gates = LN(h W_hh^T) w + b + x W_ih^T
+          const S* ar = araw + (t * B + b) * G4;
+          const S* xr = x_all + (t * B + b) * G4;
+          S mean, rstd;
+          row_stats(ar, G4, eps, mean, rstd);
+          mean_g[t * B + b] = mean;
+          mean_g[(T + t) * B + b] = rstd;
+#pragma omp simd
+          for (int64_t j = 0; j < G4; ++j) gi[j] = (ar[j] - mean) * rstd * hw[j] + (hb ? hb[j] : S(0)) + xr[j];
+        }
         if (pp) {
           for (int64_t j = 0; j < H; ++j) {
             gi[j] += pp[j] * cp[j];
@@ -222,12 +270,8 @@ void lstm_loop_impl(const Tensor& xp, const Tensor& h0, const Tensor& c0, const 
         }
         S* tcb = tc + b * H;
         if (cw) {  // LayerNorm of c~ over H (two passes: mean, then the centred variance)
-          S mean = 0;
-          for (int64_t j = 0; j < H; ++j) mean += cb_[j];
-          mean /= S(H);
-          S var = 0;
-          for (int64_t j = 0; j < H; ++j) var += (cb_[j] - mean) * (cb_[j] - mean);
-          const S rstd = S(1) / std::sqrt(var / S(H) + S(eps));
+          S mean, rstd;
+          row_stats(cb_, H, eps, mean, rstd);
           mc[b] = mean;
           rc[b] = rstd;
 #pragma omp simd
@@ -312,6 +356,8 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
   const S* Ap = A.data_ptr<S>();
   const S* Pp = Po.has_value() ? Po->data_ptr<S>() : nullptr;
   const S* dys = dHs.data_ptr<S>();
+  const S* cwp = lnc ? ln_cw->data_ptr<S>() : nullptr;
+  const S* hwp = ln_hw.has_value() ? ln_hw->data_ptr<S>() : nullptr;
   S* Kp = K.data_ptr<S>();
   auto opts = K.options();
   Tensor dh = dHs.select(0, T - 1).clone(), dc = dcT.clone();  // (B, R), (B, H)
@@ -338,12 +384,16 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
     const S* At = Ap + t * B * H;
     if (lnc) {  // dc~ = LN'(dm * A) + dc (1 - d_c) [+ dm * Po]
       S* dnp = dn.data_ptr<S>();
+      S* dxp = dx_c.data_ptr<S>();
       for (int64_t k = 0; k < B * H; ++k) dnp[k] = dmp[k] * At[k];
-      Tensor ct = C->select(0, t);
-      Tensor mean = stats_c->select(0, 0).select(0, t), rstd = stats_c->select(0, 1).select(0, t);
-      Tensor dw = d_ln_cw->select(0, t), db = d_ln_cb->select(0, t);
-      at::native_layer_norm_backward_out(dx_c, dw, db, dn, ct, {H}, mean, rstd, ln_cw, ln_cb, {true, true, true});
-      const S* dxp = dx_c.data_ptr<S>();
+      S* dw = d_ln_cw->data_ptr<S>() + t * H;
+      S* db = d_ln_cb->data_ptr<S>() + t * H;
+      std::fill(dw, dw + H, S(0));
+      std::fill(db, db + H, S(0));
+      const S* ct = C->data_ptr<S>() + t * B * H;
+      const S* sc = stats_c->data_ptr<S>();
+      for (int64_t b = 0; b < B; ++b)
+        row_ln_backward(dnp + b * H, ct + b * H, sc[t * B + b], sc[(T + t) * B + b], cwp, H, dxp + b * H, dw, db);
       const S* Pt = Pp ? Pp + t * B * H : nullptr;
       for (int64_t b = 0; b < B; ++b)
         for (int64_t j = 0; j < H; ++j) {
@@ -381,12 +431,17 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
     // da: the gradient of the recurrent matmul's output (through the gates' LayerNorm if any)
     Tensor kt = K.select(0, t);
     Tensor da = kt;
-    if (ln_hw.has_value()) {
+    if (hwp) {  // through the gates' LayerNorm over 4H
       da = DA->select(0, t);
-      Tensor at_ = Araw->select(0, t);
-      Tensor mean = stats_g->select(0, 0).select(0, t), rstd = stats_g->select(0, 1).select(0, t);
-      Tensor dw = d_ln_hw->select(0, t), db = d_ln_hb->select(0, t);
-      at::native_layer_norm_backward_out(da, dw, db, kt, at_, {G4}, mean, rstd, ln_hw, ln_hb, {true, true, true});
+      S* dw = d_ln_hw->data_ptr<S>() + t * G4;
+      S* db = d_ln_hb->data_ptr<S>() + t * G4;
+      std::fill(dw, dw + G4, S(0));
+      std::fill(db, db + G4, S(0));
+      const S* ar = Araw->data_ptr<S>() + t * B * G4;
+      const S* sg = stats_g->data_ptr<S>();
+      S* dap = da.data_ptr<S>();
+      for (int64_t b = 0; b < B; ++b)
+        row_ln_backward(Kt + b * G4, ar + b * G4, sg[t * B + b], sg[(T + t) * B + b], hwp, G4, dap + b * G4, dw, db);
     }
     Tensor rec = w_packed_t.has_value() ? packed_linear(da, *w_packed_t) : at::mm(da, w_hh_t);  // (B, R)
     const S* rp = rec.data_ptr<S>();
@@ -579,6 +634,48 @@ void simple_loop(const Tensor& xp, const Tensor& h0, const Tensor& w, const OptT
   });
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// The diagonal linear recurrence h_t = a_t h_{t-1} + b_t (reverse: h_t = a_t h_{t+1} + b_t) on
+// (T, N): one streaming pass in time, vectorised over N and split over threads by lanes. On a CPU
+// the chunked parallel scan (rnnkit/scan/parallel.py) reads a and b three times, strided; this
+// reads them once, in order.
+template <typename S>
+void linear_scan_impl(const Tensor& a, const Tensor& b, const Tensor& h0, bool reverse, Tensor& out) {
+  const int64_t T = a.size(0), N = a.size(1);
+  const S* ap = a.data_ptr<S>();
+  const S* bp = b.data_ptr<S>();
+  const S* hp0 = h0.data_ptr<S>();
+  S* op = out.data_ptr<S>();
+  at::parallel_for(0, N, 1024, [&](int64_t n0, int64_t n1) {
+    const int64_t w = n1 - n0;
+    std::vector<S> h(hp0 + n0, hp0 + n1);
+    S* hv = h.data();
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = reverse ? T - 1 - s : s;
+      const S* at_ = ap + t * N + n0;
+      const S* bt = bp + t * N + n0;
+      S* ot = op + t * N + n0;
+#pragma omp simd
+      for (int64_t j = 0; j < w; ++j) {
+        hv[j] = at_[j] * hv[j] + bt[j];
+        ot[j] = hv[j];
+      }
+    }
+  });
+}
+
+Tensor linear_scan(const Tensor& a, const Tensor& b, const Tensor& h0, bool reverse) {
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&a, &b, &h0})
+    check_cpu_contiguous(*t, "linear_scan input");
+  TORCH_CHECK(a.dim() == 2 && b.sizes() == a.sizes() && h0.dim() == 1 && h0.size(0) == a.size(1),
+              "linear_scan: a, b (T, N) and h0 (N,)");
+  Tensor out = at::empty_like(b);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rnnkit_linear_scan",
+                             [&] { linear_scan_impl<scalar_t>(a, b, h0, reverse, out); });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(rnnkit_cpu, m) {
@@ -600,4 +697,5 @@ TORCH_LIBRARY(rnnkit_cpu, m) {
   m.def("simple_loop(Tensor xp, Tensor h0, Tensor w, Tensor? drop, Tensor? keep, bool relu, int keep_from, "
         "Tensor(a!) Hs, Tensor(b!)? Ht) -> ()",
         &simple_loop);
+  m.def("linear_scan(Tensor a, Tensor b, Tensor h0, bool reverse) -> Tensor", &linear_scan);
 }
