@@ -148,3 +148,25 @@ def test_cpp_linear_scan_equals_the_chunked_scan_and_the_loop(reverse, dtype):
     tol = 1e-10 if dtype == torch.float64 else 1e-4
     torch.testing.assert_close(got, loop, atol=tol, rtol=tol)
     torch.testing.assert_close(chunked, loop, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("name", ["lstm", "ln_lstm", "gru", "ln_gru"])
+def test_onednn_packed_gemms_equal_the_reference(name):
+    """At H = 256 the recurrent GEMMs run on oneDNN's packed weights (forward and backward); the
+    layer still equals the sequential reference (float32, relative to each tensor's largest entry)."""
+    from rnnkit.scan.fast.native import packed_weight
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch was built without oneDNN")
+    hidden, batch = 256, 4
+    assert packed_weight(torch.zeros(4 * hidden, hidden), batch) is not None  # the path under test
+    make = {"lstm": lambda: rnnkit.LSTMCell(I, hidden), "ln_lstm": lambda: LayerNormLSTMCell(I, hidden, **REG),
+            "gru": lambda: rnnkit.GRUCell(I, hidden), "ln_gru": lambda: LayerNormGRUCell(I, hidden, zoneout=0.2)}[name]
+    torch.manual_seed(0)
+    fast = rnnkit.Recurrent(make(), backend="fast").train()
+    ref = rnnkit.Recurrent(make(), backend="sequential").train()
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(batch, T, I)
+    for k, (a, b) in enumerate(zip(run(fast, x, [7, 3, 5, 1], False), run(ref, x, [7, 3, 5, 1], False), strict=True)):
+        scale = max(1.0, b.abs().max().item())
+        torch.testing.assert_close(a, b, atol=1e-5 * scale, rtol=1e-4, msg=lambda m, k=k: f"{name}: item {k}\n{m}")

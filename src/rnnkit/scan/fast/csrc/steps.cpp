@@ -211,11 +211,13 @@ void lstm_loop_impl(const Tensor& xp, const Tensor& h0, const Tensor& c0, const 
   for (int64_t t = 0; t < T; ++t) {
     Tensor gt = G.select(0, t);  // (B, 4H)
     const Tensor& hh = drop.has_value() ? at::mul_out(hin, h, *drop) : h;
+    Tensor rec;  // h W_hh^T (B, 4H); x W_ih^T is added in the row pass (addmm_out would copy it in first)
     if (!ln_hw.has_value()) {
       if (w_packed.has_value()) {
-        at::add_out(gt, xp.select(0, t), packed_linear(hh, *w_packed));
+        rec = packed_linear(hh, *w_packed);
       } else {
-        at::addmm_out(gt, xp.select(0, t), hh, w_t);
+        at::mm_out(gt, hh, w_t);
+        rec = gt;
       }
     } else {
       Tensor at_ = Araw->select(0, t);
@@ -227,6 +229,7 @@ void lstm_loop_impl(const Tensor& xp, const Tensor& h0, const Tensor& c0, const 
       // the LayerNorm over 4H, plus x_t W_ih^T: in the row pass below
     }
     const S* cprev = c.data_ptr<S>();
+    const S* recp = rec.defined() ? rec.data_ptr<S>() : nullptr;
     S* g = g_all + t * B * G4;
     S* cn = C_all + t * B * H;
     S* tc = TC_all + t * B * H;
@@ -241,15 +244,19 @@ void lstm_loop_impl(const Tensor& xp, const Tensor& h0, const Tensor& c0, const 
         S* go = gi + 3 * H;
         const S* cp = cprev + b * H;
         S* cb_ = cn + b * H;
+        const S* xr = x_all + (t * B + b) * G4;
         if (hw) {  // gates = LN(h W_hh^T) w + b + x W_ih^T
           const S* ar = araw + (t * B + b) * G4;
-          const S* xr = x_all + (t * B + b) * G4;
           S mean, rstd;
           row_stats(ar, G4, eps, mean, rstd);
           mean_g[t * B + b] = mean;
           mean_g[(T + t) * B + b] = rstd;
 #pragma omp simd
           for (int64_t j = 0; j < G4; ++j) gi[j] = (ar[j] - mean) * rstd * hw[j] + (hb ? hb[j] : S(0)) + xr[j];
+        } else {  // gates = h W_hh^T + x W_ih^T
+          const S* rr = recp + b * G4;
+#pragma omp simd
+          for (int64_t j = 0; j < G4; ++j) gi[j] = rr[j] + xr[j];
         }
         if (pp) {
           for (int64_t j = 0; j < H; ++j) {
