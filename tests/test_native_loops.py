@@ -170,3 +170,30 @@ def test_onednn_packed_gemms_equal_the_reference(name):
     for k, (a, b) in enumerate(zip(run(fast, x, [7, 3, 5, 1], False), run(ref, x, [7, 3, 5, 1], False), strict=True)):
         scale = max(1.0, b.abs().max().item())
         torch.testing.assert_close(a, b, atol=1e-5 * scale, rtol=1e-4, msg=lambda m, k=k: f"{name}: item {k}\n{m}")
+
+
+def test_a_killed_builds_lock_is_cleared(monkeypatch, tmp_path):
+    """torch's extension builder waits for its lock file to go; one left by a build that was killed
+    would make every later first use wait forever. A lock older than STALE_LOCK_S is removed."""
+    import os
+    import time
+
+    from torch.utils import cpp_extension
+
+    calls = []
+    monkeypatch.setattr(cpp_extension, "load", lambda **kw: calls.append(kw["name"]))
+    name_dirs = []
+
+    def build_dir(name, verbose=False):
+        d = tmp_path / name
+        d.mkdir(exist_ok=True)
+        (d / "lock").touch()
+        old = time.time() - native.STALE_LOCK_S - 5
+        os.utime(d / "lock", (old, old))
+        name_dirs.append(d)
+        return str(d)
+
+    monkeypatch.setattr(cpp_extension, "_get_build_directory", build_dir)
+    monkeypatch.setattr(native, "BUILD", {"ops": None, "error": None, "seconds": None, "tried": False})
+    native._build()
+    assert calls and not (name_dirs[0] / "lock").exists()

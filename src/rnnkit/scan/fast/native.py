@@ -24,6 +24,8 @@ __all__ = ["BUILD", "native_ops", "native_unavailable", "packed_linear", "packed
 
 _SOURCE = Path(__file__).parent / "csrc" / "steps.cpp"
 _lock = threading.Lock()
+#: a build lock older than this is a killed build's, not a live one's (a build takes 10-60 s)
+STALE_LOCK_S = 600
 #: what the first use found: ``ops`` (the loaded namespace) or ``error``; ``seconds`` to build or load
 BUILD: dict[str, object] = {"ops": None, "error": None, "seconds": None, "tried": False}
 
@@ -45,7 +47,11 @@ def _build() -> None:
     tag = hashlib.sha256(source + " ".join(flags).encode() + torch.__version__.encode()).hexdigest()[:12]
     name = f"rnnkit_steps_{tag}"
     start = time.perf_counter()
-    if not (Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so").exists():
+    build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+    lock = build_dir / "lock"  # torch's builder waits for this file to go: a build killed midway leaves it
+    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+        lock.unlink(missing_ok=True)
+    if not (build_dir / f"{name}.so").exists():
         print("rnnkit: building the fast engine's C++ step loops (once per machine, 10-60 s)...", file=sys.stderr,
               flush=True)
     cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags, is_python_module=False, verbose=False)
