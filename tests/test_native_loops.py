@@ -197,3 +197,30 @@ def test_a_killed_builds_lock_is_cleared(monkeypatch, tmp_path):
     monkeypatch.setattr(native, "BUILD", {"ops": None, "error": None, "seconds": None, "tried": False})
     native._build()
     assert calls and not (name_dirs[0] / "lock").exists()
+
+
+@pytest.mark.parametrize("norm", [False, True])
+def test_input_projections_on_onednn_equal_f_linear(norm):
+    """The whole-sequence input projection (and its input gradient) runs on oneDNN at these sizes;
+    values and every gradient equal ``F.linear`` (+ ``F.layer_norm``) in float32."""
+    from rnnkit.cells._linear import linear, linear_norm
+    from rnnkit.cells._onednn import linear_rows
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch was built without oneDNN")
+    torch.manual_seed(0)
+    x = torch.randn(40, 8, 128, requires_grad=True)  # (T, B, I): 320 rows
+    w = torch.randn(512, 128, requires_grad=True) / 11
+    g, b = torch.randn(512, requires_grad=True), torch.randn(512, requires_grad=True)
+    assert linear_rows(x.detach().view(-1, 128), w.detach()) is not None  # the path under test
+    if norm:
+        got = linear_norm(x, w, g, b, 1e-5)
+        want = torch.nn.functional.layer_norm(torch.nn.functional.linear(x, w), (512,), g, b, 1e-5)
+    else:
+        got, want = linear(x, w, b), torch.nn.functional.linear(x, w, b)
+    dy = torch.randn_like(want)
+    grads = torch.autograd.grad(got, (x, w, g, b) if norm else (x, w, b), dy)
+    want_grads = torch.autograd.grad(want, (x, w, g, b) if norm else (x, w, b), dy)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    for a, e in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(a, e, atol=1e-3 * max(1.0, e.abs().max().item()), rtol=1e-4)

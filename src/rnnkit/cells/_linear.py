@@ -13,6 +13,7 @@ from torch import Tensor
 
 from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
 from rnnkit.cells._buffers import take
+from rnnkit.cells._onednn import linear_rows
 from rnnkit.cells._trace import traceable_needed
 
 __all__ = ["linear", "linear_norm"]
@@ -42,6 +43,9 @@ def _rows(x: Tensor) -> Tensor:
 
 
 def _input_grad(dz: Tensor, weight: Tensor, x: Tensor) -> Tensor:
+    fast = linear_rows(dz, weight.t()) if dz.is_contiguous() else None  # (N, I) on oneDNN
+    if fast is not None:
+        return fast.view(x.shape)
     dx = take(x.shape, x)
     torch.mm(dz, weight, out=_rows(dx))  # (N, I)
     return dx
@@ -50,11 +54,15 @@ def _input_grad(dz: Tensor, weight: Tensor, x: Tensor) -> Tensor:
 class _Linear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
-        out = take((*x.shape[:-1], weight.size(0)), x)
-        if bias is None:
-            torch.mm(_rows(x), weight.t(), out=_rows(out))
+        fast = linear_rows(_rows(x), weight, bias)  # (N, G) on oneDNN, where it is faster
+        if fast is not None:
+            out = fast.view(*x.shape[:-1], weight.size(0))
         else:
-            torch.addmm(bias, _rows(x), weight.t(), out=_rows(out))  # (N, G)
+            out = take((*x.shape[:-1], weight.size(0)), x)
+            if bias is None:
+                torch.mm(_rows(x), weight.t(), out=_rows(out))
+            else:
+                torch.addmm(bias, _rows(x), weight.t(), out=_rows(out))  # (N, G)
         ctx.save_for_backward(x, weight, bias)
         ctx.has_bias = bias is not None
         return out
@@ -76,8 +84,12 @@ class _LinearNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, ln_weight, bias, eps):
         G = weight.size(0)
-        z = take((*x.shape[:-1], G), x)
-        torch.mm(_rows(x), weight.t(), out=_rows(z))  # (N, G)
+        fast = linear_rows(_rows(x), weight)  # (N, G) on oneDNN, where it is faster
+        if fast is not None:
+            z = fast.view(*x.shape[:-1], G)
+        else:
+            z = take((*x.shape[:-1], G), x)
+            torch.mm(_rows(x), weight.t(), out=_rows(z))  # (N, G)
         out = take(z.shape, z)
         n = _rows(z).size(0)
         mean, rstd = z.new_empty(n, 1), z.new_empty(n, 1)

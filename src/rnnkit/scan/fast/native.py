@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 import torch
-from torch import Tensor
+
+from rnnkit.cells._onednn import packed_linear, packed_weight  # noqa: F401  (re-exported for the engine)
 
 __all__ = ["BUILD", "native_ops", "native_unavailable", "packed_linear", "packed_weight", "python_loops"]
 
@@ -93,26 +94,3 @@ def python_loops():
         yield
     finally:
         BUILD["ops"] = saved
-
-
-def _packs(rows: int, out_features: int, in_features: int) -> bool:
-    """Whether oneDNN's packed GEMM beats MKL's for ``(rows, in) @ (in, out)``: measured on the
-    development machine (AVX-512, 2 threads; microseconds MKL / oneDNN, out = 4 in): in 256 at 1 row
-    13.6/15.7, at 4 rows 40.8/15.7, at 32 rows 96.9/44.8; in 128 at 8 rows 10.6/13.2, at 16 rows
-    15.6/15.0, at 64 rows 43.8/26.7; in 512 at 1 row 51.9/35.7. oneDNN costs ~11 us per call."""
-    small = min(out_features, in_features)
-    return small >= 512 or (small >= 256 and rows >= 2) or (small >= 128 and rows >= 16)
-
-
-def packed_weight(weight: Tensor, rows: int) -> Tensor | None:
-    """``weight (out, in)`` reordered for oneDNN's GEMM with ``rows`` input rows, when that is the
-    faster kernel (float32 on a CPU with oneDNN); else None (use ``torch.mm``)."""
-    if (weight.dtype != torch.float32 or weight.device.type != "cpu" or not torch.backends.mkldnn.is_available()
-            or os.environ.get("RNNKIT_ONEDNN", "1") == "0" or not _packs(rows, *weight.shape)):
-        return None
-    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), rows)
-
-
-def packed_linear(x: Tensor, packed: Tensor) -> Tensor:
-    """``x @ weight.T`` with a weight from :func:`packed_weight`."""
-    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
