@@ -218,26 +218,8 @@ class _LSTM(torch.autograd.Function):
         keep_from = ctx.keep_from
         T, B, G4 = G.shape
         H = G4 // 4
-        i, f, g, o = G.split(H, dim=-1)  # (T, B, H) views
-        # -- factors that do not depend on the incoming gradient, for all steps at once --------
         K = take(G.shape, G)  # becomes dpre, the gate pre-activation gradient
         Ki, Kf, Kg, Ko = K.split(H, dim=-1)
-        torch.addcmul(i, i, i, value=-1, out=Ki).mul_(g)  # g i (1 - i)
-        torch.addcmul(f, f, f, value=-1, out=Kf)  # f (1 - f) c_{t-1}
-        Kf[0].mul_(c0)
-        Kf[1:].mul_(Cs[:-1])
-        torch.addcmul(i, i, torch.mul(g, g, out=Kg), value=-1, out=Kg)  # i (1 - g^2)
-        torch.addcmul(o, o, o, value=-1, out=Ko).mul_(TC)  # tanh(n) o (1 - o)
-        A = torch.mul(TC, TC, out=take(TC.shape, TC))
-        torch.addcmul(o, o, A, value=-1, out=A)  # d tanh(n) o / d n = o (1 - tanh(n)^2)
-        Fc = f
-        if peep is not None:
-            Fc = f + Ki * peep[0] + Kf * peep[1]  # d c_{t-1} / d c~
-            Po = Ko * peep[2]  # d c~ via the o peephole, per dm
-            if ln_cw is None:
-                A.add_(Po)
-        omk_h = None if keep_h is None else 1 - keep_h
-        omk_c = None if keep_c is None else 1 - keep_c
         proj = w_hr is not None
         DHt = take(Hs.shape, Hs) if proj else None  # d h~ (before the projection)
         DA = d_ln_hw = d_ln_hb = dn = dx_c = d_ln_cw = d_ln_cb = None
@@ -246,20 +228,38 @@ class _LSTM(torch.autograd.Function):
         if ln_cw is not None:
             dn, dx_c, d_ln_cw, d_ln_cb = K.new_empty(B, H), K.new_empty(B, H), K.new_empty(T, H), K.new_empty(T, H)
         w_packed = packed_weight(w_hh.t(), B)  # da (B, 4H) @ W_hh (4H, R) on oneDNN where it is faster
-        rec = (lambda a: packed_linear(a, w_packed)) if w_packed is not None else (lambda a: a @ w_hh)
-        # -- the recurrence, last step first -----------------------------------------------------
         ops = native_ops() if K.device.type == "cpu" and K.dtype in (torch.float32, torch.float64) else None
-        if ops is not None and (drop is None or (drop.dim() == 2 and drop.stride(1) == 1)):  # in C++, in place
+        if ops is not None and (drop is None or (drop.dim() == 2 and drop.stride(1) == 1)):
+            # in C++: each step computes its own factors (below) from G, TC and Cs, then runs the
+            # recurrence; K is filled with dpre in place
             dh, dc = ops.lstm_backward(
-                K, A, Fc, Po if (peep is not None and ln_cw is not None) else None, dHs.contiguous(),
-                dcT.contiguous(), w_hh, w_packed, w_hr, drop, keep_h, keep_c, keep_from, DHt,
-                C if ln_cw is not None else None, stats_c, ln_cw, ln_cb, d_ln_cw, d_ln_cb, Araw, stats_g, ln_hh,
-                ln_hb, DA, d_ln_hw, d_ln_hb, ctx.eps)
+                K, G, TC, Cs, c0.contiguous(), peep, dHs.contiguous(), dcT.contiguous(), w_hh, w_packed, w_hr, drop,
+                keep_h, keep_c, keep_from, DHt, C if ln_cw is not None else None, stats_c, ln_cw, ln_cb, d_ln_cw,
+                d_ln_cb, Araw, stats_g, ln_hh, ln_hb, DA, d_ln_hw, d_ln_hb, ctx.eps)
         else:
-            dh, dc = _LSTM._recurrence(K, A, Fc, Po if peep is not None else None, dHs, dcT, w_hh, w_packed, rec, w_hr,
-                                       drop, keep_h, keep_c, omk_h, omk_c, keep_from, DHt, C, stats_c, ln_cw, ln_cb,
-                                       Araw, stats_g, ln_hh, ln_hb, (DA, d_ln_hw, d_ln_hb),
-                                       (dn, dx_c, d_ln_cw, d_ln_cb))
+            # -- factors that do not depend on the incoming gradient, for all steps at once --------
+            i, f, g, o = G.split(H, dim=-1)  # (T, B, H) views
+            torch.addcmul(i, i, i, value=-1, out=Ki).mul_(g)  # g i (1 - i)
+            torch.addcmul(f, f, f, value=-1, out=Kf)  # f (1 - f) c_{t-1}
+            Kf[0].mul_(c0)
+            Kf[1:].mul_(Cs[:-1])
+            torch.addcmul(i, i, torch.mul(g, g, out=Kg), value=-1, out=Kg)  # i (1 - g^2)
+            torch.addcmul(o, o, o, value=-1, out=Ko).mul_(TC)  # tanh(n) o (1 - o)
+            A = torch.mul(TC, TC, out=take(TC.shape, TC))
+            torch.addcmul(o, o, A, value=-1, out=A)  # d tanh(n) o / d n = o (1 - tanh(n)^2)
+            Fc, Po = f, None
+            if peep is not None:
+                Fc = f + Ki * peep[0] + Kf * peep[1]  # d c_{t-1} / d c~
+                Po = Ko * peep[2]  # d c~ via the o peephole, per dm
+                if ln_cw is None:
+                    A.add_(Po)
+            omk_h = None if keep_h is None else 1 - keep_h
+            omk_c = None if keep_c is None else 1 - keep_c
+            rec = (lambda a: packed_linear(a, w_packed)) if w_packed is not None else (lambda a: a @ w_hh)
+            # -- the recurrence, last step first -------------------------------------------------
+            dh, dc = _LSTM._recurrence(K, A, Fc, Po, dHs, dcT, w_hh, w_packed, rec, w_hr, drop, keep_h, keep_c,
+                                       omk_h, omk_c, keep_from, DHt, C, stats_c, ln_cw, ln_cb, Araw, stats_g,
+                                       ln_hh, ln_hb, (DA, d_ln_hw, d_ln_hb), (dn, dx_c, d_ln_cw, d_ln_cb))
         # -- gradients batched over time -----------------------------------------------------------
         need = ctx.needs_input_grad
         DA = K if ln_hh is None else DA  # (T, B, 4H): the gradient of the recurrent matmul's output

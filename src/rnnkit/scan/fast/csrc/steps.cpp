@@ -341,13 +341,14 @@ void lstm_loop(const Tensor& xp, const Tensor& h0, const Tensor& c0, const Tenso
 }
 
 
-// The LSTM backward's recurrence (rnnkit/scan/fast/lstm.py, _LSTM.backward, "the recurrence, last
-// step first"): the factors K (-> dpre, in place), A, Fc, Po were computed for all steps by the
-// Python side; here each step is one fused pass over (B, H) plus the GEMMs and LayerNorm
-// backwards (ATen). Returns the gradients w.r.t. h0 and c0.
+// The LSTM backward (rnnkit/scan/fast/lstm.py, _LSTM.backward): each step first computes its
+// factors from the saved gates G, tanh(n) TC and states Cs (what the Python form computes for all
+// steps at once: K, A, Fc, Po), then runs the recurrence, one fused pass over (B, H) plus the
+// GEMMs and the LayerNorm backwards, writing dpre into K. Returns the gradients w.r.t. h0 and c0.
 template <typename S>
 std::tuple<Tensor, Tensor> lstm_backward_impl(
-    Tensor& K, const Tensor& A, const Tensor& Fc, const OptTensor& Po, const Tensor& dHs, const Tensor& dcT,
+    Tensor& K, const Tensor& G, const Tensor& TC, const Tensor& Cs, const Tensor& c0, const OptTensor& peep,
+    const Tensor& dHs, const Tensor& dcT,
     const Tensor& w_hh, const OptTensor& w_packed_t, const OptTensor& w_hr, const OptTensor& drop,
     const OptTensor& keep_h, const OptTensor& keep_c, int64_t keep_from, const OptTensor& DHt,
     const OptTensor& C, const OptTensor& stats_c, const OptTensor& ln_cw, const OptTensor& ln_cb,
@@ -358,10 +359,11 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
   const int64_t T = K.size(0), B = K.size(1), G4 = K.size(2), H = G4 / 4, R = dHs.size(2);
   const bool proj = w_hr.has_value(), lnc = ln_cw.has_value();
   const Keep kh(keep_h), kc(keep_c);
-  const int64_t fs0 = Fc.stride(0), fs1 = Fc.stride(1);
-  const S* F = Fc.data_ptr<S>();
-  const S* Ap = A.data_ptr<S>();
-  const S* Pp = Po.has_value() ? Po->data_ptr<S>() : nullptr;
+  const S* Gp = G.data_ptr<S>();
+  const S* TCp = TC.data_ptr<S>();
+  const S* Csp = Cs.data_ptr<S>();
+  const S* c0p = c0.data_ptr<S>();
+  const S* pp = peep.has_value() ? peep->data_ptr<S>() : nullptr;  // (3, H)
   const S* dys = dHs.data_ptr<S>();
   const S* cwp = lnc ? ln_cw->data_ptr<S>() : nullptr;
   const S* hwp = ln_hw.has_value() ? ln_hw->data_ptr<S>() : nullptr;
@@ -372,7 +374,51 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
   Tensor dn = lnc ? at::empty({B, H}, opts) : Tensor(), dx_c = lnc ? at::empty({B, H}, opts) : Tensor();
   Tensor dh_prev = at::empty({B, R}, opts);
   Tensor w_hh_t = w_hh;  // da (B, 4H) @ W_hh (4H, R)
+  Tensor Abuf = at::empty({B, H}, opts), Fbuf = at::empty({B, H}, opts);
+  Tensor Pbuf = (pp && lnc) ? at::empty({B, H}, opts) : Tensor();
+  S* At = Abuf.data_ptr<S>();
+  S* Ft = Fbuf.data_ptr<S>();
+  S* Pt = (pp && lnc) ? Pbuf.data_ptr<S>() : nullptr;
   for (int64_t t = T - 1; t >= 0; --t) {
+    // the step's factors: K = (g i (1-i), f (1-f) c_{t-1}, i (1-g^2), tanh(n) o (1-o)), A = o (1 - tanh(n)^2)
+    // [+ Po], Fc = f [+ w_ci K_i + w_cf K_f], Po = w_co K_o
+    {
+      const S* Gt = Gp + t * B * G4;
+      const S* TCt = TCp + t * B * H;
+      const S* cprev = t > 0 ? Csp + (t - 1) * B * H : c0p;
+      S* Kt0 = Kp + t * B * G4;
+      for (int64_t b = 0; b < B; ++b) {
+        const S* gb = Gt + b * G4;
+        S* kb = Kt0 + b * G4;
+        const S* tcb = TCt + b * H;
+        const S* cpb = cprev + b * H;
+        S* ab = At + b * H;
+        S* fb = Ft + b * H;
+        S* pb = Pt ? Pt + b * H : nullptr;
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) {
+          const S i = gb[j], f = gb[H + j], g = gb[2 * H + j], o = gb[3 * H + j], tc = tcb[j];
+          const S ki = (i - i * i) * g, kf = (f - f * f) * cpb[j], kg = i - i * (g * g), ko = (o - o * o) * tc;
+          kb[j] = ki;
+          kb[H + j] = kf;
+          kb[2 * H + j] = kg;
+          kb[3 * H + j] = ko;
+          S a = o - o * (tc * tc);
+          S fc = f;
+          if (pp) {
+            fc = f + ki * pp[j] + kf * pp[H + j];
+            const S po = ko * pp[2 * H + j];
+            if (lnc) {
+              pb[j] = po;
+            } else {
+              a += po;
+            }
+          }
+          ab[j] = a;
+          fb[j] = fc;
+        }
+      }
+    }
     const bool zoned = t >= keep_from;
     const bool zh = zoned && keep_h.has_value(), zc = zoned && keep_c.has_value();
     // d h~_t = dh (1 - d_h): into DHt[t] when there is a projection
@@ -388,7 +434,6 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
     const S* dmp = dm.data_ptr<S>();
     const S* dcp = dc.data_ptr<S>();
     S* dctp = dct.data_ptr<S>();
-    const S* At = Ap + t * B * H;
     if (lnc) {  // dc~ = LN'(dm * A) + dc (1 - d_c) [+ dm * Po]
       S* dnp = dn.data_ptr<S>();
       S* dxp = dx_c.data_ptr<S>();
@@ -401,7 +446,6 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
       const S* sc = stats_c->data_ptr<S>();
       for (int64_t b = 0; b < B; ++b)
         row_ln_backward(dnp + b * H, ct + b * H, sc[t * B + b], sc[(T + t) * B + b], cwp, H, dxp + b * H, dw, db);
-      const S* Pt = Pp ? Pp + t * B * H : nullptr;
       for (int64_t b = 0; b < B; ++b)
         for (int64_t j = 0; j < H; ++j) {
           const int64_t k = b * H + j;
@@ -418,7 +462,6 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
     }
     // dpre = K * (dc~, dc~, dc~, dm); dc_{t-1} = dc~ Fc [+ d_c dc]
     S* Kt = Kp + t * B * G4;
-    const S* Ft = F + t * fs0;
     S* dcpp = dc_prev.data_ptr<S>();
     for (int64_t b = 0; b < B; ++b) {
       S* kb = Kt + b * G4;
@@ -431,7 +474,7 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
         kb[2 * H + j] *= dcb[j];
         kb[3 * H + j] *= dmb[j];
       }
-      const S* fb = Ft + b * fs1;
+      const S* fb = Ft + b * H;
       for (int64_t j = 0; j < H; ++j)
         dcpp[b * H + j] = dcb[j] * fb[j] + (zc ? kc.at<S>(t, b, j) * dcp[b * H + j] : S(0));
     }
@@ -472,20 +515,20 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
 }
 
 std::tuple<Tensor, Tensor> lstm_backward(
-    Tensor K, const Tensor& A, const Tensor& Fc, const OptTensor& Po, const Tensor& dHs, const Tensor& dcT,
+    Tensor K, const Tensor& G, const Tensor& TC, const Tensor& Cs, const Tensor& c0, const OptTensor& peep,
+    const Tensor& dHs, const Tensor& dcT,
     const Tensor& w_hh, const OptTensor& w_packed_t, const OptTensor& w_hr, const OptTensor& drop,
     const OptTensor& keep_h, const OptTensor& keep_c, int64_t keep_from, const OptTensor& DHt,
     const OptTensor& C, const OptTensor& stats_c, const OptTensor& ln_cw, const OptTensor& ln_cb,
     const OptTensor& d_ln_cw, const OptTensor& d_ln_cb, const OptTensor& Araw, const OptTensor& stats_g,
     const OptTensor& ln_hw, const OptTensor& ln_hb, const OptTensor& DA, const OptTensor& d_ln_hw,
     const OptTensor& d_ln_hb, double eps) {
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&K, &A, &dHs, &dcT})
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&K, &G, &TC, &Cs, &c0, &dHs, &dcT})
     check_cpu_contiguous(*t, "lstm_backward buffer");
-  TORCH_CHECK(Fc.stride(2) == 1, "lstm_backward: Fc's last dimension must be contiguous");
   TORCH_CHECK(!drop.has_value() || (drop->dim() == 2 && drop->stride(1) == 1), "lstm_backward: drop must be (B|1, R)");
   std::tuple<Tensor, Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(K.scalar_type(), "rnnkit_lstm_backward", [&] {
-    out = lstm_backward_impl<scalar_t>(K, A, Fc, Po, dHs, dcT, w_hh, w_packed_t, w_hr, drop, keep_h, keep_c,
+    out = lstm_backward_impl<scalar_t>(K, G, TC, Cs, c0, peep, dHs, dcT, w_hh, w_packed_t, w_hr, drop, keep_h, keep_c,
                                        keep_from, DHt, C, stats_c, ln_cw, ln_cb, d_ln_cw, d_ln_cb, Araw, stats_g,
                                        ln_hw, ln_hb, DA, d_ln_hw, d_ln_hb, eps);
   });
@@ -691,7 +734,8 @@ TORCH_LIBRARY(rnnkit_cpu, m) {
         "int keep_from, Tensor(a!) G, Tensor(b!) C, Tensor(c!) TC, Tensor(d!) Hs, Tensor(e!)? Cs, Tensor(f!)? Ht, "
         "Tensor(g!)? M, Tensor(h!)? Araw, Tensor(i!)? stats_g, Tensor(j!)? stats_c) -> ()",
         &lstm_loop);
-  m.def("lstm_backward(Tensor(a!) K, Tensor A, Tensor Fc, Tensor? Po, Tensor dHs, Tensor dcT, Tensor w_hh, "
+  m.def("lstm_backward(Tensor(a!) K, Tensor G, Tensor TC, Tensor Cs, Tensor c0, Tensor? peep, Tensor dHs, "
+        "Tensor dcT, Tensor w_hh, "
         "Tensor? w_packed_t, Tensor? w_hr, Tensor? drop, Tensor? keep_h, Tensor? keep_c, int keep_from, "
         "Tensor(b!)? DHt, Tensor? C, Tensor? stats_c, Tensor? ln_cw, Tensor? ln_cb, Tensor(c!)? d_ln_cw, "
         "Tensor(d!)? d_ln_cb, Tensor? Araw, Tensor? stats_g, Tensor? ln_hw, Tensor? ln_hb, Tensor(e!)? DA, "
