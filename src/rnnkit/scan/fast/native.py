@@ -34,7 +34,9 @@ BUILD: dict[str, object] = {"ops": None, "error": None, "seconds": None, "tried"
 def _flags() -> list[str]:
     """Vector instructions when torch found them on this CPU (the build is for this machine)."""
     capability = torch.backends.cpu.get_cpu_capability()
-    vector = ["-mavx2", "-mfma"] if capability in ("AVX2", "AVX512") else []
+    avx2 = ["-mavx2", "-mfma"]
+    avx512 = ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", *avx2, "-mprefer-vector-width=512"]
+    vector = {"AVX2": avx2, "AVX512": avx512}.get(capability, [])
     # -fno-trapping-math lets gcc compute both sides of a select, which its vectoriser needs
     return ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", *vector]
 

@@ -121,9 +121,11 @@ Tensor packed_linear(const Tensor& x, const Tensor& w_packed) {
 // (as ATen's; the centred second pass keeps float32 accurate).
 template <typename S> inline void row_stats(const S* a, int64_t n, double eps, S& mean, S& rstd) {
   S m = 0;
+#pragma omp simd reduction(+ : m)
   for (int64_t j = 0; j < n; ++j) m += a[j];
   m /= S(n);
   S v = 0;
+#pragma omp simd reduction(+ : v)
   for (int64_t j = 0; j < n; ++j) v += (a[j] - m) * (a[j] - m);
   mean = m;
   rstd = S(1) / std::sqrt(v / S(n) + S(eps));
@@ -134,6 +136,7 @@ template <typename S> inline void row_stats(const S* a, int64_t n, double eps, S
 template <typename S>
 inline void row_ln_backward(const S* dy, const S* a, S mean, S rstd, const S* w, int64_t n, S* dx, S* dw, S* db) {
   S sg = 0, sgx = 0;
+#pragma omp simd reduction(+ : sg, sgx)
   for (int64_t j = 0; j < n; ++j) {
     const S xh = (a[j] - mean) * rstd, g = dy[j] * w[j];
     sg += g;
@@ -426,9 +429,12 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
     {
       const S* a = dh.data_ptr<S>();
       S* o = dht_t.data_ptr<S>();
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t j = 0; j < R; ++j)
-          o[b * R + j] = zh ? a[b * R + j] * (S(1) - kh.at<S>(t, b, j)) : a[b * R + j];
+      if (zh) {
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t j = 0; j < R; ++j) o[b * R + j] = a[b * R + j] * (S(1) - kh.at<S>(t, b, j));
+      } else {
+        std::copy(a, a + B * R, o);
+      }
     }
     const Tensor dm = proj ? at::mm(dht_t, *w_hr) : dht_t;  // (B, H)
     const S* dmp = dm.data_ptr<S>();
@@ -454,11 +460,16 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
           dctp[k] = v;
         }
     } else {
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t j = 0; j < H; ++j) {
-          const int64_t k = b * H + j;
-          dctp[k] = (zc ? dcp[k] * (S(1) - kc.at<S>(t, b, j)) : dcp[k]) + dmp[k] * At[k];
-        }
+      if (zc) {
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t j = 0; j < H; ++j) {
+            const int64_t k = b * H + j;
+            dctp[k] = dcp[k] * (S(1) - kc.at<S>(t, b, j)) + dmp[k] * At[k];
+          }
+      } else {
+#pragma omp simd
+        for (int64_t k = 0; k < B * H; ++k) dctp[k] = dcp[k] + dmp[k] * At[k];
+      }
     }
     // dpre = K * (dc~, dc~, dc~, dm); dc_{t-1} = dc~ Fc [+ d_c dc]
     S* Kt = Kp + t * B * G4;
@@ -475,8 +486,12 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
         kb[3 * H + j] *= dmb[j];
       }
       const S* fb = Ft + b * H;
-      for (int64_t j = 0; j < H; ++j)
-        dcpp[b * H + j] = dcb[j] * fb[j] + (zc ? kc.at<S>(t, b, j) * dcp[b * H + j] : S(0));
+      S* dcpb = dcpp + b * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) dcpb[j] = dcb[j] * fb[j];
+      if (zc) {
+        for (int64_t j = 0; j < H; ++j) dcpb[j] += kc.at<S>(t, b, j) * dcp[b * H + j];
+      }
     }
     // da: the gradient of the recurrent matmul's output (through the gates' LayerNorm if any)
     Tensor kt = K.select(0, t);
@@ -500,14 +515,25 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
     const S* yprev = t > 0 ? dys + (t - 1) * B * R : nullptr;
     const S* dhp = dh.data_ptr<S>();
     S* out = dh_prev.data_ptr<S>();
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t j = 0; j < R; ++j) {
-        const int64_t k = b * R + j;
-        S v = dp ? rp[k] * dp[b * dsb + j] : rp[k];
-        if (yprev) v += yprev[k];
-        if (zh) v += kh.at<S>(t, b, j) * dhp[k];
-        out[k] = v;
+    for (int64_t b = 0; b < B; ++b) {
+      const S* rb = rp + b * R;
+      S* ob = out + b * R;
+      if (dp) {
+        const S* db = dp + b * dsb;
+#pragma omp simd
+        for (int64_t j = 0; j < R; ++j) ob[j] = rb[j] * db[j];
+      } else {
+        std::copy(rb, rb + R, ob);
       }
+      if (yprev) {
+        const S* yb = yprev + b * R;
+#pragma omp simd
+        for (int64_t j = 0; j < R; ++j) ob[j] += yb[j];
+      }
+      if (zh) {
+        for (int64_t j = 0; j < R; ++j) ob[j] += kh.at<S>(t, b, j) * dhp[b * R + j];
+      }
+    }
     std::swap(dh, dh_prev);
     std::swap(dc, dc_prev);
   }
