@@ -2,7 +2,8 @@
 ``_linear_pointwise``, the kernels inductor uses for frozen linears on CPU): on the development
 machine (AVX-512, 2 threads) 1.4-4.5x faster than ``torch.mm`` (MKL) for the engine's shapes, both
 the per-step recurrent matmuls and the whole-sequence input projections. float32 on a CPU with
-oneDNN only; ``RNNKIT_ONEDNN=0`` switches it off.
+oneDNN only (checked once on a small case, :func:`onednn_works`); ``RNNKIT_ONEDNN=0`` switches it
+off.
 """
 
 from __future__ import annotations
@@ -12,7 +13,26 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["linear_rows", "packed_linear", "packed_weight"]
+__all__ = ["linear_rows", "onednn_works", "packed_linear", "packed_weight"]
+
+_WORKS: list[bool] = []  # filled by the first onednn_works()
+
+
+def onednn_works() -> bool:
+    """Whether this torch has oneDNN's packed linear and it computes ``x @ W^T`` (tried once, on a
+    small case): a torch without the ops, or one where they fail, keeps ``torch.mm``."""
+    if not _WORKS:
+        ok = torch.backends.mkldnn.is_available() and os.environ.get("RNNKIT_ONEDNN", "1") != "0"
+        if ok:
+            try:
+                x, w = torch.randn(4, 16), torch.randn(8, 16)
+                packed = torch.ops.mkldnn._reorder_linear_weight(w, 4)
+                got = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+                ok = bool(torch.allclose(got, x @ w.t(), atol=1e-4, rtol=1e-4))
+            except Exception:  # no such op in this torch, or it failed: plain torch.mm
+                ok = False
+        _WORKS.append(ok)
+    return _WORKS[0]
 
 
 def _packs(rows: int, out_features: int, in_features: int) -> bool:
@@ -27,8 +47,8 @@ def _packs(rows: int, out_features: int, in_features: int) -> bool:
 def packed_weight(weight: Tensor, rows: int) -> Tensor | None:
     """``weight (out, in)`` reordered for oneDNN's GEMM with ``rows`` input rows, when that is the
     faster kernel (float32 on a CPU with oneDNN); else None (use ``torch.mm``)."""
-    if (weight.dtype != torch.float32 or weight.device.type != "cpu" or not torch.backends.mkldnn.is_available()
-            or os.environ.get("RNNKIT_ONEDNN", "1") == "0" or not _packs(rows, *weight.shape)):
+    if (weight.dtype != torch.float32 or weight.device.type != "cpu" or not _packs(rows, *weight.shape)
+            or not onednn_works()):
         return None
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), rows)
 

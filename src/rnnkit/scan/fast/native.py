@@ -1,4 +1,5 @@
-"""The fast engine's C++ forward loops (``csrc/steps.cpp``): built on first use with torch's
+"""The fast engine's C++ loops (``csrc/steps.cpp``: the LSTM family forward and backward, the GRU,
+Elman and IndRNN forward, the diagonal linear scan): built on first use with torch's
 extension builder (a C++ compiler and ninja), cached by torch (``TORCH_EXTENSIONS_DIR``, default
 ``~/.cache/torch_extensions``), loaded as ``torch.ops.rnnkit_cpu``.
 
