@@ -1,9 +1,11 @@
-// The fast engine's forward time loops in C++ (CPU): the same steps as the Python loops of
-// rnnkit/scan/fast/{lstm,gru,simple}.py, filling the same buffers, so that their hand-written
-// backward runs unchanged. What Python paid per step (an interpreter round trip and a dispatch
-// for each of ~10 small ops) is gone; the elementwise work of a step is one pass over (B, H) per
-// cell in plain loops the compiler vectorises, with exp/tanh from the polynomial below; the
-// recurrent matmul and LayerNorm stay ATen's (oneDNN/MKL GEMM, ATen's vectorised LayerNorm).
+// The fast engine's time loops in C++ (CPU): the same steps as the Python loops of
+// rnnkit/scan/fast/{lstm,gru,simple}.py, filling the same buffers (the LSTM family forward and
+// backward, the GRU, Elman and IndRNN forward), and the diagonal linear scan of
+// rnnkit/scan/parallel.py. What Python paid per step (an interpreter round trip and a dispatch
+// for each of ~10 small ops) is gone; a step's elementwise work, the LayerNorms of the LSTM family
+// included, is one pass over (B, H) per cell in plain loops the compiler vectorises, with exp/tanh
+// from the polynomials below; the matmuls stay ATen's (MKL, or oneDNN with packed weights); the
+// GRU's LayerNorm is ATen's.
 //
 // Symbols: T steps, B batch, H hidden, R = proj_size or H. Gate order i, f, g, o (LSTM), r, z, n
 // (GRU), as in torch. Buffers are (T, B, K) row-major and contiguous; keep factors (zoneout and
