@@ -106,7 +106,7 @@ def test_long_sequences_and_wide_batches_use_threads_alike():
 
 def test_explain_says_which_loops_run():
     layer = rnnkit.LSTM(I, H, layer_norm=True)
-    assert "forward steps in C++" in layer.explain(torch.zeros(1, 1, I)).path
+    assert "its time loops in C++" in layer.explain(torch.zeros(1, 1, I)).path
 
 
 def test_a_failed_build_falls_back_and_says_why(monkeypatch):
@@ -123,7 +123,7 @@ def test_a_failed_build_falls_back_and_says_why(monkeypatch):
     layer = rnnkit.LSTM(I, H, layer_norm=True, batch_first=True)
     out, _ = layer(torch.randn(B, T, I))
     assert out.shape == (B, T, H)
-    assert "forward steps in Python, since the C++ step loops did not build" in layer.explain().path
+    assert "its time loops in Python, since the C++ step loops did not build" in layer.explain().path
 
     monkeypatch.setattr(native, "BUILD", {"ops": None, "error": None, "seconds": None, "tried": False})
     monkeypatch.setenv("RNNKIT_NATIVE", "0")

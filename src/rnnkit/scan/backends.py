@@ -177,8 +177,8 @@ class FastBackend(_PerDirection):
         if x.device.type == "cpu":
             from rnnkit.scan.fast.native import native_ops, native_unavailable
 
-            steps = ("; forward steps in C++" if native_ops() is not None
-                     else f"; forward steps in Python, since {native_unavailable()}")
+            steps = ("; its time loops in C++" if native_ops() is not None
+                     else f"; its time loops in Python, since {native_unavailable()}")
         return ("fast (rnnkit engine: one autograd Function per layer and direction, hand-written backward "
                 f"through time; double backward differentiates its plain form{steps})")
 
