@@ -38,6 +38,29 @@ def test_unknown_source_words_get_ids_past_the_vocabulary_in_order_of_first_use(
     assert _extended("zork is a zork tool for qux".split(), stoi, runner_oov) == src and runner_oov == oov
 
 
+def test_an_extended_id_past_the_sources_unknown_words_is_dropped_not_an_error():
+    """The copy distribution leaves extended ids past a source's own unknown words at the 1e-12
+    floor; if beam search emits one anyway, it stands for nothing: dropped like <unk>, where it
+    used to raise IndexError."""
+    import torch
+
+    from rnnkit.data.vocab import Vocab
+    from rnnkit.models.decoding import Decoded
+
+    vocab = Vocab.build([["a", "tool"]], min_freq=1)
+    size = len(vocab.itos)
+
+    class Emits:  # a stand-in model: emits "a", the first unknown source word, an id for none, <eos>
+        def beam_search(self, x, lengths, beam_width, max_len):
+            tokens = torch.tensor([[vocab.stoi["a"], size, size + 5, vocab.stoi["<eos>"]]] * x.size(0))
+            return Decoded(tokens, torch.full((x.size(0),), 4), torch.zeros(x.size(0)),
+                           torch.zeros(x.size(0), 4, x.size(1)))
+
+    task = get_task("summarize")
+    out, _ = task.transduce(Emits(), [["zork", "is", "a", "tool"]], {"vocab": vocab.to_dict(), "copy": True})
+    assert out == [["a", "zork"]]
+
+
 def test_lead_is_the_first_sentence_cut_to_the_length():
     assert lead("foo frobs files . it is fast .".split(), 8) == ["foo", "frobs", "files"]
     assert lead("a b c d e".split(), 3) == ["a", "b", "c"]

@@ -293,8 +293,8 @@ def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
         else:
             decoded, attention = _greedy(step, feeds, spec, len(items), src.shape[1]), None
         vocab = spec["tgt_vocab"]
-        words = [[vocab[i] if i < len(vocab) else oov[i - len(vocab)] for i in row]
-                 for row, oov in zip(decoded, oovs, strict=True)]
+        words = [[vocab[i] if i < len(vocab) else oov[i - len(vocab)] if i - len(vocab) < len(oov) else "<unk>"
+                  for i in row] for row, oov in zip(decoded, oovs, strict=True)]  # an id for no source word: <unk>
         if "unknown_dictionary" in spec and attention is not None:
             # an <unk> becomes the translation of the source word it attends to most (or that word)
             table = spec["unknown_dictionary"]

@@ -135,8 +135,8 @@ class SummarizeTask(G2PTask):
     @torch.no_grad()
     def transduce(self, model: nn.Module, sources: list[list[str]], meta: dict[str, Any], beam: int = BEAM):
         """Beam-search summaries of ``sources`` (cut to MAX_SOURCE tokens), in their order, and
-        each one's attention ``(T_out, S)``. An extended id becomes the source word it stands for;
-        an ``<unk>`` is left out."""
+        each one's attention ``(T_out, S)``. An extended id becomes the source word it stands for (one
+        that stands for no word of this source, as ``<unk>``); an ``<unk>`` is left out."""
         vocab = Vocab.from_dict(meta["vocab"])
         sources = [s[:MAX_SOURCE] or [UNK] for s in sources]
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
@@ -153,7 +153,9 @@ class SummarizeTask(G2PTask):
                 for t in dec.tokens[b].tolist():
                     if t == vocab.stoi["<eos>"]:
                         break
-                    words.append(rows[b][2][t - len(vocab)] if t >= len(vocab) else vocab.itos[t])
+                    oov = rows[b][2]  # an extended id past this source's unknown words (its probability is
+                    words.append(vocab.itos[t] if t < len(vocab)  # only the 1e-12 floor) stands for nothing
+                                 else oov[t - len(vocab)] if t - len(vocab) < len(oov) else UNK)
                 out[i] = [w for w in words if w not in (UNK, "<pad>", "<bos>")]
                 attn[i] = dec.attention[b, : len(words) + 1, : len(sources[i])]
         return out, attn
