@@ -1,6 +1,6 @@
-"""The fast engine's C++ forward loops (``rnnkit/scan/fast/csrc/steps.cpp``) against its Python
-loops: every LSTM/GRU/Elman/IndRNN option, outputs, final states and every gradient (the backward
-is shared, so the buffers the forward fills must be the same); saturated and NaN inputs; and the
+"""The fast engine's C++ loops (``rnnkit/scan/fast/csrc/``) against its Python
+loops: every LSTM/GRU/Elman/IndRNN option, outputs, final states and every gradient (C++ forward and
+backward against the Python forward and backward); saturated and NaN inputs; and the
 fallback when the build fails: the Python loops run and ``explain()`` says why."""
 
 import contextlib

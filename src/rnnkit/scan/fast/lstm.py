@@ -81,7 +81,7 @@ class _LSTM(torch.autograd.Function):
         w_t, hr_t = w_hh.t(), (w_hr.t() if w_hr is not None else None)
         w_packed = packed_weight(w_hh, B)  # oneDNN's GEMM where it is the faster one (float32, CPU)
         ops = native_ops() if xp.device.type == "cpu" and xp.dtype in (torch.float32, torch.float64) else None
-        if ops is not None:  # the same loop in C++ (csrc/steps.cpp), same buffers
+        if ops is not None:  # the same loop in C++ (csrc/lstm.cpp), same buffers
             ops.lstm_loop(xp.contiguous(), h0.contiguous(), c0.contiguous(), w_t, w_packed, hr_t, ln_hh, ln_hb, ln_cw,
                           ln_cb,
                           peep, drop, keep_h, keep_c, eps, keep_from, G, C, TC, Hs, Cs if zoned else None,

@@ -1,5 +1,5 @@
-"""The fast engine's C++ loops (``csrc/steps.cpp``: the LSTM family forward and backward, the GRU,
-Elman and IndRNN forward, the diagonal linear scan): built on first use with torch's
+"""The fast engine's C++ loops (``csrc/``: the LSTM family forward and backward, the GRU, Elman and
+IndRNN forward, the diagonal linear scan): built on first use with torch's
 extension builder (a C++ compiler and ninja), cached by torch (``TORCH_EXTENSIONS_DIR``, default
 ``~/.cache/torch_extensions``), loaded as ``torch.ops.rnnkit_cpu``.
 
@@ -24,7 +24,7 @@ from rnnkit.cells._onednn import packed_linear, packed_weight  # noqa: F401  (re
 
 __all__ = ["BUILD", "native_ops", "native_unavailable", "packed_linear", "packed_weight", "python_loops"]
 
-_SOURCE = Path(__file__).parent / "csrc" / "steps.cpp"
+_CSRC = Path(__file__).parent / "csrc"  # steps.cpp (GRU, Elman, IndRNN, scan), lstm.cpp, common.h
 _lock = threading.Lock()
 #: a build lock older than this is a killed build's, not a live one's (a build takes 10-60 s)
 STALE_LOCK_S = 600
@@ -46,7 +46,8 @@ def _build() -> None:
     from torch.utils import cpp_extension
 
     flags = _flags()
-    source = _SOURCE.read_bytes()
+    sources = sorted(_CSRC.glob("*.cpp"))
+    source = b"".join(p.read_bytes() for p in sorted(_CSRC.iterdir()) if p.suffix in (".cpp", ".h"))
     # the name changes with the source, the flags and torch, so a stale build is never loaded
     tag = hashlib.sha256(source + " ".join(flags).encode() + torch.__version__.encode()).hexdigest()[:12]
     name = f"rnnkit_steps_{tag}"
@@ -58,7 +59,8 @@ def _build() -> None:
     if not (build_dir / f"{name}.so").exists():
         print("rnnkit: building the fast engine's C++ step loops (once per machine, 10-60 s)...", file=sys.stderr,
               flush=True)
-    cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags, is_python_module=False, verbose=False)
+    cpp_extension.load(name=name, sources=[str(p) for p in sources], extra_cflags=flags, is_python_module=False,
+                       verbose=False)
     BUILD["seconds"] = time.perf_counter() - start
     BUILD["ops"] = torch.ops.rnnkit_cpu
 
