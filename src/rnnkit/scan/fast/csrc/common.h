@@ -1,5 +1,5 @@
 // Shared pieces of the engine's C++ loops (see steps.cpp): vectorisable exp/tanh, LayerNorm row
-// helpers, broadcast keep factors, oneDNN's packed GEMM. Everything here is in an namespace
+// helpers, broadcast keep factors, oneDNN's packed GEMM. Everything here is in the namespace
 // ``rnnkit_native`` and inline, so each .cpp may include it.
 #pragma once
 

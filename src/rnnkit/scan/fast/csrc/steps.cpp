@@ -4,7 +4,7 @@
 // rnnkit/scan/parallel.py. What Python paid per step (an interpreter round trip and a dispatch
 // for each of ~10 small ops) is gone; a step's elementwise work, the LayerNorms of the LSTM family
 // included, is one pass over (B, H) per cell in plain loops the compiler vectorises, with exp/tanh
-// from the polynomials below; the matmuls stay ATen's (MKL, or oneDNN with packed weights); the
+// from the polynomials in common.h; the matmuls stay ATen's (MKL, or oneDNN with packed weights); the
 // GRU's LayerNorm is ATen's.
 //
 // Symbols: T steps, B batch, H hidden, R = proj_size or H. Gate order i, f, g, o (LSTM), r, z, n
