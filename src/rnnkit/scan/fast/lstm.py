@@ -230,8 +230,8 @@ class _LSTM(torch.autograd.Function):
         w_packed = packed_weight(w_hh.t(), B)  # da (B, 4H) @ W_hh (4H, R) on oneDNN where it is faster
         ops = native_ops() if K.device.type == "cpu" and K.dtype in (torch.float32, torch.float64) else None
         if ops is not None and (drop is None or (drop.dim() == 2 and drop.stride(1) == 1)):
-            # in C++: each step computes its own factors (below) from G, TC and Cs, then runs the
-            # recurrence; K is filled with dpre in place
+            # in C++: each step computes its own factors (those the Python form computes for all steps
+            # at once, below) from G, TC and Cs, then runs the recurrence; K is filled with dpre in place
             dh, dc = ops.lstm_backward(
                 K, G, TC, Cs, c0.contiguous(), peep, dHs.contiguous(), dcT.contiguous(), w_hh, w_packed, w_hr, drop,
                 keep_h, keep_c, keep_from, DHt, C if ln_cw is not None else None, stats_c, ln_cw, ln_cb, d_ln_cw,
