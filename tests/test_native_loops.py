@@ -154,7 +154,7 @@ def test_cpp_linear_scan_equals_the_chunked_scan_and_the_loop(reverse, dtype):
 def test_onednn_packed_gemms_equal_the_reference(name):
     """At H = 256 the recurrent GEMMs run on oneDNN's packed weights (forward and backward); the
     layer still equals the sequential reference (float32, relative to each tensor's largest entry)."""
-    from rnnkit.scan.fast.native import packed_weight
+    from rnnkit.cells._onednn import packed_weight
 
     if not torch.backends.mkldnn.is_available():
         pytest.skip("torch was built without oneDNN")

@@ -20,8 +20,9 @@ from torch import Tensor
 
 from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
 from rnnkit.cells._buffers import take
+from rnnkit.cells._onednn import packed_linear, packed_weight
 from rnnkit.cells._trace import graph_capture, traceable_needed
-from rnnkit.scan.fast.native import native_ops, packed_linear, packed_weight
+from rnnkit.scan.fast.native import native_ops
 from rnnkit.scan.fast.reference import gru_reference
 from rnnkit.scan.fast.simple import blend_kept
 

@@ -26,8 +26,9 @@ from torch import Tensor
 
 from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
 from rnnkit.cells._buffers import take
+from rnnkit.cells._onednn import packed_linear, packed_weight
 from rnnkit.cells._trace import graph_capture, traceable_needed
-from rnnkit.scan.fast.native import native_ops, packed_linear, packed_weight
+from rnnkit.scan.fast.native import native_ops
 from rnnkit.scan.fast.reference import lstm_reference
 
 __all__ = ["lstm_sequence"]
@@ -79,17 +80,16 @@ class _LSTM(torch.autograd.Function):
         stats_g = xp.new_empty(2, T, B, 1) if ln_hh is not None else None  # LN mean, rstd
         stats_c = xp.new_empty(2, T, B, 1) if ln_cw is not None else None
         w_t, hr_t = w_hh.t(), (w_hr.t() if w_hr is not None else None)
+        inputs = (h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c)
+        buffers = (G, C, TC, Cs, M if w_hr is not None else None, Araw, stats_g, stats_c)
         w_packed = packed_weight(w_hh, B)  # oneDNN's GEMM where it is the faster one (float32, CPU)
         ops = native_ops() if xp.device.type == "cpu" and xp.dtype in (torch.float32, torch.float64) else None
         if ops is not None:  # the same loop in C++ (csrc/lstm.cpp), same buffers
             ops.lstm_loop(xp.contiguous(), h0.contiguous(), c0.contiguous(), w_t, w_packed, hr_t, ln_hh, ln_hb, ln_cw,
-                          ln_cb,
-                          peep, drop, keep_h, keep_c, eps, keep_from, G, C, TC, Hs, Cs if zoned else None,
+                          ln_cb, peep, drop, keep_h, keep_c, eps, keep_from, G, C, TC, Hs, Cs if zoned else None,
                           Ht if keep_h is not None else None, M if w_hr is not None else None, Araw, stats_g,
                           stats_c)
-            return _LSTM._finish(ctx, (h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c),
-                                 xp, Hs, (G, C, TC, Cs, M if w_hr is not None else None, Araw, stats_g, stats_c),
-                                 eps, keep_from, Cs[-1])
+            return _LSTM._finish(ctx, inputs, xp, Hs, buffers, eps, keep_from, Cs[-1])
         xs, gs, cs, tcs = xp.unbind(0), G.unbind(0), C.unbind(0), TC.unbind(0)
         hs, css, hts, ms = Hs.unbind(0), Cs.unbind(0), Ht.unbind(0), M.unbind(0)
         g_if, g_g, g_o = G[..., : 2 * H].unbind(0), G[..., 2 * H : 3 * H].unbind(0), G[..., 3 * H :].unbind(0)
@@ -141,23 +141,26 @@ class _LSTM(torch.autograd.Function):
                         hs[t].copy_(hts[t])
                     css[t].copy_(cs[t])
             h, c = hs[t], css[t]
-        return _LSTM._finish(ctx, (h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c), xp,
-                             Hs, (G, C, TC, Cs, M if w_hr is not None else None, Araw, stats_g, stats_c), eps,
-                             keep_from, c)
+        return _LSTM._finish(ctx, inputs, xp, Hs, buffers, eps, keep_from, c)
 
     @staticmethod
-    def _recurrence(K, A, Fc, Po, dHs, dcT, w_hh, w_packed, rec, w_hr, drop, keep_h, keep_c, omk_h, omk_c, keep_from,
-                    DHt, C, stats_c, ln_cw, ln_cb, Araw, stats_g, ln_hh, ln_hb, ln_h_buffers, ln_c_buffers):
+    def _recurrence(K, A, Fc, Po, dHs, dcT, w_hh, w_packed, w_hr, drop, keep_h, keep_c, keep_from, DHt, C, stats_c,
+                    ln_cw, ln_cb, Araw, stats_g, ln_hh, ln_hb, ln_h_buffers, ln_c_grads):
         """The backward's recurrence in Python (the C++ loop's reference and fallback): fills
         ``K`` with dpre (and ``DA``, the LN gradients, ``DHt``) in place; returns d h0, d c0."""
         T, B, G4 = K.shape
         H = G4 // 4
-        proj, peep = w_hr is not None, Po
+        proj = w_hr is not None
         k3 = K[..., : 3 * H].unflatten(-1, (3, H)).unbind(0)  # T x (B, 3, H)
         ks, kos, As, fcs = K.unbind(0), K[..., 3 * H :].unbind(0), A.unbind(0), Fc.unbind(0)
         dys = dHs.unbind(0)
         DA, d_ln_hw, d_ln_hb = ln_h_buffers
-        dn, dx_c, d_ln_cw, d_ln_cb = ln_c_buffers
+        d_ln_cw, d_ln_cb = ln_c_grads
+        if ln_cw is not None:
+            dn, dx_c = K.new_empty(B, H), K.new_empty(B, H)
+        omk_h = None if keep_h is None else 1 - keep_h
+        omk_c = None if keep_c is None else 1 - keep_c
+        rec = (lambda a: packed_linear(a, w_packed)) if w_packed is not None else (lambda a: a @ w_hh)
         dh, dc = dys[T - 1], dcT  # total gradients w.r.t. h_t and c_t
         for t in range(T - 1, -1, -1):
             zoned = t >= keep_from
@@ -174,7 +177,7 @@ class _LSTM(torch.autograd.Function):
                 _ln_backward(torch.mul(dm, As[t], out=dn), C[t], (H,), stats_c[0][t], stats_c[1][t], ln_cw, ln_cb,
                              (True, True, True), out0=dx_c, out1=d_ln_cw[t], out2=d_ln_cb[t])
                 dct = dx_c.add_(dct)
-                if peep is not None:
+                if Po is not None:
                     dct.addcmul_(dm, Po[t])
             k3[t].mul_(dct.unsqueeze(1))  # dpre_i, dpre_f, dpre_g
             kos[t].mul_(dm)  # dpre_o
@@ -222,11 +225,11 @@ class _LSTM(torch.autograd.Function):
         Ki, Kf, Kg, Ko = K.split(H, dim=-1)
         proj = w_hr is not None
         DHt = take(Hs.shape, Hs) if proj else None  # d h~ (before the projection)
-        DA = d_ln_hw = d_ln_hb = dn = dx_c = d_ln_cw = d_ln_cb = None
+        DA = d_ln_hw = d_ln_hb = d_ln_cw = d_ln_cb = None
         if ln_hh is not None:  # per-step LN gradients: input, weight, bias
             DA, d_ln_hw, d_ln_hb = take(K.shape, K), K.new_empty(T, G4), K.new_empty(T, G4)
-        if ln_cw is not None:
-            dn, dx_c, d_ln_cw, d_ln_cb = K.new_empty(B, H), K.new_empty(B, H), K.new_empty(T, H), K.new_empty(T, H)
+        if ln_cw is not None:  # per-step cell LN gradients: weight, bias
+            d_ln_cw, d_ln_cb = K.new_empty(T, H), K.new_empty(T, H)
         w_packed = packed_weight(w_hh.t(), B)  # da (B, 4H) @ W_hh (4H, R) on oneDNN where it is faster
         ops = native_ops() if K.device.type == "cpu" and K.dtype in (torch.float32, torch.float64) else None
         if ops is not None and (drop is None or (drop.dim() == 2 and drop.stride(1) == 1)):
@@ -235,7 +238,7 @@ class _LSTM(torch.autograd.Function):
             dh, dc = ops.lstm_backward(
                 K, G, TC, Cs, c0.contiguous(), peep, dHs.contiguous(), dcT.contiguous(), w_hh, w_packed, w_hr, drop,
                 keep_h, keep_c, keep_from, DHt, C if ln_cw is not None else None, stats_c, ln_cw, ln_cb, d_ln_cw,
-                d_ln_cb, Araw, stats_g, ln_hh, ln_hb, DA, d_ln_hw, d_ln_hb, ctx.eps)
+                d_ln_cb, Araw, stats_g, ln_hh, ln_hb, DA, d_ln_hw, d_ln_hb)
         else:
             # -- factors that do not depend on the incoming gradient, for all steps at once --------
             i, f, g, o = G.split(H, dim=-1)  # (T, B, H) views
@@ -253,13 +256,10 @@ class _LSTM(torch.autograd.Function):
                 Po = Ko * peep[2]  # d c~ via the o peephole, per dm
                 if ln_cw is None:
                     A.add_(Po)
-            omk_h = None if keep_h is None else 1 - keep_h
-            omk_c = None if keep_c is None else 1 - keep_c
-            rec = (lambda a: packed_linear(a, w_packed)) if w_packed is not None else (lambda a: a @ w_hh)
             # -- the recurrence, last step first -------------------------------------------------
-            dh, dc = _LSTM._recurrence(K, A, Fc, Po, dHs, dcT, w_hh, w_packed, rec, w_hr, drop, keep_h, keep_c,
-                                       omk_h, omk_c, keep_from, DHt, C, stats_c, ln_cw, ln_cb, Araw, stats_g,
-                                       ln_hh, ln_hb, (DA, d_ln_hw, d_ln_hb), (dn, dx_c, d_ln_cw, d_ln_cb))
+            dh, dc = _LSTM._recurrence(K, A, Fc, Po, dHs, dcT, w_hh, w_packed, w_hr, drop, keep_h, keep_c, keep_from,
+                                       DHt, C, stats_c, ln_cw, ln_cb, Araw, stats_g, ln_hh, ln_hb,
+                                       (DA, d_ln_hw, d_ln_hb), (d_ln_cw, d_ln_cb))
         # -- gradients batched over time -----------------------------------------------------------
         need = ctx.needs_input_grad
         DA = K if ln_hh is None else DA  # (T, B, 4H): the gradient of the recurrent matmul's output

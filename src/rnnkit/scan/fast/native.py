@@ -20,9 +20,7 @@ from pathlib import Path
 
 import torch
 
-from rnnkit.cells._onednn import packed_linear, packed_weight  # noqa: F401  (re-exported for the engine)
-
-__all__ = ["BUILD", "native_ops", "native_unavailable", "packed_linear", "packed_weight", "python_loops"]
+__all__ = ["BUILD", "native_ops", "native_unavailable", "python_loops"]
 
 _CSRC = Path(__file__).parent / "csrc"  # steps.cpp (GRU, Elman, IndRNN, scan), lstm.cpp, common.h
 _lock = threading.Lock()

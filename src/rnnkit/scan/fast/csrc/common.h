@@ -164,6 +164,12 @@ struct Keep {
   template <typename S> inline S at(int64_t t, int64_t b, int64_t k) const {
     return static_cast<const S*>(data)[t * st + b * sb + k * sk];
   }
+  // One row of the state leaving step t: out = cand + d (prev - cand), keeping a fraction d of the
+  // previous state (zoneout, lengths); with on false (before keep_from, or no factor) out = cand.
+  template <typename S>
+  inline void blend(int64_t t, int64_t b, bool on, const S* cand, const S* prev, S* out, int64_t w) const {
+    for (int64_t j = 0; j < w; ++j) out[j] = on ? cand[j] + at<S>(t, b, j) * (prev[j] - cand[j]) : cand[j];
+  }
 };
 
 inline void check_cpu_contiguous(const Tensor& t, const char* name) {

@@ -137,16 +137,8 @@ void lstm_loop_impl(const Tensor& xp, const Tensor& h0, const Tensor& c0, const 
       const S* cp = c.data_ptr<S>();
       const S* cnp = cn;
       for (int64_t b = 0; b < B; ++b) {
-        if (keep_h.has_value()) {
-          for (int64_t j = 0; j < R; ++j) {
-            const S v = htp[b * R + j];
-            hsp[b * R + j] = on ? v + kh.at<S>(t, b, j) * (hp[b * R + j] - v) : v;
-          }
-        }
-        for (int64_t j = 0; j < H; ++j) {
-          const S v = cnp[b * H + j];
-          csp[b * H + j] = (on && keep_c.has_value()) ? v + kc.at<S>(t, b, j) * (cp[b * H + j] - v) : v;
-        }
+        if (keep_h.has_value()) kh.blend(t, b, on, htp + b * R, hp + b * R, hsp + b * R, R);
+        kc.blend(t, b, on && keep_c.has_value(), cnp + b * H, cp + b * H, csp + b * H, H);
       }
     }
     h = hs;
@@ -183,8 +175,7 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
     const OptTensor& C, const OptTensor& stats_c, const OptTensor& ln_cw, const OptTensor& ln_cb,
     const OptTensor& d_ln_cw, const OptTensor& d_ln_cb, const OptTensor& Araw, const OptTensor& stats_g,
     const OptTensor& ln_hw, const OptTensor& ln_hb, const OptTensor& DA, const OptTensor& d_ln_hw,
-    const OptTensor& d_ln_hb, double eps) {
-  (void)eps;
+    const OptTensor& d_ln_hb) {
   const int64_t T = K.size(0), B = K.size(1), G4 = K.size(2), H = G4 / 4, R = dHs.size(2);
   const bool proj = w_hr.has_value(), lnc = ln_cw.has_value();
   const Keep kh(keep_h), kc(keep_c);
@@ -374,7 +365,7 @@ std::tuple<Tensor, Tensor> lstm_backward(
     const OptTensor& C, const OptTensor& stats_c, const OptTensor& ln_cw, const OptTensor& ln_cb,
     const OptTensor& d_ln_cw, const OptTensor& d_ln_cb, const OptTensor& Araw, const OptTensor& stats_g,
     const OptTensor& ln_hw, const OptTensor& ln_hb, const OptTensor& DA, const OptTensor& d_ln_hw,
-    const OptTensor& d_ln_hb, double eps) {
+    const OptTensor& d_ln_hb) {
   for (const Tensor* t : std::initializer_list<const Tensor*>{&K, &G, &TC, &Cs, &c0, &dHs, &dcT})
     check_cpu_contiguous(*t, "lstm_backward buffer");
   TORCH_CHECK(!drop.has_value() || (drop->dim() == 2 && drop->stride(1) == 1), "lstm_backward: drop must be (B|1, R)");
@@ -382,7 +373,7 @@ std::tuple<Tensor, Tensor> lstm_backward(
   AT_DISPATCH_FLOATING_TYPES(K.scalar_type(), "rnnkit_lstm_backward", [&] {
     out = lstm_backward_impl<scalar_t>(K, G, TC, Cs, c0, peep, dHs, dcT, w_hh, w_packed_t, w_hr, drop, keep_h, keep_c,
                                        keep_from, DHt, C, stats_c, ln_cw, ln_cb, d_ln_cw, d_ln_cb, Araw, stats_g,
-                                       ln_hw, ln_hb, DA, d_ln_hw, d_ln_hb, eps);
+                                       ln_hw, ln_hb, DA, d_ln_hw, d_ln_hb);
   });
   return out;
 }
@@ -402,6 +393,6 @@ TORCH_LIBRARY_FRAGMENT(rnnkit_cpu, m) {
         "Tensor? w_packed_t, Tensor? w_hr, Tensor? drop, Tensor? keep_h, Tensor? keep_c, int keep_from, "
         "Tensor(b!)? DHt, Tensor? C, Tensor? stats_c, Tensor? ln_cw, Tensor? ln_cb, Tensor(c!)? d_ln_cw, "
         "Tensor(d!)? d_ln_cb, Tensor? Araw, Tensor? stats_g, Tensor? ln_hw, Tensor? ln_hb, Tensor(e!)? DA, "
-        "Tensor(f!)? d_ln_hw, Tensor(g!)? d_ln_hb, float eps) -> (Tensor, Tensor)",
+        "Tensor(f!)? d_ln_hw, Tensor(g!)? d_ln_hb) -> (Tensor, Tensor)",
         &lstm_backward);
 }

@@ -88,7 +88,7 @@ void gru_loop_impl(const Tensor& xp, const Tensor& h0, const Tensor& w_t, const 
         }
         if (keep.has_value()) {
           S* hsb = hs + b * H;
-          for (int64_t j = 0; j < H; ++j) hsb[j] = on ? htb[j] + kp.at<S>(t, b, j) * (hpb[j] - htb[j]) : htb[j];
+          kp.blend(t, b, on, htb, hpb, hsb, H);
         }
       }
     });
@@ -150,7 +150,7 @@ void simple_loop_impl(const Tensor& xp, const Tensor& h0, const Tensor& w, const
         if (keep.has_value()) {
           S* hsb = hs + b * H;
           const S* hpb = hp + b * H;
-          for (int64_t j = 0; j < H; ++j) hsb[j] = on ? hb[j] + kp.at<S>(t, b, j) * (hpb[j] - hb[j]) : hb[j];
+          kp.blend(t, b, on, hb, hpb, hsb, H);
         }
       }
     });
