@@ -50,6 +50,30 @@ def build(case: str, input_size: int, hidden: int, device: torch.device, args) -
     return rnnkit.Recurrent(cell, batch_first=False, backend="parallel")
 
 
+def chunk_sweep(steps: list[int], B: int, H: int, device: torch.device, repeats: int) -> None:
+    """minGRU's fused scan kernels alone, forward + backward, for several time-chunk lengths,
+    channel blocks and warps per program (the module's defaults are restored afterwards)."""
+    from rnnkit.scan.triton import min_scan
+
+    saved = min_scan._MAX_CHUNKS, min_scan._BN, min_scan._WARPS
+    configs = [(64, 32, 4), (64, 64, 4), (64, 128, 4), (64, 128, 8), (32, 128, 4), (128, 64, 4), (16, 32, 4)]
+    for T in steps:
+        x = torch.randn(T, B, 2 * H, device=device, requires_grad=True)
+        h0 = torch.zeros(B, H, device=device)
+        fns = {}
+        for ch, bn, w in configs:
+            def run(ch=ch, bn=bn, w=w, T=T, x=x, h0=h0):
+                min_scan._MAX_CHUNKS, min_scan._BN, min_scan._WARPS = max(1, T // ch), bn, w
+                min_scan.min_scan(x, h0, None, 2).sum().backward()
+            fns[f"chunk {ch} block {bn} warps {w}"] = run
+        try:
+            times = time_interleaved(fns, max(repeats, 5))
+        finally:
+            min_scan._MAX_CHUNKS, min_scan._BN, min_scan._WARPS = saved
+        for name, t in sorted(times.items(), key=lambda kv: kv[1]):
+            print(f"T={T:6d}  min_scan {name:28s} {t * 1e3:8.3f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--T", type=int, nargs="+", default=None, help=f"sequence lengths (default {DEFAULT_T})")
@@ -65,12 +89,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--chunk-sweep", action="store_true",
+                        help="CUDA: time minGRU's fused Triton scan alone (fwd+bwd) for each time-chunk length")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     steps = args.T or (FULL_T if args.full else DEFAULT_T)
     B, H = args.batch, args.hidden
+    if args.chunk_sweep:
+        chunk_sweep(steps, B, H, device, args.repeats)
+        return
     I = args.input or H
     print(f"# device={device} threads={torch.get_num_threads()} torch={torch.__version__} B={B} I={I} H={H} "
           f"fwd+bwd, median of {args.repeats} after {args.warmup} warm-up; speedup = t(torch.nn.GRU) / t(case)")

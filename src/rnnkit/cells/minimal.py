@@ -23,8 +23,10 @@ rounding. ``scan="log"`` runs the paper's log-space formulation through the chun
 scan (:func:`rnnkit.scan.parallel.log_scan`); ``scan="linear"`` computes ``a = exp(log a)``
 and ``b`` directly and uses :func:`rnnkit.scan.parallel.linear_scan` (no logarithms; a
 training step is about 4x faster on CPU at T=4096, where torch's cumsum/logcumsumexp along time
-are slow); ``"auto"`` picks ``"log"`` on CUDA (fewer kernel launches; not yet measured there),
-``"linear"`` elsewhere. Both are stable for any T (no inf/nan; tested at T = 65,536).
+are slow). On CUDA with triton installed, ``"linear"`` and ``"auto"`` run the fused Triton scan
+(:mod:`rnnkit.scan.triton.min_scan`: 2.6 ms against the log scan's 7.3 ms a training step at
+T=16,384, B8 H128, on an H200); without triton ``"auto"`` picks ``"log"`` on CUDA. Elsewhere
+``"auto"`` is ``"linear"``. All are stable for any T (no inf/nan; tested at T = 65,536).
 
 Deviations from the paper: ``h0`` may be any real (zeros by default; the paper takes ``log h0``
 and so needs ``h0 > 0``); minLSTM keeps only ``h`` (``state = (h,)``, as in the paper). Weight

@@ -254,12 +254,21 @@ def minimal_scan(cell, x_proj: Tensor, state, lengths: Tensor | None = None):
     ``(a, b) = cell.coefficients(x_proj)``) at once: ``x_proj (T, B, G*H)``, ``state = (h0 (B, H),)``,
     ``lengths (B,)`` or None. Returns ``(h (T, B, H), (h_last (B, H),))`` as
     :func:`rnnkit.scan.sequential_scan`. The cell's ``scan`` picks the log-space scan
-    (``"log"``), the real-space one (``"linear"``) or by device (``"auto"``: log on CUDA)."""
+    (``"log"``), the real-space one (``"linear"``) or by device (``"auto"``: log on CUDA); on CUDA
+    with triton, "linear" and "auto" run the fused Triton kernels (:func:`triton_min_scan_runs`)."""
     width = cell.gates * cell.hidden_size
     if x_proj.dim() != 3 or x_proj.size(-1) != width:
         raise ValueError(f"{type(cell).__name__} parallel scan: x_proj must have shape (T, B, {width}), "
                          f"got {tuple(x_proj.shape)}")
     (h0,) = cell.check_state(state, x_proj.size(1))
+    if triton_min_scan_runs(cell, x_proj):
+        from rnnkit.scan.triton.min_scan import min_scan
+
+        h = min_scan(x_proj, h0, lengths, cell.gates)  # past each end: the state at the end
+        last = h[-1]
+        if lengths is not None and (not values_readable() or bool((lengths < x_proj.size(0)).any())):
+            h = h.masked_fill(~_step_mask(lengths, h), 0.0)
+        return h, (last,)
     scan = cell.scan if cell.scan != "auto" else ("log" if x_proj.device.type == "cuda" else "linear")
     if scan == "log":
         h, last = log_scan(*cell.log_coefficients(x_proj), h0, lengths)
@@ -268,6 +277,16 @@ def minimal_scan(cell, x_proj: Tensor, state, lengths: Tensor | None = None):
     else:
         h, last = linear_scan(*cell.coefficients(x_proj), h0, lengths)
     return h, (last,)
+
+
+def triton_min_scan_runs(cell, x: Tensor) -> bool:
+    """Whether minGRU/minLSTM's scan on ``x`` runs as the fused Triton kernels
+    (:mod:`rnnkit.scan.triton.min_scan`): a CUDA tensor of float32/64, triton installed, the cell's
+    ``scan`` "auto" or "linear", and no torch.compile/export or torch.func transform tracing it."""
+    from rnnkit.scan.triton import triton_available
+
+    return (x.device.type == "cuda" and cell.scan in ("auto", "linear") and x.dtype in (torch.float32, torch.float64)
+            and triton_available() and not graph_capture(x) and not transform_active(x))
 
 
 #: elements of ``x_proj`` per time chunk on a CPU (2 MiB in float32): a chunk's coefficients, scan
