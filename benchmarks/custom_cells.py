@@ -13,13 +13,15 @@ should always hold that seat), and divided by torch.nn.LSTM's median from the sa
 ``*_loop`` cases are the plain per-step autograd loop (rnnkit's sequential reference), the
 "LSTMCell + for-loop" most users write; ``*_pysteps`` cases run the fast engine with its forward
 steps in Python (as before the C++ loops), the other ``*_fast`` cases with them in C++ (CPU);
-``*_triton`` cases (CUDA only) run the Triton kernels (:mod:`rnnkit.scan.triton`). The first
+``*_triton`` cases (CUDA only) run the Triton kernels (:mod:`rnnkit.scan.triton`), their loops
+replayed as CUDA graphs, and ``*_triton_launches`` the same as plain launches. The first
 lines say whether the C++ loops were built or loaded, and how long that took.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -53,24 +55,32 @@ CASES: dict[str, tuple[str, Callable[[int, int], nn.Module]]] = {
         i, h, layer_norm=True, backend="triton")),
     "ln_gru_triton": ("LayerNorm-GRU, Triton kernels", lambda i, h: rnnkit.GRU(
         i, h, layer_norm=True, backend="triton")),
+    "ln_lstm_triton_launches": ("LayerNorm-LSTM, Triton, no CUDA graphs", lambda i, h: rnnkit.LSTM(
+        i, h, layer_norm=True, backend="triton")),
 }
 DEFAULT = ["torch_lstm", "lstm_fast", "ln_lstm_fast", "ln_lstm_pysteps", "ln_lstm_loop", "peephole_fast",
            "zoneout_fast", "torch_gru", "ln_gru_fast", "indrnn_fast"]
-CUDA_ONLY = ["lstm_triton", "ln_lstm_triton", "ln_gru_triton"]
+CUDA_ONLY = ["lstm_triton", "ln_lstm_triton", "ln_gru_triton", "ln_lstm_triton_launches"]
 #: issue 14's scaling sweep: H at B32 T256 (I = H), then B at H256
 SWEEP_SIZES = ([f"B32,T256,I{h},H{h}" for h in (64, 128, 256, 512, 1024)]
                + [f"B{b},T256,I256,H256" for b in (1, 8, 64)])
 SWEEP_CASES = ["torch_lstm", "lstm_fast", "ln_lstm_fast", "zoneout_fast", "torch_gru", "ln_gru_fast"]
 
 
-def step_fn(layer: nn.Module, x: torch.Tensor, python_steps: bool = False) -> Callable[[], None]:
+def step_fn(layer: nn.Module, x: torch.Tensor, python_steps: bool = False, launches: bool = False
+            ) -> Callable[[], None]:
     def run() -> None:
-        if python_steps:
-            with python_loops():
+        if launches:  # the Triton loops as plain launches, not replayed from CUDA graphs
+            os.environ["RNNKIT_CUDA_GRAPHS"] = "0"
+        try:
+            if python_steps:
+                with python_loops():
+                    out, _ = layer(x)
+            else:
                 out, _ = layer(x)
-        else:
-            out, _ = layer(x)
-        out.sum().backward()
+            out.sum().backward()
+        finally:
+            os.environ.pop("RNNKIT_CUDA_GRAPHS", None)
         if x.is_cuda:
             torch.cuda.synchronize()
 
@@ -111,8 +121,8 @@ def main() -> None:
             name: f"{CASES[name][0]} [{layer.explain(x).name if hasattr(layer, 'explain') else 'vendor'}]"
             for name, layer in layers.items()
         }
-        times = time_interleaved({name: step_fn(layer, x, name.endswith("_pysteps")) for name, layer in layers.items()},
-                                 args.repeats)
+        times = time_interleaved({name: step_fn(layer, x, name.endswith("_pysteps"), name.endswith("_launches"))
+                                  for name, layer in layers.items()}, args.repeats)
         anchor = times["torch_lstm"]
         print(f"\n{size}")
         print(f"  {'case':<54}{'ms':>9}{'x LSTM':>8}")

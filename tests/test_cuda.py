@@ -88,11 +88,14 @@ def test_fast_engine_on_gpu_equals_sequential_reference(name, training):
 
 
 @pytest.mark.parametrize("cell", [MinGRUCell, MinLSTMCell])
-@pytest.mark.parametrize("scan", ["log", "linear"])
+@pytest.mark.parametrize("scan", ["log", "linear", "auto"])
 def test_parallel_scans_on_gpu_equal_the_step_loop(cell, scan):
-    """The parallel scans on the GPU (float64) equal the step-by-step recurrence, with lengths."""
+    """The parallel scans on the GPU (float64) equal the step-by-step recurrence, with lengths;
+    "linear" and "auto" run the fused Triton scan kernels."""
     torch.manual_seed(0)
     par = rnnkit.Recurrent(cell(I, H, scan=scan), backend="parallel").to(CUDA, torch.float64)
+    fused = "fused Triton" in par.explain(torch.zeros(1, 1, I, device=CUDA, dtype=torch.float64)).path
+    assert fused == (scan != "log")
     ref = rnnkit.Recurrent(cell(I, H, scan=scan), backend="sequential").to(CUDA, torch.float64)
     ref.load_state_dict(par.state_dict())
     x = torch.randn(B, 300, I, device=CUDA, dtype=torch.float64)
@@ -123,3 +126,32 @@ def test_compile_fullgraph_on_gpu(options):
     compiled = torch.compile(layer, fullgraph=True)
     got = run(compiled, x)
     close(got, want, 1e-9, f"compiled {options}")
+
+
+@pytest.mark.parametrize("cell", [
+    lambda: LayerNormLSTMCell(I, 72, recurrent_dropout=0.3, zoneout=(0.2, 0.1)),  # H > 64: per-step forward
+    lambda: PeepholeLSTMCell(I, 16),  # the persistent forward, a graphed backward
+    lambda: LayerNormGRUCell(I, H, recurrent_dropout=0.3, zoneout=0.2),
+], ids=["ln_lstm", "peephole", "ln_gru"])
+def test_triton_loops_replayed_as_cuda_graphs_equal_plain_launches(cell, monkeypatch):
+    """The Triton path's loops replayed from CUDA graphs give the plain launches' values and
+    gradients (float64), call after call with fresh dropout/zoneout masks, and one graph per
+    signature is captured and then reused."""
+    from rnnkit.scan.triton import graphs
+
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(cell(), backend="triton", batch_first=True).to(CUDA, torch.float64)
+    x = torch.randn(B, 12, I, device=CUDA, dtype=torch.float64)
+    graphs.clear()
+    for seed in (1, 2, 3):  # new masks each call: they are the graph's inputs, not baked in
+        got = run(layer, x, lengths=[12, 5, 9, 1], seed=seed)
+        layer.zero_grad()
+        with monkeypatch.context() as m:
+            m.setenv("RNNKIT_CUDA_GRAPHS", "0")
+            want = run(layer, x, lengths=[12, 5, 9, 1], seed=seed)
+        layer.zero_grad()
+        close(got, want, 1e-12, f"graphs, seed {seed}")
+    captured = len(graphs._graphs)
+    assert 1 <= captured <= 2  # the backward (and the forward, unless persistent), captured once
+    run(layer, x, lengths=[12, 5, 9, 1], seed=4)
+    assert len(graphs._graphs) == captured
