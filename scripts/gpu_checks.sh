@@ -4,7 +4,7 @@
 # parallel-scan benchmarks against cuDNN. Each step has its own time limit, so that one slow
 # step still leaves the others' results. Logs go to $OUT (default runs/gpu).
 #
-#     bash scripts/gpu_checks.sh            # about 6 minutes on one H200
+#     bash scripts/gpu_checks.sh            # about 7 minutes on one H200 (SWEEP=0: 5)
 set -u
 out=${OUT:-runs/gpu}
 mkdir -p "$out"
@@ -24,7 +24,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 $py -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', \
 torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
 
-step tests 150 $py -m pytest -q -p no:cacheprovider -o addopts="" tests/test_cuda.py tests/test_triton_kernels.py
+step tests 170 $py -m pytest -q -p no:cacheprovider -o addopts="" tests/test_cuda.py tests/test_triton_kernels.py
 step custom_cells 120 $py benchmarks/custom_cells.py --device cuda --repeats 9
-step sweep 100 $py benchmarks/custom_cells.py --device cuda --sweep --repeats 7
 step parallel 120 $py benchmarks/parallel.py --device cuda --full --repeats 5
+step parallel_log 40 $py benchmarks/parallel.py --device cuda --T 16384 --cases mingru --scan log --repeats 5
+step min_scan_chunks 40 $py benchmarks/parallel.py --device cuda --T 16384 --cases mingru --chunk-sweep
+if [ "${SWEEP:-1}" = 1 ]; then
+    step sweep 100 $py benchmarks/custom_cells.py --device cuda --sweep --repeats 5
+fi
