@@ -8,6 +8,7 @@ import torch
 import rnnkit
 from rnnkit.cells import make_cell
 from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell, g, log_g
+from rnnkit.scan.fast.native import BUILD, native_ops, python_loops
 from rnnkit.scan.parallel import minimal_scan
 from rnnkit.scan.sequential import sequential_scan
 
@@ -187,7 +188,8 @@ def test_time_chunks_on_cpu_equal_the_step_loop(cell_cls, monkeypatch):
     x = torch.randn(100, 3, 2 * cell.gates, dtype=F64, requires_grad=True)
     h0 = torch.randn(3, 2, dtype=F64, requires_grad=True)
     lengths = torch.tensor([100, 64, 7])
-    got, (last,) = minimal_scan(cell, x, (h0,), lengths)
+    with python_loops():  # the chunks are the path without the C++ loops
+        got, (last,) = minimal_scan(cell, x, (h0,), lengths)
     want, (want_last,) = sequential_scan(cell, x, (h0,), lengths)
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(last, want_last)
@@ -196,3 +198,45 @@ def test_time_chunks_on_cpu_equal_the_step_loop(cell_cls, monkeypatch):
     want_grads = torch.autograd.grad((want * weights).sum() + want_last.square().sum(), (x, h0))
     for a, b in zip(grads, want_grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("cell_cls", CELLS)
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_fused_cpp_scan_equals_the_torch_ops(cell_cls, dtype):
+    """minGRU/minLSTM's fused C++ loop (coefficients, scan and adjoint in one pass each way) against
+    the same recurrence in torch ops, with lengths, saturated gates and an expanded incoming gradient;
+    explain() names it."""
+    from rnnkit.scan.parallel import min_scan_plain, native_min_scan
+
+    if native_ops() is None:
+        pytest.skip(f"no C++ loops here: {BUILD['error']}")
+    torch.manual_seed(3)
+    H, gates = 70, cell_cls.gates  # 70: a full 64-channel block and a partial one
+    x = (torch.randn(40, 3, gates * H, dtype=dtype) * 4).requires_grad_()
+    with torch.no_grad():
+        x[:, :, :5] = torch.tensor([-200.0, 200.0, -30.0, 30.0, 0.0], dtype=dtype)  # saturated and zero gates
+    h0 = torch.randn(3, H, dtype=dtype, requires_grad=True)
+    lens = torch.tensor([40, 13, 1])
+    got, want = native_min_scan(x, h0, lens, gates), min_scan_plain(x, h0, lens, gates)
+    tol = 1e-12 if dtype == F64 else 2e-6
+    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+    gy = torch.randn_like(got)
+    got_grads = torch.autograd.grad((got * gy).sum() + got.sum(), (x, h0))
+    want_grads = torch.autograd.grad((want * gy).sum() + want.sum(), (x, h0))
+    for a, b in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=tol * max(1.0, b.abs().max().item()), rtol=tol)
+    layer = rnnkit.Recurrent(cell_cls(3, 4), backend="parallel")
+    assert "fused C++ scan loop" in layer.explain(torch.zeros(1, 1, 3)).path
+    assert "fused" not in rnnkit.Recurrent(cell_cls(3, 4, scan="log")).explain(torch.zeros(1, 1, 3)).path
+
+
+def test_fused_cpp_scan_gradcheck_and_double_backward():
+    from rnnkit.scan.parallel import native_min_scan
+
+    if native_ops() is None:
+        pytest.skip(f"no C++ loops here: {BUILD['error']}")
+    x = torch.randn(9, 2, 9, dtype=F64, requires_grad=True)
+    h0 = torch.randn(2, 3, dtype=F64, requires_grad=True)
+    lens = torch.tensor([9, 4])
+    assert torch.autograd.gradcheck(lambda x, h: native_min_scan(x, h, lens, 3), (x, h0))
+    assert torch.autograd.gradgradcheck(lambda x, h: native_min_scan(x, h, lens, 3), (x, h0))

@@ -125,7 +125,8 @@ def test_double_backward_on_the_triton_path(name):
 def test_fused_min_scan_equals_the_linear_scan(gates, lengths):
     """minGRU/minLSTM's fused Triton scan (coefficients, chunked scan and its adjoint in three kernels
     each way) against the same recurrence in torch ops, over several chunks, values and gradients."""
-    from rnnkit.scan.triton.min_scan import _plain, min_scan
+    from rnnkit.scan.parallel import min_scan_plain as _plain
+    from rnnkit.scan.triton.min_scan import min_scan
 
     torch.manual_seed(1)
     T, B, H = 70, 3, 5  # 16-step chunks: 5 chunks, the last one partial
@@ -156,7 +157,8 @@ def test_fused_min_scan_gradcheck_and_double_backward():
 
 def test_fused_min_scan_float32_at_long_t():
     """float32 over 2,000 steps (125 chunks) stays within 1e-5 of float64."""
-    from rnnkit.scan.triton.min_scan import _plain, min_scan
+    from rnnkit.scan.parallel import min_scan_plain as _plain
+    from rnnkit.scan.triton.min_scan import min_scan
 
     torch.manual_seed(2)
     x = torch.randn(2000, 1, 6, device=DEVICE)

@@ -25,8 +25,10 @@ and ``b`` directly and uses :func:`rnnkit.scan.parallel.linear_scan` (no logarit
 training step is about 4x faster on CPU at T=4096, where torch's cumsum/logcumsumexp along time
 are slow). On CUDA with triton installed, ``"linear"`` and ``"auto"`` run the fused Triton scan
 (:mod:`rnnkit.scan.triton.min_scan`: 2.6 ms against the log scan's 7.3 ms a training step at
-T=16,384, B8 H128, on an H200); without triton ``"auto"`` picks ``"log"`` on CUDA. Elsewhere
-``"auto"`` is ``"linear"``. All are stable for any T (no inf/nan; tested at T = 65,536).
+T=16,384, B8 H128, on an H200); without triton ``"auto"`` picks ``"log"`` on CUDA. On a CPU
+``"auto"`` is ``"linear"``, run by the engine's C++ loop (``csrc/min_scan.cpp``: coefficients,
+scan and adjoint in one pass each way) when it is built. All are stable for any T (no inf/nan;
+tested at T = 65,536).
 
 Deviations from the paper: ``h0`` may be any real (zeros by default; the paper takes ``log h0``
 and so needs ``h0 > 0``); minLSTM keeps only ``h`` (``state = (h,)``, as in the paper). Weight

@@ -26,7 +26,7 @@ from rnnkit.cells._trace import graph_capture, traceable_needed, transform_activ
 from rnnkit.cells.base import RecurrentCell, State
 from rnnkit.scan.fast import fast_project, fast_scan, fast_unavailable
 from rnnkit.scan.fused import fused_layer, fused_unavailable
-from rnnkit.scan.parallel import minimal_scan, triton_min_scan_runs
+from rnnkit.scan.parallel import fused_min_scan_label, minimal_scan
 from rnnkit.scan.sequential import reverse_padded, sequential_scan
 from rnnkit.scan.triton import triton_label, triton_scan, triton_unavailable
 
@@ -128,8 +128,9 @@ class ParallelBackend(_PerDirection):
         return None
 
     def describe(self, cells, x):
-        if all(getattr(c, "linear_recurrence", False) and triton_min_scan_runs(c, x) for c in cells):
-            return "parallel (whole-sequence scan in time, fused Triton scan kernels)"
+        labels = {fused_min_scan_label(c, x) if getattr(c, "linear_recurrence", False) else None for c in cells}
+        if len(labels) == 1 and None not in labels:
+            return f"parallel (whole-sequence scan in time, {labels.pop()})"
         return "parallel (whole-sequence scan in time)"
 
     def scan(self, cell, x_proj, state, lengths, noise):

@@ -37,6 +37,8 @@ import math
 import torch
 from torch import Tensor
 
+from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
+from rnnkit.cells._buffers import take
 from rnnkit.cells._trace import graph_capture, transform_active, values_readable
 from rnnkit.scan.fast.native import native_ops
 
@@ -261,10 +263,9 @@ def minimal_scan(cell, x_proj: Tensor, state, lengths: Tensor | None = None):
         raise ValueError(f"{type(cell).__name__} parallel scan: x_proj must have shape (T, B, {width}), "
                          f"got {tuple(x_proj.shape)}")
     (h0,) = cell.check_state(state, x_proj.size(1))
-    if triton_min_scan_runs(cell, x_proj):
-        from rnnkit.scan.triton.min_scan import min_scan
-
-        h = min_scan(x_proj, h0, lengths, cell.gates)  # past each end: the state at the end
+    fused = _fused_min_scan(cell, x_proj)
+    if fused is not None:
+        h = fused(x_proj, h0, lengths, cell.gates)  # past each end: the state at the end
         last = h[-1]
         if lengths is not None and (not values_readable() or bool((lengths < x_proj.size(0)).any())):
             h = h.masked_fill(~_step_mask(lengths, h), 0.0)
@@ -289,7 +290,74 @@ def triton_min_scan_runs(cell, x: Tensor) -> bool:
             and triton_available() and not graph_capture(x) and not transform_active(x))
 
 
-#: elements of ``x_proj`` per time chunk on a CPU (2 MiB in float32): a chunk's coefficients, scan
+def fused_min_scan_label(cell, x: Tensor) -> str | None:
+    """How minGRU/minLSTM's scan runs on ``x`` when fused (for ``explain()``), or None."""
+    fused = _fused_min_scan(cell, x)
+    if fused is None:
+        return None
+    return "fused Triton scan kernels" if x.device.type == "cuda" else "fused C++ scan loop"
+
+
+def _fused_min_scan(cell, x: Tensor):
+    """The fused coefficients-and-scan kernels for minGRU/minLSTM on ``x``, or None: Triton on CUDA
+    (:func:`triton_min_scan_runs`), the C++ loop on a CPU (:func:`native_min_scan`)."""
+    if triton_min_scan_runs(cell, x):
+        from rnnkit.scan.triton.min_scan import min_scan
+
+        return min_scan
+    if (x.device.type == "cpu" and cell.scan in ("auto", "linear") and x.dtype in (torch.float32, torch.float64)
+            and not graph_capture(x) and not transform_active(x) and native_ops() is not None):
+        return native_min_scan
+    return None
+
+
+def min_scan_plain(x_proj: Tensor, h0: Tensor, lens: Tensor | None, gates: int) -> Tensor:
+    """minGRU (``gates=2``) / minLSTM (3) coefficients and scan in torch ops, with the fused kernels'
+    contract (past a sequence's end ``h`` keeps the state at the end): their reference, and what
+    their double backward differentiates."""
+    from rnnkit.cells.minimal import g
+
+    if gates == 2:
+        d, v = x_proj.chunk(2, dim=-1)
+    else:
+        kf, ki, v = x_proj.chunk(3, dim=-1)
+        d = torch.nn.functional.softplus(-kf) - torch.nn.functional.softplus(-ki)
+    a, b = torch.sigmoid(-d), torch.sigmoid(d) * g(v)
+    if lens is not None:
+        live = (torch.arange(x_proj.size(0), device=x_proj.device)[:, None] < lens[None, :]).unsqueeze(-1)
+        a, b = torch.where(live, a, 1.0), torch.where(live, b, 0.0)
+    return linear_scan(a, b, h0)[0]
+
+
+class _NativeMinScan(torch.autograd.Function):
+    """minGRU/minLSTM's coefficients and scan in one C++ pass each way (``csrc/min_scan.cpp``)."""
+
+    @staticmethod
+    def forward(ctx, x_proj, h0, lens, gates):
+        x_proj, h0 = x_proj.contiguous(), h0.contiguous()
+        hs = take((x_proj.size(0), x_proj.size(1), h0.size(1)), x_proj)
+        native_ops().min_scan_forward(x_proj, h0, lens, gates, hs)
+        ctx.save_for_backward(x_proj, h0, hs, lens)
+        ctx.gates = gates
+        return hs
+
+    @staticmethod
+    def backward(ctx, gy):
+        x_proj, h0, hs, lens = ctx.saved_tensors
+        if plain_backward_needed(gy):  # double backward or vmap: autograd through the plain form
+            return differentiable_grads(min_scan_plain, ctx, (x_proj, h0, lens), (ctx.gates,), (gy,))
+        dx, dh0 = take(x_proj.shape, x_proj), torch.empty_like(h0)
+        native_ops().min_scan_backward(x_proj, h0, hs, gy, lens, ctx.gates, dx, dh0)
+        return dx, dh0, None, None
+
+
+def native_min_scan(x_proj: Tensor, h0: Tensor, lengths: Tensor | None, gates: int) -> Tensor:
+    """:func:`min_scan_plain`'s result from the C++ loop (CPU; needs :func:`native_ops`)."""
+    lens = None if lengths is None else lengths.to(device="cpu", dtype=torch.int64).contiguous()
+    return _NativeMinScan.apply(x_proj, h0, lens, gates)
+
+
+#: elements of ``x_proj`` per time chunk on a CPU without the C++ loops (2 MiB in float32): a chunk's coefficients, scan
 #: and their backward stay in cache. Measured (B8 H128, 2 threads, minGRU fwd+bwd vs torch.nn.GRU):
 #: the whole sequence at once fell from 7.4x at T=1,024 to 4.7x at T=16,384.
 CHUNK_ELEMENTS = 1 << 19

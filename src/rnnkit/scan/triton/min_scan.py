@@ -31,7 +31,6 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
-from rnnkit.cells.minimal import g as g_act
 from rnnkit.scan.triton._lang import tl, triton
 from rnnkit.scan.triton.helpers import rsum, sigmoid
 
@@ -202,22 +201,6 @@ def _scan(kernel, extra, t_steps, n, ch, k, h0, reverse, like, **flags):
     kernel[grid](*extra(start, p, s), FINAL=True, CH=ch, BN=_BN, num_warps=_WARPS, **flags)
 
 
-def _plain(x_proj: Tensor, h0: Tensor, lens: Tensor | None, gates: int) -> Tensor:
-    """The kernels' result in torch ops (what double backward differentiates)."""
-    from rnnkit.scan.parallel import linear_scan  # parallel imports this module
-
-    if gates == 2:
-        d, v = x_proj.chunk(2, dim=-1)
-    else:
-        kf, ki, v = x_proj.chunk(3, dim=-1)
-        d = torch.nn.functional.softplus(-kf) - torch.nn.functional.softplus(-ki)
-    a, b = torch.sigmoid(-d), torch.sigmoid(d) * g_act(v)
-    if lens is not None:
-        live = (torch.arange(x_proj.size(0), device=x_proj.device)[:, None] < lens[None, :]).unsqueeze(-1)
-        a, b = torch.where(live, a, 1.0), torch.where(live, b, 0.0)
-    return linear_scan(a, b, h0)[0]
-
-
 class _MinScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_proj, h0, lens, gates):
@@ -242,7 +225,9 @@ class _MinScan(torch.autograd.Function):
     def backward(ctx, gy):
         x_proj, h0, hs, lens = ctx.saved_tensors
         if plain_backward_needed(gy):  # double backward or vmap: autograd through the plain form
-            return differentiable_grads(_plain, ctx, (x_proj, h0, lens), (ctx.gates,), (gy,))
+            from rnnkit.scan.parallel import min_scan_plain  # parallel imports this module
+
+            return differentiable_grads(min_scan_plain, ctx, (x_proj, h0, lens), (ctx.gates,), (gy,))
         T, B, _ = x_proj.shape
         H = h0.size(-1)
         n = B * H
