@@ -4,9 +4,14 @@ Model: :class:`rnnkit.Forecaster` (Graves 2013 for real values): ``pred[t]`` est
 at ``t + 1`` from everything up to ``t``; trained with MSE on windows of the training years
 (standardised by the training mean and deviation). Metric: MAE (and RMSE) of one-step-ahead
 forecasts over the held-out last years, each made from the true history before it. Baselines on
-the same years: naive (``y_{t-1}``) and seasonal naive (``y_{t-m}``, ``m`` the lag of the highest
+the same years: naive (``y_{t-1}``), seasonal naive (``y_{t-m}``, ``m`` the lag of the highest
 autocorrelation of the training span between 2 and a quarter of its length: 11 years for
-sunspots, the solar cycle).
+sunspots, the solar cycle), and an autoregression fitted by statsmodels on the training span
+(``ARIMA(p, 0, 0)`` by maximum likelihood, ``p`` chosen by AIC up to 20 lags: AR(9) on sunspots,
+the order of Tong's classic model), forecasting each test year from the true years before it.
+
+The epoch kept is the one with the lowest validation loss (``keep_best``): measured over ten
+seeds, MAE 12.87 +- 0.44 against 14.22 +- 1.82 for the last epoch (AR: 13.86).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from rnnkit.models import Forecaster, RecurrentConfig
 from rnnkit.tasks.base import PredictInput, Prepared, Task, TaskConfig, register
 from rnnkit.tasks.plots import plot_series
 
-__all__ = ["ForecastTask", "seasonal_period"]
+__all__ = ["ForecastTask", "autoregression", "seasonal_period"]
 
 WINDOW = 48  # training window (steps)
 HORIZON = 5  # steps that `rnnkit predict` forecasts
@@ -46,6 +51,32 @@ def seasonal_period(train: np.ndarray) -> int:
     acf = np.array([1.0] + [float(np.dot(x[:-k], x[k:]) / denom) for k in range(1, top + 1)])  # acf[k]: lag k
     peaks = [k for k in range(2, top) if acf[k] > acf[k - 1] and acf[k] >= acf[k + 1]]
     return int(max(peaks, key=lambda k: acf[k])) if peaks else 2
+
+
+def autoregression(series: np.ndarray, fit_end: int, idx: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """One-step forecasts at ``idx`` from an AR(p) fitted on ``series[:fit_end]`` (statsmodels
+    ``ARIMA(p, 0, 0)`` with a constant, maximum likelihood; ``p`` by AIC, at most 20 and a tenth of
+    the span), each from the true values before it; and ``p``. None when statsmodels cannot fit
+    the span (too short, constant)."""
+    import warnings
+
+    from statsmodels.tsa.ar_model import ar_select_order
+    from statsmodels.tsa.arima.model import ARIMA
+
+    train = np.asarray(series[:fit_end], dtype=np.float64)
+    max_lag = min(20, len(train) // 10)
+    if max_lag < 1 or float(train.std()) == 0.0:
+        return None
+    with warnings.catch_warnings():  # convergence and frequency notes
+        warnings.simplefilter("ignore")
+        try:
+            lags = ar_select_order(train, maxlag=max_lag, ic="aic").ar_lags
+            order = max(lags) if lags else 1
+            fitted = ARIMA(train, order=(order, 0, 0), trend="c").fit()
+            pred = fitted.apply(np.asarray(series, dtype=np.float64)).predict(start=int(idx[0]), end=int(idx[-1]))
+        except (ValueError, np.linalg.LinAlgError):
+            return None
+    return np.asarray(pred)[idx - idx[0]], order
 
 
 def _parse_value(p: Path, line: int, column: str, text: str) -> float | None:
@@ -103,7 +134,7 @@ class ForecastTask(Task):
                    "one number per line; the last 10% is the test span, the 10% before it validation")
     predict_format = ("the history, one number per line or the --data table's 'value' column (no blank, NaN or inf "
                       "value); prints the next 5 values as '+k<TAB>value', k steps after the last given one")
-    defaults = dict(hidden=32, epochs=40, batch_size=16, lr=5e-3, cell="lstm")
+    defaults = dict(hidden=32, epochs=40, batch_size=16, lr=5e-3, cell="lstm", keep_best=True)
     picture_name = "forecast.png"
     data_keys = ("series", "labels", "val_start", "test_start", "period")
 
@@ -171,8 +202,14 @@ class ForecastTask(Task):
     def baselines(self, data: Prepared) -> dict[str, float]:
         s, idx, m = np.asarray(data.meta["series"]), np.asarray(data.test), data.meta["period"]
         naive, seasonal = s[idx - 1] - s[idx], s[idx - m] - s[idx]
-        return {"naive_mae": float(np.abs(naive).mean()), "seasonal_naive_mae": float(np.abs(seasonal).mean()),
-                "naive_rmse": float(np.sqrt((naive**2).mean())), "period": float(m)}
+        out = {"naive_mae": float(np.abs(naive).mean()), "seasonal_naive_mae": float(np.abs(seasonal).mean()),
+               "naive_rmse": float(np.sqrt((naive**2).mean())), "period": float(m)}
+        fitted = autoregression(s, data.meta["val_start"], idx)
+        if fitted is not None:
+            pred, order = fitted
+            err = pred - s[idx]
+            out.update(ar_mae=float(np.abs(err).mean()), ar_rmse=float(np.sqrt((err**2).mean())), ar_order=float(order))
+        return out
 
     def read_predict(self, path, text):
         """The history: the --data table's 'value' column or one number per line, every value a
