@@ -3,7 +3,7 @@
 
     python scripts/tour.py [--out runs/tour] [--tasks forecast sentiment ...] [--quick] [--jobs N]
 
-Each task runs with its defaults except for the lighter settings in TOUR (a few minutes in all
+Each task runs its `quick` recipe (rnnkit.tasks.recipes: lighter than the defaults, a few minutes in all
 on 2 CPU cores); ``--quick`` uses the test suite's even smaller settings. A task whose data is
 not installed is listed with the command that installs it.
 
@@ -31,18 +31,10 @@ from rich.table import Table
 
 from rnnkit.data.bundled import DataUnavailable
 from rnnkit.tasks import all_tasks, get_task
+from rnnkit.tasks.recipes import RECIPES
 from rnnkit.tasks.runner import train_task
 from rnnkit.tasks_cli import quiet
 
-TOUR = {  # lighter than each task's defaults, so the whole tour takes minutes
-    "g2p": dict(max_train=10000, epochs=5),
-    "chars": dict(max_train=3000, epochs=5),
-    "image": dict(max_train=20000, epochs=3),
-    "translate": dict(max_train=6000, epochs=2, hidden=128, embedding=64, batch_size=32, lr=3e-3),
-    "video": dict(max_train=2000, epochs=3),
-    "frames": dict(max_train=600, epochs=2, hidden=32),
-    "summarize": dict(max_train=8000, epochs=2, hidden=128, embedding=64, lr=3e-3),
-}
 QUICK = {
     "forecast": dict(epochs=15), "sentiment": dict(max_train=6000, epochs=2), "tagging": dict(epochs=8),
     "g2p": dict(max_train=5000, epochs=4), "music": dict(epochs=20), "chars": dict(max_train=3000, epochs=5),
@@ -104,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet(args.verbose)
     names = args.tasks or [t.name for t in all_tasks()]
-    settings = QUICK if args.quick else TOUR
+    settings = QUICK if args.quick else RECIPES["quick"]
     out = Path(args.out)
     console = Console(width=None if sys.stdout.isatty() else 160)
     jobs = max(1, min(args.jobs, len(names)))

@@ -69,3 +69,31 @@ def test_train_task_help_shows_that_tasks_defaults_and_format(capsys):
         main(["train", "forecast", "--help"])
     out = " ".join(capsys.readouterr().out.replace("│", " ").split())  # the help wraps to the terminal's width
     assert "--epochs INT passes over the training split (default: 40)" in out and "numeric 'value' column" in out
+
+
+def test_a_recipe_sets_the_defaults_and_flags_still_win(capsys):
+    """``--recipe quick`` is the tour's option set; a flag given beside it overrides it; an unknown
+    recipe names the known ones and exits 2."""
+    from rnnkit.tasks.recipes import RECIPES, recipe
+
+    assert recipe("g2p", "quick") == RECIPES["quick"]["g2p"] and recipe("forecast", "full") == {}
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "g2p", "--recipe", "quick", "--help"])
+    assert stop.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default: 10000)" in shown and "(default: 5)" in shown  # max-train and epochs of the quick recipe
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "forecast", "--recipe", "nope"])
+    assert stop.value.code == 2
+    assert "known recipes are default, quick, full" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_flag_beside_a_recipe_wins(tmp_path, monkeypatch):
+    from rnnkit.tasks import recipes
+
+    monkeypatch.setitem(recipes.RECIPES["quick"], "forecast", {"epochs": 3, "hidden": 8})
+    assert main(["train", "forecast", "--recipe=quick", "--epochs", "2", "--no-progress", "--out", str(tmp_path),
+                 "--name", "r"]) == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    assert (saved["epochs"], saved["hidden"]) == (2, 8)

@@ -21,8 +21,10 @@ CATALOG = Path(__file__).with_name("catalog.json")
 def build_catalog() -> list[dict[str, Any]]:
     """The catalog from the task classes themselves (imports every task)."""
     from rnnkit.tasks import all_tasks
+    from rnnkit.tasks.recipes import recipe, recipe_names
 
-    return [{**t.describe(), "defaults": t.config().to_dict()} for t in all_tasks()]
+    return [{**t.describe(), "defaults": t.config().to_dict(),
+             "recipes": {r: recipe(t.name, r) for r in recipe_names()}} for t in all_tasks()]
 
 
 def read_catalog() -> list[dict[str, Any]]:

@@ -42,6 +42,7 @@ def _train_args_class():
     @dataclass
     class TrainArgs:
         config: tyro.conf.OmitArgPrefixes[TaskConfig]
+        recipe: str = "default"  # named option set over the task's defaults: default, quick (the tour), full
         out: str = "runs"  # parent of the run directory
         name: str | None = None  # run directory name (None: the task's name)
         overwrite: bool = False  # replace an earlier run of the same name (else: write NAME-2, NAME-3, ...)
@@ -61,13 +62,32 @@ def train(argv: list[str]) -> int:
     if not argv or argv[0] not in names:
         return _train_usage(argv, names)
     from rnnkit.tasks import get_task
+    from rnnkit.tasks.recipes import recipe
 
     task = get_task(argv[0])
     TrainArgs = _train_args_class()
     text = (f"Train {task.name} ({task.title}, {task.topology}) on {task.dataset.name}, or on --data PATH: "
             f"{task.user_format}. Writes a run directory (config, weights, metrics, plots, checkpoints).")
-    args = _tyro(TrainArgs, argv[1:], f"rnnkit train {task.name}", text, default=TrainArgs(task.config()))
+    name = _recipe_flag(argv[1:])
+    try:
+        chosen = recipe(task.name, name)
+    except ValueError as err:
+        print(f"rnnkit train {task.name}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    args = _tyro(TrainArgs, argv[1:], f"rnnkit train {task.name}", text,
+                 default=TrainArgs(task.config(**chosen), recipe=name))
     return _guarded("train", args.verbose, lambda: _train(task, args, argv[1:]))
+
+
+def _recipe_flag(argv: list[str]) -> str:
+    """The value of ``--recipe`` in ``argv`` (``default`` when absent): it sets the other flags' defaults,
+    so it is read before they are parsed."""
+    for k, a in enumerate(argv):
+        if a == "--recipe" and k + 1 < len(argv):
+            return argv[k + 1]
+        if a.startswith("--recipe="):
+            return a.split("=", 1)[1]
+    return "default"
 
 
 def devices_warning(devices: int, accelerator: str, cpus: int | None = None) -> str | None:
@@ -319,7 +339,7 @@ def _tasks(task: str | None, as_json: bool) -> int:
 
     chosen = [t for t in read_catalog() if task in (None, t["task"])]
     if as_json:
-        print(json.dumps([{k: v for k, v in t.items() if k != "defaults"} for t in chosen], indent=1))
+        print(json.dumps([{k: v for k, v in t.items() if k not in ("defaults", "recipes")} for t in chosen], indent=1))
         return 0
     for t in chosen:
         d = t["data"]
@@ -334,6 +354,9 @@ def _tasks(task: str | None, as_json: bool) -> int:
             print(f"{'':10s} --data:   {t['user_format']}")
             print(f"{'':10s} predict:  {t['predict_format']} (or the --data format)")
             print(f"{'':10s} defaults: {t['defaults']}")
+            for name, options in t["recipes"].items():
+                if name != "default":
+                    print(f"{'':10s} --recipe {name}: {options or 'the defaults'}")
     return 0
 
 
