@@ -45,13 +45,16 @@ def edit_distance(a: list[str], b: list[str]) -> int:
 
 
 def _scores(pred: list[list[str]], gold: list[list[str]]) -> dict[str, float]:
+    """Exact match; the word error rate of the g2p literature (a word is wrong unless all its phonemes
+    are: ``1 - exact``); the phoneme error rate (edits over gold phonemes, by jiwer, also kept under
+    its older name ``token_error_rate``); BLEU over phonemes (sacrebleu)."""
+    import jiwer
     import sacrebleu
 
-    exact = np.mean([p == g for p, g in zip(pred, gold, strict=True)])
-    errors = sum(edit_distance(p, g) for p, g in zip(pred, gold, strict=True))
+    exact = float(np.mean([p == g for p, g in zip(pred, gold, strict=True)]))
+    per = float(jiwer.wer([" ".join(g) for g in gold], [" ".join(p) for p in pred])) if gold else 0.0
     bleu = sacrebleu.corpus_bleu([" ".join(p) for p in pred], [[" ".join(g) for g in gold]], tokenize="none")
-    return {"exact_match": float(exact), "token_error_rate": errors / max(1, sum(map(len, gold))),
-            "bleu": float(bleu.score)}
+    return {"exact_match": exact, "wer": 1.0 - exact, "per": per, "token_error_rate": per, "bleu": float(bleu.score)}
 
 
 #: greedy decoding stops after this many target tokens per (padded) source token, plus the extra

@@ -25,7 +25,6 @@ from rnnkit.data.speech import SPEECH, log_mel, spoken_digits
 from rnnkit.data.text import split_three
 from rnnkit.models import RecurrentConfig, SequenceTagger
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
-from rnnkit.tasks.g2p import edit_distance
 from rnnkit.tasks.plots import plot_heatmap
 
 __all__ = ["SpeechTask", "read_wav"]
@@ -51,9 +50,11 @@ def read_wav(path: str | Path, where: tuple[str, int] | None = None) -> np.ndarr
 
 
 def _errors(pred: list[str], gold: list[str]) -> dict[str, float]:
-    words = sum(edit_distance(p.split(), g.split()) for p, g in zip(pred, gold, strict=True))
-    chars = sum(edit_distance(list(p), list(g)) for p, g in zip(pred, gold, strict=True))
-    return {"wer": words / sum(len(g.split()) for g in gold), "cer": chars / sum(len(g) for g in gold),
+    """Corpus word and character error rates (edits over the gold words / characters, by jiwer) and
+    the share of utterances transcribed exactly."""
+    import jiwer
+
+    return {"wer": float(jiwer.wer(gold, pred)), "cer": float(jiwer.cer(gold, pred)),
             "exact_match": float(np.mean([p == g for p, g in zip(pred, gold, strict=True)]))}
 
 
