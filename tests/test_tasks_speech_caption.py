@@ -5,7 +5,7 @@ import pytest
 
 from _task_helpers import assert_beats, train_small
 from rnnkit.data.readers import DataError
-from rnnkit.data.speech import espeak_available
+from rnnkit.data.speech import band_mask, espeak_available, real_digits, real_digits_available
 from rnnkit.tasks import get_task
 
 
@@ -15,6 +15,28 @@ def test_speech_beats_majority_word_on_held_out_voice(tmp_path):
     task, result = train_small(tmp_path, "speech")
     assert_beats(task, result, margin=0.4)  # word error rate
     assert {v for _, _, v in result.data.test}.isdisjoint({v for _, _, v in result.data.train})
+    if real_digits_available():  # the real voice is scored too (how well: the benchmark's business)
+        assert {"real_wer", "real_cer", "real_exact_match"} <= set(result.metrics)
+        assert 0.0 <= result.metrics["real_cer"] <= 2.0
+
+
+@pytest.mark.skipif(not real_digits_available(), reason="bash scripts/setup_data.sh (asterisk-core-sounds-en-wav)")
+def test_real_voice_clips_are_spliced_digit_strings():
+    clips = real_digits(30, seed=4)
+    assert len(clips) == 30 and all(f.shape[1] == 80 and np.isfinite(f).all() for f, _, _ in clips)
+    texts = [t for _, t, _ in clips]
+    assert all(1 <= len(t.split()) <= 3 for t in texts) and len(set(texts)) > 10
+    assert [t for _, t, _ in real_digits(30, seed=4)] == texts  # seeded
+    one = [f for f, t, _ in clips if len(t.split()) == 1]
+    three = [f for f, t, _ in clips if len(t.split()) == 3]
+    assert np.mean([len(f) for f in three]) > 1.5 * np.mean([len(f) for f in one])  # longer strings, longer clips
+
+
+def test_band_mask_keeps_the_bands_below_the_limit():
+    m = band_mask(4000.0)
+    assert m.shape == (80,) and np.array_equal(m[:40], m[40:])  # both stacked frames alike
+    assert m[:40].sum() == 29 and m[:29].all() and not m[29:40].any()  # low bands kept, high ones dropped
+    assert band_mask(8000.0).all()
 
 
 @pytest.mark.slow

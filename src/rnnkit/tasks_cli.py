@@ -184,7 +184,8 @@ def _evaluate(run: str, data_path: str | None) -> int:
     data = task.prepare(cfg)
     meta = {**meta, **{k: data.meta[k] for k in task.data_keys}}
     data.meta = meta
-    print(_report(task, task.evaluate(model, data.test, meta), task.baselines(data)))
+    print(_report(task, {**task.evaluate(model, data.test, meta), **task.test_extras(model, data)},
+                  task.baselines(data)))
     return 0
 
 

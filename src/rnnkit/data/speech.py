@@ -24,7 +24,8 @@ import torch
 
 from rnnkit.data.bundled import DatasetInfo, DataUnavailable
 
-__all__ = ["DIGIT_WORDS", "SPEECH", "VOICES", "espeak_available", "log_mel", "spoken_digits", "synthesize"]
+__all__ = ["ASTERISK_DIGITS", "DIGIT_WORDS", "REAL_DIGITS", "SPEECH", "VOICES", "espeak_available", "log_mel",
+           "band_mask", "real_digits", "real_digits_available", "spoken_digits", "synthesize"]
 
 SPEECH = DatasetInfo(
     "espeak-digits", "Debian package espeak-ng (formant synthesis), clips synthesised on first use and cached",
@@ -72,6 +73,15 @@ def _mel_filters(n_fft: int, n_mels: int, sr: int, fmax: float = 8000.0) -> torc
     return torch.from_numpy(fb)  # (M, F)
 
 
+def band_mask(fmax_hz: float, n_mels: int = 40, stack: int = 2, top_hz: float = 8000.0) -> np.ndarray:
+    """``(n_mels * stack,)`` 0/1: the :func:`log_mel` features whose mel band lies wholly below
+    ``fmax_hz`` (in every stacked frame)."""
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    hz = lambda m: 700.0 * (10 ** (m / 2595.0) - 1.0)  # noqa: E731
+    upper = hz(np.linspace(mel(0.0), mel(top_hz), n_mels + 2))[2:]  # each band's upper edge
+    return np.tile((upper <= fmax_hz * (1 + 1e-9)).astype(np.float32), stack)  # (rounding at the top edge)
+
+
 def log_mel(wave_: np.ndarray, sr: int = SAMPLE_RATE, n_mels: int = 40, hop_ms: float = 10.0,
             stack: int = 2) -> np.ndarray:
     """Log-mel features ``(T, n_mels * stack)``: 25 ms windows every ``hop_ms``, ``stack`` frames
@@ -84,6 +94,55 @@ def log_mel(wave_: np.ndarray, sr: int = SAMPLE_RATE, n_mels: int = 40, hop_ms: 
     feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-5)
     T = feats.size(0) // stack * stack
     return feats[:T].reshape(T // stack, n_mels * stack).numpy()  # (T / stack, M * stack)
+
+
+#: where Debian's asterisk-core-sounds-en-wav puts its recordings (one human voice, 8 kHz, 16-bit)
+ASTERISK_DIGITS = Path("/usr/share/asterisk/sounds/en/digits")
+
+REAL_DIGITS = DatasetInfo(
+    "asterisk-digits", "Debian package asterisk-core-sounds-en-wav: the digits 0-9 recorded by one human speaker",
+    "CC-BY-SA-3.0 (Digium's Asterisk core sound prompts)",
+    "digit strings of 1-3 words spliced from the ten recordings, with 0.1-0.3 s pauses; 8 kHz audio upsampled",
+    "test only: a real voice that the synthetic training never hears",
+    "sudo apt-get install asterisk-core-sounds-en-wav (or: bash scripts/setup_data.sh)", "Digium, Asterisk",
+)
+
+
+def real_digits_available(root: Path = ASTERISK_DIGITS) -> bool:
+    return all((root / f"{d}.wav").is_file() for d in range(10))
+
+
+def _trimmed(x: np.ndarray, floor: float = 0.05) -> np.ndarray:
+    """``x`` without its leading and trailing samples quieter than ``floor`` of its peak."""
+    loud = np.flatnonzero(np.abs(x) > floor * (np.abs(x).max() or 1.0))
+    return x[loud[0] : loud[-1] + 1] if loud.size else x
+
+
+def real_digits(n: int = 200, seed: int = 0, root: Path = ASTERISK_DIGITS) -> list[tuple[np.ndarray, str, str]]:
+    """``n`` clips ``(features (T, 80), transcript, "asterisk")`` spliced from one human speaker's
+    recordings of the ten digits: 1-3 words, as the synthetic clips, with pauses of 0.1-0.3 s,
+    resampled from 8 kHz to the synthetic clips' 22.05 kHz (linear interpolation)."""
+    if not real_digits_available(root):
+        raise DataUnavailable(f"the real-voice digits are not installed; run: {REAL_DIGITS.install}")
+    words, rate = {}, None
+    for d, word in enumerate(DIGIT_WORDS):
+        with wave.open(str(root / f"{d}.wav")) as w:
+            if w.getsampwidth() != 2:
+                raise DataUnavailable(f"{root / f'{d}.wav'}: {w.getsampwidth() * 8}-bit samples, expected 16")
+            rate, ch = w.getframerate(), w.getnchannels()
+            x = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)[::ch].astype(np.float32) / 32768.0
+        words[word] = _trimmed(x)
+    rng = random.Random(f"asterisk-{seed}")
+    clips = []
+    for _ in range(n):
+        text = [rng.choice(DIGIT_WORDS) for _ in range(rng.randint(1, 3))]
+        parts = [np.zeros(int(rate * rng.uniform(0.1, 0.3)), np.float32)]
+        for word in text:
+            parts += [words[word], np.zeros(int(rate * rng.uniform(0.1, 0.3)), np.float32)]
+        x = np.concatenate(parts)
+        t = np.arange(int(len(x) * SAMPLE_RATE / rate)) * (rate / SAMPLE_RATE)
+        clips.append((log_mel(np.interp(t, np.arange(len(x)), x).astype(np.float32)), " ".join(text), "asterisk"))
+    return clips
 
 
 def _cache_dir() -> Path:

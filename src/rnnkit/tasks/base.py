@@ -209,6 +209,11 @@ class Task:
     def baselines(self, data: Prepared) -> dict[str, float]:
         raise NotImplementedError
 
+    def test_extras(self, model: nn.Module, data: Prepared) -> dict[str, float]:
+        """Further test metrics beside :meth:`evaluate`'s on ``data.test`` (speech: a real voice); none
+        by default."""
+        return {}
+
     def beats(self, ours: float, base: float, margin: float = 0.0) -> bool:
         """Whether ``ours`` is better than ``base`` by at least ``margin`` (in the metric's units)."""
         return ours >= base + margin if self.higher_is_better else ours <= base - margin
