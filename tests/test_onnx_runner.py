@@ -100,7 +100,7 @@ def test_the_runner_tokenizes_and_shapes_words_like_rnnkit():
     import importlib.util
 
     from rnnkit.data.text import TOKEN_PATTERNS, tokenize
-    from rnnkit.tasks.tagging import SHAPES, word_shape
+    from rnnkit.tasks.tagging import CHAR_IDS, CHAR_SLOTS, SHAPES, char_ids, word_shape
 
     spec = importlib.util.spec_from_file_location("runner", __import__("rnnkit.onnx_runner").onnx_runner.__file__)
     runner = importlib.util.module_from_spec(spec)
@@ -109,3 +109,5 @@ def test_the_runner_tokenizes_and_shapes_words_like_rnnkit():
     assert [runner.tokenize(t, TOKEN_PATTERNS) for t in texts] == [tokenize(t) for t in texts]
     words = ["http://a", "@x", "#tag", "123", "!!", "lower", "UPPER", "Title", "mIxed", "a1", "ÄB", "é"]
     assert [runner.word_shape(w, SHAPES) for w in words] == [word_shape(w) for w in words]
+    spelled = [*words, "a" * 40, "naïve", "日本", "😀x", ""]
+    assert [runner.char_ids(w, CHAR_SLOTS, CHAR_IDS) for w in spelled] == [char_ids(w) for w in spelled]

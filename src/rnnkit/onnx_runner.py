@@ -24,8 +24,8 @@ line (blank lines are kept as blank output lines), by the export's kind:
   ``context`` frames are read) -> writes the predicted frames to ``PATH.next.npy`` and prints that
   path and each predicted frame's mean pixel.
 
-The tokenizer and word shapes below follow ``rnnkit.data.text.tokenize`` and
-``rnnkit.tasks.tagging.word_shape`` (rnnkit's tests check that they agree).
+The tokenizer, word shapes and character ids below follow ``rnnkit.data.text.tokenize``,
+``rnnkit.tasks.tagging.word_shape`` and ``char_ids`` (rnnkit's tests check that they agree).
 """
 
 from __future__ import annotations
@@ -86,6 +86,13 @@ def tokenize(text: str, patterns: dict) -> list[str]:
     for piece in text.split():
         out.extend([piece] if piece in ("<url>", "<user>") else re.findall(patterns["word"], piece))
     return out
+
+
+def char_ids(w: str, slots: int, ids: int) -> list[int]:
+    """The first ``slots`` characters of ``w`` as ids (code point + 1 below ``ids - 1``, else
+    ``ids - 1``), zero-padded: ``rnnkit.tasks.tagging.char_ids``."""
+    out = [1 + ord(c) if ord(c) < ids - 1 else ids - 1 for c in w[:slots]]
+    return out + [0] * (slots - len(out))
 
 
 def word_shape(w: str, shapes: list[str]) -> int:
@@ -258,7 +265,8 @@ def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
     if kind == "tag":
         sentences = [line.split() for line in items]
         index = {t: i for i, t in enumerate(spec["vocab"])}
-        rows = [[[index.get(w.lower(), UNK), word_shape(w, spec["shapes"])] for w in ws] for ws in sentences]
+        rows = [[[index.get(w.lower(), UNK), word_shape(w, spec["shapes"]),
+                  *char_ids(w, spec["char_slots"], spec["char_ids"])] for w in ws] for ws in sentences]
         x, lengths = _pad(rows)
         (tags,) = sessions["tag"].run(None, {"words_and_shapes": x, "lengths": lengths})
         return [" ".join(f"{w}/{spec['tags'][int(t)]}" for w, t in zip(ws, row, strict=False))
