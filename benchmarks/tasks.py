@@ -36,7 +36,7 @@ from rnnkit.tasks_cli import quiet  # noqa: E402
 PUBLISHED = {
     "forecast": "no standard split; AR(9) is Tong's classic sunspot model",
     "sentiment": "none on this data set",
-    "tagging": "WNUT-2016 test set: 0.52 F1 for the shared task's best system (Limsopatham & Collier 2016)",
+    "tagging": "WNUT-2016 official test set: 0.524 F1, the shared task's best (Limsopatham & Collier 2016)",
     "g2p": "CMUdict: bi-LSTM WER 23.55% (Yao & Zweig 2015); LSTM + joint n-gram 21.3% (Rao et al. 2015)",
 }
 

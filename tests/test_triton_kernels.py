@@ -165,3 +165,38 @@ def test_fused_min_scan_float32_at_long_t():
     h0 = torch.randn(1, 2, device=DEVICE)
     want = _plain(x.double(), h0.double(), None, 3)
     torch.testing.assert_close(min_scan(x, h0, None, 3).double(), want, atol=1e-5, rtol=1e-5)
+
+
+def test_cuda_graphs_capture_a_signature_on_its_second_call(monkeypatch):
+    """A loop's first call with a new signature runs as plain launches, the second captures, later
+    ones replay; at most MAX_GRAPHS graphs are kept (oldest dropped). The capture itself is faked
+    here (no GPU needed): the GPU test checks replayed values."""
+    from rnnkit.scan.triton import graphs
+
+    made = []
+
+    class FakeGraph:
+        def __init__(self, fn, inputs, scalars):
+            made.append(tuple(inputs[0].shape))
+            self.fn, self.scalars = fn, scalars
+
+        def __call__(self, inputs):
+            return ("replayed", *self.fn(*inputs, *self.scalars))
+
+    monkeypatch.setattr(graphs, "_Graph", FakeGraph)
+    monkeypatch.setattr(graphs, "enabled", lambda x, steps: True)
+    monkeypatch.setattr(graphs, "MAX_GRAPHS", 2)
+    graphs.clear()
+
+    def loop(x, scale):
+        return (x * scale,)
+
+    x = torch.ones(3)
+    assert torch.equal(graphs.run(loop, (x,), (2.0,), 10)[0], x * 2) and not made  # plain launches
+    assert graphs.run(loop, (x,), (2.0,), 10)[0] == "replayed" and made == [(3,)]  # captured
+    assert graphs.run(loop, (x,), (2.0,), 10)[0] == "replayed" and made == [(3,)]  # replayed, no new capture
+    assert isinstance(graphs.run(loop, (x,), (3.0,), 10)[0], torch.Tensor)  # another signature: plain first
+    for n in (4, 5, 4, 5):
+        graphs.run(loop, (torch.ones(n),), (2.0,), 10)
+    assert made == [(3,), (4,), (5,)] and len(graphs._graphs) == 2  # the oldest graph dropped
+    graphs.clear()

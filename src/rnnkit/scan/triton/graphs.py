@@ -7,10 +7,12 @@ launches once and replays them with one call (NVIDIA, "CUDA Graphs", CUDA C++ Pr
 the same mechanism as ``torch.cuda.graphs`` and torch.compile's ``mode="reduce-overhead"``).
 
 How: :func:`run` takes a loop as a function of its tensor inputs. The first call with a new
-signature (shapes, dtypes, device, and the loop's scalars) runs it once on a side stream (so that
-Triton compiles its kernels and cuBLAS picks its algorithms), then captures it on static copies of
-the inputs. Every call copies its inputs into those copies, replays, and returns clones of the
-outputs (the next replay overwrites the static ones). The last :data:`MAX_GRAPHS` signatures are
+signature (shapes, dtypes, device, and the loop's scalars) runs as plain launches: a capture costs
+about two plain runs, which a signature seen once (a batch of an unusual length) would not repay.
+The second call runs it once on a side stream (so that Triton compiles its kernels and cuBLAS picks
+its algorithms), then captures it on static copies of the inputs. From then on every call copies
+its inputs into those copies, replays, and returns clones of the outputs (the next replay
+overwrites the static ones). The last :data:`MAX_GRAPHS` signatures are
 kept. Graphs are not used while another capture is running, for loops shorter than
 :data:`MIN_STEPS`, or with ``RNNKIT_CUDA_GRAPHS=0``; the loop then runs as plain launches.
 """
@@ -32,6 +34,7 @@ MAX_GRAPHS = 16
 MIN_STEPS = 8
 
 _graphs: OrderedDict[tuple, _Graph] = OrderedDict()
+_seen: OrderedDict[tuple, None] = OrderedDict()  # signatures run once as plain launches (the last 4 * MAX_GRAPHS)
 
 
 class _Graph:
@@ -74,6 +77,12 @@ def run(fn: Callable[..., tuple[Tensor | None, ...]], inputs: tuple[Tensor | Non
            tuple(None if t is None else (tuple(t.shape), t.dtype) for t in inputs))
     graph = _graphs.get(key)
     if graph is None:
+        if key not in _seen:  # the first sighting: plain launches
+            _seen[key] = None
+            while len(_seen) > 4 * MAX_GRAPHS:
+                _seen.popitem(last=False)
+            return fn(*inputs, *scalars)
+        del _seen[key]
         graph = _graphs[key] = _Graph(fn, inputs, scalars)
         while len(_graphs) > MAX_GRAPHS:
             _graphs.popitem(last=False)
@@ -82,5 +91,6 @@ def run(fn: Callable[..., tuple[Tensor | None, ...]], inputs: tuple[Tensor | Non
 
 
 def clear() -> None:
-    """Forget every captured graph (and free their memory)."""
+    """Forget every captured graph (and free their memory) and every signature seen."""
     _graphs.clear()
+    _seen.clear()
