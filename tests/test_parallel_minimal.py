@@ -240,3 +240,13 @@ def test_fused_cpp_scan_gradcheck_and_double_backward():
     lens = torch.tensor([9, 4])
     assert torch.autograd.gradcheck(lambda x, h: native_min_scan(x, h, lens, 3), (x, h0))
     assert torch.autograd.gradgradcheck(lambda x, h: native_min_scan(x, h, lens, 3), (x, h0))
+
+
+def test_fused_scans_check_lengths_like_the_others():
+    cell = MinGRUCell(2, 3)  # scan="auto": the fused loop where it is built
+    x_proj = torch.randn(5, 2, 6)
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, T=5\], got \[0, 4\]"):
+        minimal_scan(cell, x_proj, cell.initial_state(2), torch.tensor([0, 4]))
+    shape = r"lengths must have shape \(2,\) for x_proj of shape \(T, B, \.\.\.\) = \(5, 2, 6\)"
+    with pytest.raises(ValueError, match=shape):
+        minimal_scan(cell, x_proj, cell.initial_state(2), torch.tensor([1]))

@@ -256,8 +256,9 @@ def minimal_scan(cell, x_proj: Tensor, state, lengths: Tensor | None = None):
     ``(a, b) = cell.coefficients(x_proj)``) at once: ``x_proj (T, B, G*H)``, ``state = (h0 (B, H),)``,
     ``lengths (B,)`` or None. Returns ``(h (T, B, H), (h_last (B, H),))`` as
     :func:`rnnkit.scan.sequential_scan`. The cell's ``scan`` picks the log-space scan
-    (``"log"``), the real-space one (``"linear"``) or by device (``"auto"``: log on CUDA); on CUDA
-    with triton, "linear" and "auto" run the fused Triton kernels (:func:`triton_min_scan_runs`)."""
+    (``"log"``), the real-space one (``"linear"``) or by device (``"auto"``: log on CUDA); "linear"
+    and "auto" run fused kernels where they can (:func:`_fused_min_scan`: Triton on CUDA, the C++
+    loop on a CPU)."""
     width = cell.gates * cell.hidden_size
     if x_proj.dim() != 3 or x_proj.size(-1) != width:
         raise ValueError(f"{type(cell).__name__} parallel scan: x_proj must have shape (T, B, {width}), "
@@ -265,6 +266,8 @@ def minimal_scan(cell, x_proj: Tensor, state, lengths: Tensor | None = None):
     (h0,) = cell.check_state(state, x_proj.size(1))
     fused = _fused_min_scan(cell, x_proj)
     if fused is not None:
+        if lengths is not None:  # the checks the unfused scans make (linear_scan's and log_scan's _check)
+            _check(x_proj, x_proj, None, lengths, ("x_proj", "x_proj"))
         h = fused(x_proj, h0, lengths, cell.gates)  # past each end: the state at the end
         last = h[-1]
         if lengths is not None and (not values_readable() or bool((lengths < x_proj.size(0)).any())):
