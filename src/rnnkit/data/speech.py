@@ -25,7 +25,7 @@ import torch
 from rnnkit.data.bundled import DatasetInfo, DataUnavailable
 
 __all__ = ["ASTERISK_DIGITS", "DIGIT_WORDS", "REAL_DIGITS", "SPEECH", "VOICES", "espeak_available", "log_mel",
-           "band_mask", "real_digits", "real_digits_available", "spoken_digits", "synthesize"]
+           "band_mask", "read_pcm16", "real_digits", "real_digits_available", "spoken_digits", "synthesize"]
 
 SPEECH = DatasetInfo(
     "espeak-digits", "Debian package espeak-ng (formant synthesis), clips synthesised on first use and cached",
@@ -108,6 +108,17 @@ REAL_DIGITS = DatasetInfo(
 )
 
 
+def read_pcm16(path: str | Path) -> tuple[np.ndarray, int]:
+    """The samples (float32 in [-1, 1], the first channel) and sample rate of a 16-bit PCM WAV file;
+    ValueError (or OSError) for anything else."""
+    with wave.open(str(path)) as w:
+        if w.getsampwidth() != 2:
+            raise ValueError(f"{w.getsampwidth() * 8}-bit samples; rnnkit reads 16-bit PCM")
+        rate, ch = w.getframerate(), w.getnchannels()
+        x = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)[::ch].astype(np.float32) / 32768.0
+    return x, rate
+
+
 def real_digits_available(root: Path = ASTERISK_DIGITS) -> bool:
     return all((root / f"{d}.wav").is_file() for d in range(10))
 
@@ -126,11 +137,10 @@ def real_digits(n: int = 200, seed: int = 0, root: Path = ASTERISK_DIGITS) -> li
         raise DataUnavailable(f"the real-voice digits are not installed; run: {REAL_DIGITS.install}")
     words, rate = {}, None
     for d, word in enumerate(DIGIT_WORDS):
-        with wave.open(str(root / f"{d}.wav")) as w:
-            if w.getsampwidth() != 2:
-                raise DataUnavailable(f"{root / f'{d}.wav'}: {w.getsampwidth() * 8}-bit samples, expected 16")
-            rate, ch = w.getframerate(), w.getnchannels()
-            x = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)[::ch].astype(np.float32) / 32768.0
+        try:
+            x, rate = read_pcm16(root / f"{d}.wav")
+        except ValueError as err:
+            raise DataUnavailable(f"{root / f'{d}.wav'}: {err}") from None
         words[word] = _trimmed(x)
     rng = random.Random(f"asterisk-{seed}")
     clips = []

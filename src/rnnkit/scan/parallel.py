@@ -332,26 +332,45 @@ def min_scan_plain(x_proj: Tensor, h0: Tensor, lens: Tensor | None, gates: int) 
     return linear_scan(a, b, h0)[0]
 
 
-class _NativeMinScan(torch.autograd.Function):
-    """minGRU/minLSTM's coefficients and scan in one C++ pass each way (``csrc/min_scan.cpp``)."""
+def fused_min_scan_function(name: str, run_forward, run_backward) -> type[torch.autograd.Function]:
+    """The autograd Function of a fused minGRU/minLSTM scan, ``apply(x_proj, h0, lens, gates) -> h``:
+    ``run_forward(x_proj, h0, lens, gates) -> h`` and ``run_backward(x_proj, h0, h, gy, lens, gates)
+    -> (dx_proj, dh0)`` (contiguous ``x_proj`` and ``h0``); double backward and vmap go through
+    :func:`min_scan_plain`. The C++ loop here and the Triton kernels
+    (:mod:`rnnkit.scan.triton.min_scan`) share it."""
 
-    @staticmethod
     def forward(ctx, x_proj, h0, lens, gates):
         x_proj, h0 = x_proj.contiguous(), h0.contiguous()
-        hs = take((x_proj.size(0), x_proj.size(1), h0.size(1)), x_proj)
-        native_ops().min_scan_forward(x_proj, h0, lens, gates, hs)
+        hs = run_forward(x_proj, h0, lens, gates)
         ctx.save_for_backward(x_proj, h0, hs, lens)
         ctx.gates = gates
         return hs
 
-    @staticmethod
     def backward(ctx, gy):
         x_proj, h0, hs, lens = ctx.saved_tensors
         if plain_backward_needed(gy):  # double backward or vmap: autograd through the plain form
             return differentiable_grads(min_scan_plain, ctx, (x_proj, h0, lens), (ctx.gates,), (gy,))
-        dx, dh0 = take(x_proj.shape, x_proj), torch.empty_like(h0)
-        native_ops().min_scan_backward(x_proj, h0, hs, gy, lens, ctx.gates, dx, dh0)
+        dx, dh0 = run_backward(x_proj, h0, hs, gy, lens, ctx.gates)
         return dx, dh0, None, None
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward),
+                                                    "backward": staticmethod(backward)})
+
+
+def _native_forward(x_proj, h0, lens, gates):
+    hs = take((x_proj.size(0), x_proj.size(1), h0.size(1)), x_proj)
+    native_ops().min_scan_forward(x_proj, h0, lens, gates, hs)
+    return hs
+
+
+def _native_backward(x_proj, h0, hs, gy, lens, gates):
+    dx, dh0 = take(x_proj.shape, x_proj), torch.empty_like(h0)
+    native_ops().min_scan_backward(x_proj, h0, hs, gy, lens, gates, dx, dh0)
+    return dx, dh0
+
+
+#: minGRU/minLSTM's coefficients and scan in one C++ pass each way (``csrc/min_scan.cpp``)
+_NativeMinScan = fused_min_scan_function("_NativeMinScan", _native_forward, _native_backward)
 
 
 def native_min_scan(x_proj: Tensor, h0: Tensor, lengths: Tensor | None, gates: int) -> Tensor:

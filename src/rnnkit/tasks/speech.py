@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from rnnkit.data.collate import pad
 from rnnkit.data.readers import DataError, read_table
-from rnnkit.data.speech import SPEECH, band_mask, log_mel, real_digits, real_digits_available, spoken_digits
+from rnnkit.data.speech import SPEECH, band_mask, log_mel, read_pcm16, real_digits, real_digits_available, spoken_digits
 from rnnkit.data.text import split_three
 from rnnkit.models import RecurrentConfig, SequenceTagger
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
@@ -40,11 +40,7 @@ def read_wav(path: str | Path, where: tuple[str, int] | None = None) -> np.ndarr
     import wave
 
     try:
-        with wave.open(str(path)) as w:
-            if w.getsampwidth() != 2:
-                raise ValueError(f"{w.getsampwidth() * 8}-bit samples; rnnkit reads 16-bit PCM")
-            sr, ch = w.getframerate(), w.getnchannels()
-            x = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)[::ch].astype(np.float32) / 32768.0
+        x, sr = read_pcm16(path)
     except (OSError, EOFError, ValueError, wave.Error) as err:
         if where:
             raise DataError(where[0], where[1], f"cannot read audio {str(path)!r}: {err}") from None

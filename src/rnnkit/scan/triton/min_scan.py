@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnkit.cells._autograd import differentiable_grads, plain_backward_needed
+from rnnkit.scan.parallel import fused_min_scan_function
 from rnnkit.scan.triton._lang import tl, triton
 from rnnkit.scan.triton.helpers import rsum, sigmoid
 
@@ -189,7 +189,7 @@ def _chunk(steps: int) -> tuple[int, int]:
     return ch, -(-steps // ch)
 
 
-def _scan(kernel, extra, t_steps, n, ch, k, h0, reverse, like, **flags):
+def _scan(kernel, extra, n, ch, k, h0, reverse, like, **flags):
     """Passes 1-3 of one direction; ``extra`` are the kernel's leading arguments."""
     p, s = like.new_empty(k, n), like.new_empty(k, n)
     start = like.new_empty(k, n)
@@ -201,47 +201,38 @@ def _scan(kernel, extra, t_steps, n, ch, k, h0, reverse, like, **flags):
     kernel[grid](*extra(start, p, s), FINAL=True, CH=ch, BN=_BN, num_warps=_WARPS, **flags)
 
 
-class _MinScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x_proj, h0, lens, gates):
-        x_proj, h0 = x_proj.contiguous(), h0.contiguous()
-        T, B, _ = x_proj.shape
-        H = h0.size(-1)
-        n = B * H
-        ch, k = _chunk(T)
-        hs = x_proj.new_empty(T, B, H)
-        has_lens = lens is not None
-        lens_arg = lens if has_lens else x_proj  # a pointer the kernel never reads
+def _forward(x_proj: Tensor, h0: Tensor, lens: Tensor | None, gates: int) -> Tensor:
+    T, B, _ = x_proj.shape
+    H = h0.size(-1)
+    n = B * H
+    ch, k = _chunk(T)
+    hs = x_proj.new_empty(T, B, H)
+    lens_arg = lens if lens is not None else x_proj  # a pointer the kernel never reads
 
-        def args(start, p, s):
-            return (x_proj, lens_arg, start, p, s, hs, T, B, H)
+    def args(start, p, s):
+        return (x_proj, lens_arg, start, p, s, hs, T, B, H)
 
-        _scan(_forward_kernel, args, T, n, ch, k, h0.reshape(n), False, x_proj, G=gates, HAS_LENS=has_lens)
-        ctx.save_for_backward(x_proj, h0, hs, lens)
-        ctx.gates = gates
-        return hs
+    _scan(_forward_kernel, args, n, ch, k, h0.reshape(n), False, x_proj, G=gates, HAS_LENS=lens is not None)
+    return hs
 
-    @staticmethod
-    def backward(ctx, gy):
-        x_proj, h0, hs, lens = ctx.saved_tensors
-        if plain_backward_needed(gy):  # double backward or vmap: autograd through the plain form
-            from rnnkit.scan.parallel import min_scan_plain  # parallel imports this module
 
-            return differentiable_grads(min_scan_plain, ctx, (x_proj, h0, lens), (ctx.gates,), (gy,))
-        T, B, _ = x_proj.shape
-        H = h0.size(-1)
-        n = B * H
-        ch, k = _chunk(T)
-        dx, dh0 = torch.empty_like(x_proj), torch.empty_like(h0)
-        has_lens = lens is not None
-        lens_arg = lens if has_lens else x_proj
-        zero = h0.new_zeros(n)
+def _backward(x_proj: Tensor, h0: Tensor, hs: Tensor, gy: Tensor, lens: Tensor | None,
+              gates: int) -> tuple[Tensor, Tensor]:
+    T, B, _ = x_proj.shape
+    H = h0.size(-1)
+    n = B * H
+    ch, k = _chunk(T)
+    dx, dh0 = torch.empty_like(x_proj), torch.empty_like(h0)
+    lens_arg = lens if lens is not None else x_proj
 
-        def args(start, p, s):
-            return (x_proj, lens_arg, gy, hs, h0, start, p, s, dx, dh0, T, B, H, *gy.stride())
+    def args(start, p, s):
+        return (x_proj, lens_arg, gy, hs, h0, start, p, s, dx, dh0, T, B, H, *gy.stride())
 
-        _scan(_backward_kernel, args, T, n, ch, k, zero, True, x_proj, G=ctx.gates, HAS_LENS=has_lens)
-        return dx, dh0, None, None
+    _scan(_backward_kernel, args, n, ch, k, h0.new_zeros(n), True, x_proj, G=gates, HAS_LENS=lens is not None)
+    return dx, dh0
+
+
+_MinScan = fused_min_scan_function("_MinScan", _forward, _backward)
 
 
 def min_scan(x_proj: Tensor, h0: Tensor, lengths: Tensor | None, gates: int) -> Tensor:
