@@ -67,8 +67,11 @@ class IndRNNCell(SequenceOptions, RecurrentCell):
         super().reset_parameters()  # U(-1/sqrt(H), 1/sqrt(H)) for weight_ih and bias_ih
         nn.init.uniform_(self.weight_hh, *self.recurrent_init)
 
+    def project_core(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight_ih, self.bias_ih)  # (..., H)
+
     def project_input(self, x: Tensor) -> Tensor:
-        return self._append_noise(linear(x, self.weight_ih, self.bias_ih))  # (..., H [+ zoneout mask])
+        return self._append_noise(self.project_core(x))  # (..., H [+ zoneout mask])
 
     def step(self, x_proj: Tensor, state: State, noise: Tensor | None = None) -> tuple[Tensor, State]:
         x_proj, keeps = self.split_noise(x_proj)
@@ -77,8 +80,8 @@ class IndRNNCell(SequenceOptions, RecurrentCell):
         (h_new,) = self.zoneout_state((h_new,), (h,), keeps)
         return h_new, (h_new,)
 
-    def fast_inputs(self, x_proj: Tensor, noise: Tensor | None = None) -> dict:
-        core, keeps = self.split_noise(x_proj)
+    def fast_inputs(self, x_proj: Tensor, noise: Tensor | None = None, keeps: list | None = None) -> dict:
+        core, keeps = self.split_noise(x_proj) if keeps is None else (x_proj, keeps)
         return dict(
             family="indrnn", x_proj=core, weight_hh=self.weight_hh, activation=self.nonlinearity,
             drop=noise, keeps=keeps,

@@ -151,9 +151,12 @@ class LayerNormLSTMCell(_NormedCell):
         self.reset_parameters()
         self._init_gates(forget_bias, chrono_init)
 
-    def project_input(self, x: Tensor) -> Tensor:
+    def project_core(self, x: Tensor) -> Tensor:
         bias = self.bias_ih if self.layer_norm or self.bias_ih is None else self.bias_ih + self.bias_hh
-        return self._append_noise(self._input_norm(x, bias))  # (..., 4H [+ zoneout masks])
+        return self._input_norm(x, bias)  # (..., 4H)
+
+    def project_input(self, x: Tensor) -> Tensor:
+        return self._append_noise(self.project_core(x))  # (..., 4H [+ zoneout masks])
 
     def step(self, x_proj: Tensor, state: State, noise: Tensor | None = None) -> tuple[Tensor, State]:
         x_proj, keeps = self.split_noise(x_proj)
@@ -176,9 +179,9 @@ class LayerNormLSTMCell(_NormedCell):
         h_new, c_new = self.zoneout_state((h_new, c_new), (h, c), keeps)
         return h_new, (h_new, c_new)
 
-    def fast_inputs(self, x_proj: Tensor, noise: Tensor | None = None) -> dict:
+    def fast_inputs(self, x_proj: Tensor, noise: Tensor | None = None, keeps: list | None = None) -> dict:
         """What the fast engine (:mod:`rnnkit.scan.fast`) needs for ``x_proj (T, B, P)``."""
-        core, keeps = self.split_noise(x_proj)
+        core, keeps = self.split_noise(x_proj) if keeps is None else (x_proj, keeps)
         return dict(
             family="lstm", x_proj=core, weight_hh=self.weight_hh, weight_hr=self.weight_hr,
             ln_hh=self._ln_hh(), ln_cell=(self.ln_cell_weight, self.ln_cell_bias) if self.layer_norm else None,
@@ -214,8 +217,11 @@ class LayerNormGRUCell(_NormedCell):
         self.reset_parameters()
         self._init_gates(forget_bias, chrono_init)
 
+    def project_core(self, x: Tensor) -> Tensor:
+        return self._input_norm(x, self.bias_ih)  # (..., 3H)
+
     def project_input(self, x: Tensor) -> Tensor:
-        return self._append_noise(self._input_norm(x, self.bias_ih))  # (..., 3H [+ zoneout mask])
+        return self._append_noise(self.project_core(x))  # (..., 3H [+ zoneout mask])
 
     def step(self, x_proj: Tensor, state: State, noise: Tensor | None = None) -> tuple[Tensor, State]:
         x_proj, keeps = self.split_noise(x_proj)
@@ -229,8 +235,8 @@ class LayerNormGRUCell(_NormedCell):
         (h_new,) = self.zoneout_state((h_new,), (h,), keeps)
         return h_new, (h_new,)
 
-    def fast_inputs(self, x_proj: Tensor, noise: Tensor | None = None) -> dict:
-        core, keeps = self.split_noise(x_proj)
+    def fast_inputs(self, x_proj: Tensor, noise: Tensor | None = None, keeps: list | None = None) -> dict:
+        core, keeps = self.split_noise(x_proj) if keeps is None else (x_proj, keeps)
         return dict(
             family="gru", x_proj=core, weight_hh=self.weight_hh, bias_hh=self.bias_hh, ln_hh=self.ln_hh_weight,
             eps=self.eps, drop=noise, keeps=keeps,

@@ -23,7 +23,10 @@ computed from the un-zoned ``c~_t``.
 
 How the masks reach a step. Zoneout masks are independent per step, so ``project_input`` (which
 sees every step at once) draws them in training and appends them as extra columns of ``x_proj``;
-``step`` splits them off again (:meth:`SequenceOptions.split_noise`). The recurrent-dropout mask
+``step`` splits them off again (:meth:`SequenceOptions.split_noise`). The fast engine and the Triton
+path skip that round trip (:meth:`SequenceOptions.project_split`): the same masks, drawn by the same
+calls in the same order, reach their loops beside ``x_proj`` rather than inside it, which spares a
+concatenation, a copy of the core columns and a full-width zero-filled gradient. The recurrent-dropout mask
 belongs to a sequence and is an input, never state of the cell: the driver draws it once per
 sequence with :meth:`SequenceOptions.draw_noise` and passes it to every step as
 ``step(x_proj, state, noise)`` (a step without it applies no recurrent dropout). Every backend
@@ -50,8 +53,9 @@ Keep = Tensor | float | None
 class SequenceOptions:
     """Mixin for :class:`~rnnkit.cells.RecurrentCell` subclasses (put it first in the bases).
 
-    The cell calls :meth:`_init_options` in its constructor, :meth:`_append_noise` at the end
-    of ``project_input``, and in ``step``: :meth:`split_noise`, :meth:`recurrent_input` (with the noise) on the
+    The cell calls :meth:`_init_options` in its constructor, defines ``project_core(x)`` (its
+    projection without zoneout columns) and ``project_input(x)`` as ``_append_noise(project_core(x))``
+    (:meth:`_append_noise`), and in ``step``: :meth:`split_noise`, :meth:`recurrent_input` (with the noise) on the
     state it multiplies by ``weight_hh``, and :meth:`zoneout_state` on the new state.
     """
 
@@ -114,17 +118,31 @@ class SequenceOptions:
             return 0
         return sum(s for s, p in zip(self.state_sizes, self.zoneout, strict=True) if p > 0.0)
 
+    def zoneout_keeps(self, x_proj: Tensor) -> list[Keep]:
+        """Per state entry the keep factor for the steps of ``x_proj (..., P)`` (the projection
+        without zoneout columns): a fresh 0/1 mask ``(..., S_k)`` in training, the rate ``p`` in
+        eval, None where zoneout is off. The masks :meth:`_append_noise` appends are these."""
+        if self._noise_width() == 0:
+            return [p if p > 0.0 else None for p in self.zoneout]
+        lead = x_proj.shape[:-1]
+        return [
+            (torch.rand((*lead, s), device=x_proj.device) < p).to(x_proj.dtype) if p > 0.0 else None
+            for s, p in zip(self.state_sizes, self.zoneout, strict=True)
+        ]
+
     def _append_noise(self, x_proj: Tensor) -> Tensor:
         """In training, append the zoneout keep masks ``d`` (one column block per zoned state
         entry) to ``x_proj (..., P)``: ``(..., P + sum S_k)``."""
         if self._noise_width() == 0:
             return x_proj
-        lead = x_proj.shape[:-1]
-        masks = [
-            (torch.rand((*lead, s), device=x_proj.device) < p).to(x_proj.dtype)
-            for s, p in zip(self.state_sizes, self.zoneout, strict=True) if p > 0.0
-        ]
-        return torch.cat([x_proj, *masks], dim=-1)
+        return torch.cat([x_proj, *(k for k in self.zoneout_keeps(x_proj) if k is not None)], dim=-1)
+
+    def project_split(self, x: Tensor) -> tuple[Tensor, list[Keep]]:
+        """``split_noise(project_input(x))`` without building the concatenation: the projection
+        (``project_core``, which the cell defines) and the keep factors, drawn as
+        ``project_input`` draws them (the same random numbers under one seed)."""
+        core = self.project_core(x)
+        return core, self.zoneout_keeps(core)
 
     def split_noise(self, x_proj: Tensor) -> tuple[Tensor, list[Keep]]:
         """``x_proj`` without the zoneout columns, and per state entry its keep factor: a 0/1 mask

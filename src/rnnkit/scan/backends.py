@@ -60,20 +60,24 @@ class Backend:
 class _PerDirection(Backend):
     """A backend that projects the input and scans each direction on its own."""
 
-    def project(self, cell: RecurrentCell, x: Tensor) -> Tensor:
-        return cell.project_input(x)
+    def project(self, cell: RecurrentCell, x: Tensor) -> tuple[Tensor, list | None]:
+        """``(x_proj, keeps)``: keeps are the zoneout keep factors where the backend takes them
+        apart from ``x_proj`` (:func:`rnnkit.scan.fast.fast_project`), else None."""
+        return cell.project_input(x), None
 
     def scan(self, cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None,
-             noise: Tensor | None) -> tuple[Tensor, State]:
+             noise: Tensor | None, keeps: list | None = None) -> tuple[Tensor, State]:
         raise NotImplementedError
 
     def run_layer(self, cells, x, states, lengths, noise):
         outputs, finals = [], []
         for d, (cell, st, nz) in enumerate(zip(cells, states, noise, strict=True)):
-            x_proj = self.project(cell, x)  # (T, B, P): one GEMM for every step
-            if d == 1:
+            x_proj, keeps = self.project(cell, x)  # (T, B, P): one GEMM for every step
+            if d == 1:  # a mask travels with its step, as inside x_proj
                 x_proj = reverse_padded(x_proj, lengths)
-            y, st = self.scan(cell, x_proj, st, lengths, nz)
+                if keeps is not None:
+                    keeps = [reverse_padded(k, lengths) if isinstance(k, Tensor) else k for k in keeps]
+            y, st = self.scan(cell, x_proj, st, lengths, nz, keeps)
             outputs.append(reverse_padded(y, lengths) if d == 1 else y)
             finals.append(st)
         return outputs, finals
@@ -133,7 +137,7 @@ class ParallelBackend(_PerDirection):
             return f"parallel (whole-sequence scan in time, {labels.pop()})"
         return "parallel (whole-sequence scan in time)"
 
-    def scan(self, cell, x_proj, state, lengths, noise):
+    def scan(self, cell, x_proj, state, lengths, noise, keeps=None):
         if getattr(cell, "linear_recurrence", False):
             return minimal_scan(cell, x_proj, state, lengths)
         return cell.parallel_scan(x_proj, state, lengths)
@@ -156,8 +160,8 @@ class TritonBackend(_PerDirection):
     def project(self, cell, x):
         return fast_project(cell, x)
 
-    def scan(self, cell, x_proj, state, lengths, noise):
-        return triton_scan(cell, x_proj, state, lengths, noise)
+    def scan(self, cell, x_proj, state, lengths, noise, keeps=None):
+        return triton_scan(cell, x_proj, state, lengths, noise, keeps)
 
 
 class FastBackend(_PerDirection):
@@ -188,8 +192,8 @@ class FastBackend(_PerDirection):
     def project(self, cell, x):
         return fast_project(cell, x)
 
-    def scan(self, cell, x_proj, state, lengths, noise):
-        return fast_scan(cell, x_proj, state, lengths, noise)
+    def scan(self, cell, x_proj, state, lengths, noise, keeps=None):
+        return fast_scan(cell, x_proj, state, lengths, noise, keeps)
 
 
 class SequentialBackend(_PerDirection):
@@ -206,7 +210,7 @@ class SequentialBackend(_PerDirection):
         self.on_step = on_step
         self._cell_index = 0
 
-    def scan(self, cell, x_proj, state, lengths, noise):
+    def scan(self, cell, x_proj, state, lengths, noise, keeps=None):
         hook = None
         if self.on_step is not None:
             index, self._cell_index = self._cell_index, self._cell_index + 1

@@ -4,7 +4,7 @@ lengths, state in and out).
 
 A cell takes part by defining ``fast_inputs(x_proj) -> dict`` (``family``: ``"lstm"``,
 ``"gru"``, ``"elman"`` or ``"indrnn"``, its tensors, ``drop`` and ``keeps``); torch's three classic
-cells are described here. A subclass that overrides ``step`` or ``project_input`` below the class
+cells are described here. A subclass that overrides ``step``, ``project_input`` or ``project_core`` below the class
 that defined ``fast_inputs`` changes the math, and is refused, as for the vendor kernels.
 
 Lengths become keep factors: a sequence that has ended keeps its state (``d = 1``), which is
@@ -40,7 +40,7 @@ def _core_inputs(cell: RecurrentCell, x_proj: Tensor) -> dict:
 
 
 def _step_owner(cls: type) -> type:
-    return next(c for c in cls.__mro__ if "project_input" in c.__dict__ or "step" in c.__dict__)
+    return next(c for c in cls.__mro__ if {"project_input", "project_core", "step"} & c.__dict__.keys())
 
 
 def cell_unavailable(cell: RecurrentCell) -> str | None:
@@ -58,15 +58,19 @@ def cell_unavailable(cell: RecurrentCell) -> str | None:
     return reason() if reason is not None else None
 
 
-def fast_project(cell: RecurrentCell, x: Tensor) -> Tensor:
-    """``cell.project_input(x)``; for torch's classic cells the same linear map into a reused
-    buffer (:mod:`rnnkit.cells._linear`)."""
+def fast_project(cell: RecurrentCell, x: Tensor) -> tuple[Tensor, list | None]:
+    """``(cell.project_input(x), None)``; for torch's classic cells the same linear map into a
+    reused buffer (:mod:`rnnkit.cells._linear`); for cells with zoneout options
+    (:class:`rnnkit.cells.options.SequenceOptions`) the projection and its keep factors apart,
+    ``cell.project_split(x)``, which :func:`fast_scan` takes as ``keeps``."""
     if type(cell) in (LSTMCell, ElmanCell):
         bias = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh
-        return linear(x, cell.weight_ih, bias)
+        return linear(x, cell.weight_ih, bias), None
     if type(cell) is GRUCell:
-        return linear(x, cell.weight_ih, cell.bias_ih)
-    return cell.project_input(x)
+        return linear(x, cell.weight_ih, cell.bias_ih), None
+    if hasattr(cell, "project_core") and hasattr(cell, "project_split"):
+        return cell.project_split(x)
+    return cell.project_input(x), None
 
 
 def fast_unavailable(cells: list[RecurrentCell], x: Tensor) -> str | None:
@@ -78,10 +82,13 @@ def fast_unavailable(cells: list[RecurrentCell], x: Tensor) -> str | None:
     return None
 
 
-def cell_inputs(cell: RecurrentCell, x_proj: Tensor, noise: Tensor | None = None) -> dict:
-    """The cell's ``fast_inputs`` for this sequence's ``noise``, with defaults filled in."""
+def cell_inputs(cell: RecurrentCell, x_proj: Tensor, noise: Tensor | None = None, keeps: list | None = None) -> dict:
+    """The cell's ``fast_inputs`` for this sequence's ``noise``, with defaults filled in;
+    ``keeps``: the zoneout keep factors when ``x_proj`` came from :func:`fast_project` without them."""
     if type(cell) in (LSTMCell, GRUCell, ElmanCell):
         spec = _core_inputs(cell, x_proj)
+    elif keeps is not None:
+        spec = cell.fast_inputs(x_proj, noise, keeps=keeps)
     else:
         spec = cell.fast_inputs(x_proj) if noise is None else cell.fast_inputs(x_proj, noise)
     spec.setdefault("keeps", [None] * len(cell.state_sizes))
@@ -112,13 +119,15 @@ def keep_factors(keeps: list, lengths: Tensor | None, steps: int, ref: Tensor) -
 
 
 def fast_scan(
-    cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None = None, noise: Tensor | None = None
+    cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None = None, noise: Tensor | None = None,
+    keeps: list | None = None,
 ) -> tuple[Tensor, State]:
     """Run ``cell`` over ``x_proj (T, B, P)`` from ``state`` on the fast engine; same result as
-    :func:`rnnkit.scan.sequential_scan` (``noise``: the sequence's recurrent-dropout mask).
+    :func:`rnnkit.scan.sequential_scan` (``noise``: the sequence's recurrent-dropout mask;
+    ``keeps``: the zoneout keep factors, when :func:`fast_project` split them off ``x_proj``).
     Returns ``(outputs (T, B, O), final state)``."""
     steps = x_proj.size(0)
-    spec = cell_inputs(cell, x_proj, noise)
+    spec = cell_inputs(cell, x_proj, noise, keeps)
     xp = spec["x_proj"]
     keeps, keep_from = keep_factors(spec["keeps"], lengths, steps, xp)
     family = spec["family"]

@@ -51,8 +51,8 @@ def triton_label(cells: list[RecurrentCell], x: Tensor) -> str:
 
 
 def triton_scan(cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None = None,
-                noise: Tensor | None = None):
+                noise: Tensor | None = None, keeps: list | None = None):
     """:func:`rnnkit.scan.fast.fast_scan` with the per-step elementwise work in Triton kernels."""
     from rnnkit.scan.triton.scan import triton_scan as scan
 
-    return scan(cell, x_proj, state, lengths, noise)
+    return scan(cell, x_proj, state, lengths, noise, keeps)

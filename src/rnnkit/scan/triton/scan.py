@@ -87,11 +87,12 @@ def _or(t: Tensor | None, dummy: Tensor) -> Tensor:
 
 
 def triton_scan(
-    cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None = None, noise: Tensor | None = None
+    cell: RecurrentCell, x_proj: Tensor, state: State, lengths: Tensor | None = None, noise: Tensor | None = None,
+    keeps: list | None = None,
 ) -> tuple[Tensor, State]:
     """:func:`rnnkit.scan.fast.fast_scan`'s contract, with the step kernels in Triton."""
     steps = x_proj.size(0)
-    spec = cell_inputs(cell, x_proj, noise)
+    spec = cell_inputs(cell, x_proj, noise, keeps)
     xp = spec["x_proj"].contiguous()
     keeps, keep_from = keep_factors(spec["keeps"], lengths, steps, xp)
     eps, drop = spec.get("eps", 1e-5), spec["drop"]
