@@ -91,8 +91,9 @@ def test_saturated_and_nan_inputs_as_in_python(name):
 
 
 def test_long_sequences_and_wide_batches_use_threads_alike():
-    """A batch wide enough for the elementwise pass to be split over threads gives the same
-    result as the Python loops (float64)."""
+    """A batch wide enough for the elementwise passes to be split over threads gives the same
+    result as the Python loops (float64): the forward, and the backward with every LSTM option,
+    whose LayerNorm weight gradients are summed per thread."""
     torch.manual_seed(0)
     layer = rnnkit.Recurrent(LayerNormLSTMCell(8, 256, peephole=True), backend="fast").double().eval()
     x = torch.randn(200, 5, 8, dtype=torch.float64)
@@ -102,6 +103,18 @@ def test_long_sequences_and_wide_batches_use_threads_alike():
             want, (wh, wc) = layer(x)
     torch.testing.assert_close(out, want, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(c, wc, atol=1e-12, rtol=1e-12)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # 96 rows of 4H = 256: three chunks of 32 rows in each backward pass
+        cell = LayerNormLSTMCell(8, 64, peephole=True, proj_size=48, **REG)
+        layer = rnnkit.Recurrent(cell, backend="fast").double().train()
+        x = torch.randn(96, 6, 8, dtype=torch.float64)
+        lengths = torch.randint(1, 7, (96,))
+        for k, (a, b) in enumerate(zip(run(layer, x, lengths, False), run(layer, x, lengths, True), strict=True)):
+            torch.testing.assert_close(a, b, atol=1e-10 * max(1.0, b.abs().max().item()), rtol=1e-10,
+                                       msg=lambda m, k=k: f"item {k}\n{m}")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_explain_says_which_loops_run():
@@ -228,3 +241,44 @@ def test_input_projections_on_onednn_equal_f_linear(norm):
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     for a, e in zip(grads, want_grads, strict=True):
         torch.testing.assert_close(a, e, atol=1e-3 * max(1.0, e.abs().max().item()), rtol=1e-4)
+
+
+@pytest.mark.parametrize(("weight", "bias"), [(True, True), (True, False), (False, False)])
+def test_row_layer_norm_kernels_equal_aten(weight, bias):
+    """The C++ row LayerNorm that the normalised input projections use: values and every gradient
+    equal F.layer_norm(F.linear(...)) in float64 to 1e-12, over enough rows (600 of 64) to be split
+    over two threads, whose weight and bias gradients are summed per thread; gradcheck passes."""
+    from rnnkit.cells import _linear
+
+    assert _linear._row_norm_ops(torch.zeros(1, dtype=torch.float64)) is not None  # the path under test
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        x = torch.randn(75, 8, 16, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(64, 16, dtype=torch.float64, requires_grad=True)
+        g = torch.randn(64, dtype=torch.float64, requires_grad=True) if weight else None
+        b = torch.randn(64, dtype=torch.float64, requires_grad=True) if bias else None
+        got = _linear.linear_norm(x, w, g, b, 1e-5)
+        want = torch.nn.functional.layer_norm(torch.nn.functional.linear(x, w), (64,), g, b, 1e-5)
+        inputs = [t for t in (x, w, g, b) if t is not None]
+        dy = torch.randn_like(want)
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+        for a, e in zip(torch.autograd.grad(got, inputs, dy), torch.autograd.grad(want, inputs, dy), strict=True):
+            torch.testing.assert_close(a, e, atol=1e-11, rtol=1e-11)
+        small = [t[:3, :2].detach().clone().requires_grad_() if t is x else t for t in inputs]
+        def fn(*a):
+            return _linear.linear_norm(a[0], a[1], a[2] if weight else None, a[-1] if bias else None, 1e-5)
+        assert torch.autograd.gradcheck(fn, small)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_row_layer_norm_kernels_name_the_bad_shape():
+    ops = native_ops()
+    z = torch.randn(5, 8)
+    with pytest.raises(RuntimeError, match=r"weight and bias need n = 8"):
+        ops.layer_norm_rows(z, torch.ones(7), None, 1e-5, torch.empty(5, 8), torch.empty(5), torch.empty(5))
+    with pytest.raises(RuntimeError, match=r"a row per thread"):
+        ops.layer_norm_rows_backward(z, z, torch.zeros(5), torch.ones(5), torch.ones(8), torch.empty(5, 8),
+                                     torch.empty(0, 8), torch.empty(0, 8))

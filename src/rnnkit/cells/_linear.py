@@ -3,7 +3,10 @@
 
 The math is ``F.linear`` and ``F.layer_norm(F.linear(...))``; these Functions only avoid a fresh
 ``(T, B, G)`` allocation (and its page faults) per call and per backward, which on the
-development machine cost as much as the GEMM. Symbols: N = T * B rows, I inputs, G outputs.
+development machine cost as much as the GEMM. The LayerNorm runs in the fast engine's C++ row
+kernels when they are built (``rnnkit_cpu::layer_norm_rows``: one threaded pass, straight into the
+buffer; ATen's ``.out`` variants compute into a fresh tensor and copy it), else in ATen's.
+Symbols: N = T * B rows, I inputs, G outputs.
 """
 
 from __future__ import annotations
@@ -36,6 +39,18 @@ def linear_norm(x: Tensor, weight: Tensor, ln_weight: Tensor | None, bias: Tenso
         z = torch.nn.functional.linear(x, weight)
         return torch.nn.functional.layer_norm(z, (z.size(-1),), ln_weight, bias, eps)
     return _LinearNorm.apply(x, weight, ln_weight, bias, eps)
+
+
+#: returns the C++ row LayerNorm kernels' namespace or None; set by rnnkit.scan.fast.native when
+#: it is imported (the cells sit below the scans and do not import them)
+ROW_NORM_PROVIDER: list = []
+
+
+def _row_norm_ops(z: Tensor):
+    """The C++ row LayerNorm kernels for ``z``, or None (not built, not a CPU float tensor)."""
+    if not ROW_NORM_PROVIDER or z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64):
+        return None
+    return ROW_NORM_PROVIDER[0]()
 
 
 def _rows(x: Tensor) -> Tensor:
@@ -93,7 +108,11 @@ class _LinearNorm(torch.autograd.Function):
         out = take(z.shape, z)
         n = _rows(z).size(0)
         mean, rstd = z.new_empty(n, 1), z.new_empty(n, 1)
-        _ln(_rows(z), (G,), ln_weight, bias, eps, out0=_rows(out), out1=mean, out2=rstd)
+        ops = _row_norm_ops(z)
+        if ops is not None:
+            ops.layer_norm_rows(_rows(z), ln_weight, bias, eps, _rows(out), mean, rstd)
+        else:
+            _ln(_rows(z), (G,), ln_weight, bias, eps, out0=_rows(out), out1=mean, out2=rstd)
         ctx.save_for_backward(x, weight, ln_weight, bias, z, mean, rstd)
         ctx.eps = eps
         return out
@@ -109,7 +128,16 @@ class _LinearNorm(torch.autograd.Function):
         need = ctx.needs_input_grad
         G = weight.size(0)
         mask = (need[0] or need[1], ln_weight is not None and need[2], bias is not None and need[3])
-        if all(mask):  # the .out variant wants every output requested
+        ops = _row_norm_ops(z)
+        if ops is not None:  # the weight and bias gradients come per thread (P, G), summed here
+            dz = take(z.shape, z)
+            parts = z.new_empty(2, torch.get_num_threads(), G)
+            w = ln_weight.contiguous() if ln_weight is not None else z.new_ones(G)
+            ops.layer_norm_rows_backward(_rows(dout).contiguous(), _rows(z), mean, rstd, w, _rows(dz), parts[0],
+                                         parts[1])
+            dln = parts[0].sum(0) if mask[1] else None
+            db = parts[1].sum(0) if mask[2] else None
+        elif all(mask):  # the .out variant wants every output requested
             dz, dln, db = take(z.shape, z), z.new_empty(G), z.new_empty(G)
             _ln_backward_out(_rows(dout), _rows(z), (G,), mean, rstd, ln_weight, bias, mask,
                              out0=_rows(dz), out1=dln, out2=db)

@@ -225,14 +225,18 @@ class _LSTM(torch.autograd.Function):
         Ki, Kf, Kg, Ko = K.split(H, dim=-1)
         proj = w_hr is not None
         DHt = take(Hs.shape, Hs) if proj else None  # d h~ (before the projection)
-        DA = d_ln_hw = d_ln_hb = d_ln_cw = d_ln_cb = None
-        if ln_hh is not None:  # per-step LN gradients: input, weight, bias
-            DA, d_ln_hw, d_ln_hb = take(K.shape, K), K.new_empty(T, G4), K.new_empty(T, G4)
-        if ln_cw is not None:  # per-step cell LN gradients: weight, bias
-            d_ln_cw, d_ln_cb = K.new_empty(T, H), K.new_empty(T, H)
-        w_packed = packed_weight(w_hh.t(), B)  # da (B, 4H) @ W_hh (4H, R) on oneDNN where it is faster
         ops = native_ops() if K.device.type == "cpu" and K.dtype in (torch.float32, torch.float64) else None
-        if ops is not None and (drop is None or (drop.dim() == 2 and drop.stride(1) == 1)):
+        native = ops is not None and (drop is None or (drop.dim() == 2 and drop.stride(1) == 1))
+        # the LN weight and bias gradients, summed over rows below: one row per step in Python, one per
+        # thread in C++ (each thread adds its own steps' rows into its own)
+        rows = torch.get_num_threads() if native else T
+        DA = d_ln_hw = d_ln_hb = d_ln_cw = d_ln_cb = None
+        if ln_hh is not None:  # LN gradients: input (per step), weight, bias
+            DA, d_ln_hw, d_ln_hb = take(K.shape, K), K.new_empty(rows, G4), K.new_empty(rows, G4)
+        if ln_cw is not None:  # cell LN gradients: weight, bias
+            d_ln_cw, d_ln_cb = K.new_empty(rows, H), K.new_empty(rows, H)
+        w_packed = packed_weight(w_hh.t(), B)  # da (B, 4H) @ W_hh (4H, R) on oneDNN where it is faster
+        if native:
             # in C++: each step computes its own factors (those the Python form computes for all steps
             # at once, below) from G, TC and Cs, then runs the recurrence; K is filled with dpre in place
             dh, dc = ops.lstm_backward(

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from rnnkit.cells import _linear
+
 __all__ = ["BUILD", "native_ops", "native_unavailable", "python_loops"]
 
 _CSRC = Path(__file__).parent / "csrc"  # steps.cpp (GRU, Elman, IndRNN, scan), lstm.cpp, common.h
@@ -36,8 +38,11 @@ def _flags() -> list[str]:
     avx2 = ["-mavx2", "-mfma"]
     avx512 = ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", *avx2, "-mprefer-vector-width=512"]
     vector = {"AVX2": avx2, "AVX512": avx512}.get(capability, [])
-    # -fno-trapping-math lets gcc compute both sides of a select, which its vectoriser needs
-    return ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", *vector]
+    # -fno-trapping-math lets gcc compute both sides of a select, which its vectoriser needs;
+    # -fopenmp makes at::parallel_for (inline OpenMP in ATen's headers) split the loops over torch's
+    # threads: without it the pragma is ignored and every pass runs on one thread. The runtime is the
+    # one torch already loaded (libgomp.so.1), so there is one thread pool, sized by torch.set_num_threads.
+    return ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", *vector]
 
 
 def _build() -> None:
@@ -57,7 +62,8 @@ def _build() -> None:
     if not (build_dir / f"{name}.so").exists():
         print("rnnkit: building the fast engine's C++ step loops (once per machine, 10-60 s)...", file=sys.stderr,
               flush=True)
-    cpp_extension.load(name=name, sources=[str(p) for p in sources], extra_cflags=flags, is_python_module=False,
+    cpp_extension.load(name=name, sources=[str(p) for p in sources], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+                       is_python_module=False,
                        verbose=False)
     BUILD["seconds"] = time.perf_counter() - start
     BUILD["ops"] = torch.ops.rnnkit_cpu
@@ -97,3 +103,6 @@ def python_loops():
         yield
     finally:
         BUILD["ops"] = saved
+
+
+_linear.ROW_NORM_PROVIDER[:] = [native_ops]  # the cells' normalised input projections use the row kernels

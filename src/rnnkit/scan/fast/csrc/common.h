@@ -179,7 +179,7 @@ inline void check_cpu_contiguous(const Tensor& t, const char* name) {
 
 // Rows of (B, K) over which a step's elementwise pass runs; threads only when there is enough work
 // to pay for them (at::parallel_for runs inline below the grain).
-constexpr int64_t kGrain = 32768;
+constexpr int64_t kGrain = 8192;
 
 
 }  // namespace rnnkit_native

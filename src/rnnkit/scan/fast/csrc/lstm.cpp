@@ -164,8 +164,11 @@ void lstm_loop(const Tensor& xp, const Tensor& h0, const Tensor& c0, const Tenso
 
 // The LSTM backward (rnnkit/scan/fast/lstm.py, _LSTM.backward): each step first computes its
 // factors from the saved gates G, tanh(n) TC and states Cs (what the Python form computes for all
-// steps at once: K, A, Fc, Po), then runs the recurrence, one fused pass over (B, H) plus the
-// GEMMs and the LayerNorm backwards, writing dpre into K. Returns the gradients w.r.t. h0 and c0.
+// steps at once: K, A, Fc, Po), then runs the recurrence: three passes over the step's rows (factors
+// and d h~; dc~, dpre and the LayerNorm backwards; dh_{t-1}), each split over threads when the step
+// is large enough, around the GEMMs. dpre is written into K. The LayerNorm weight and bias gradients
+// are summed per thread into row at::get_thread_num() of d_ln_* ((P, n), P >= the thread count,
+// zeroed here), so threads never add into one row. Returns the gradients w.r.t. h0 and c0.
 template <typename S>
 std::tuple<Tensor, Tensor> lstm_backward_impl(
     Tensor& K, const Tensor& G, const Tensor& TC, const Tensor& Cs, const Tensor& c0, const OptTensor& peep,
@@ -187,29 +190,55 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
   const S* dys = dHs.data_ptr<S>();
   const S* cwp = lnc ? ln_cw->data_ptr<S>() : nullptr;
   const S* hwp = ln_hw.has_value() ? ln_hw->data_ptr<S>() : nullptr;
+  const int64_t P = at::get_num_threads();
+  for (const OptTensor* d : {&d_ln_cw, &d_ln_cb, &d_ln_hw, &d_ln_hb}) {
+    if (!d->has_value()) continue;
+    TORCH_CHECK((*d)->size(0) >= P, "lstm_backward: a LayerNorm gradient needs a row per thread (", P, "), has ",
+                (*d)->size(0));
+    (*d)->zero_();
+  }
+  S* dwc_all = lnc ? d_ln_cw->data_ptr<S>() : nullptr;  // (P, H)
+  S* dbc_all = lnc ? d_ln_cb->data_ptr<S>() : nullptr;
+  S* dwg_all = hwp ? d_ln_hw->data_ptr<S>() : nullptr;  // (P, 4H)
+  S* dbg_all = hwp ? d_ln_hb->data_ptr<S>() : nullptr;
+  const S* Cp = lnc ? C->data_ptr<S>() : nullptr;
+  const S* sc = lnc ? stats_c->data_ptr<S>() : nullptr;
+  const S* Arp = hwp ? Araw->data_ptr<S>() : nullptr;
+  const S* sg = hwp ? stats_g->data_ptr<S>() : nullptr;
   S* Kp = K.data_ptr<S>();
   auto opts = K.options();
   Tensor dh = dHs.select(0, T - 1).clone(), dc = dcT.clone();  // (B, R), (B, H)
   Tensor dht = at::empty({B, R}, opts), dct = at::empty({B, H}, opts), dc_prev = at::empty({B, H}, opts);
   Tensor dn = lnc ? at::empty({B, H}, opts) : Tensor(), dx_c = lnc ? at::empty({B, H}, opts) : Tensor();
   Tensor dh_prev = at::empty({B, R}, opts);
-  Tensor w_hh_t = w_hh;  // da (B, 4H) @ W_hh (4H, R)
   Tensor Abuf = at::empty({B, H}, opts), Fbuf = at::empty({B, H}, opts);
   Tensor Pbuf = (pp && lnc) ? at::empty({B, H}, opts) : Tensor();
   S* At = Abuf.data_ptr<S>();
   S* Ft = Fbuf.data_ptr<S>();
   S* Pt = (pp && lnc) ? Pbuf.data_ptr<S>() : nullptr;
+  S* dctp = dct.data_ptr<S>();
+  S* dnp = lnc ? dn.data_ptr<S>() : nullptr;
+  S* dxp = lnc ? dx_c.data_ptr<S>() : nullptr;
+  const S* dp = drop.has_value() ? drop->data_ptr<S>() : nullptr;
+  const int64_t dsb = drop.has_value() && drop->size(0) > 1 ? drop->stride(0) : 0;
+  const int64_t grain = std::max<int64_t>(1, kGrain / G4), grain_r = std::max<int64_t>(1, kGrain / R);
   for (int64_t t = T - 1; t >= 0; --t) {
-    // the step's factors: K = (g i (1-i), f (1-f) c_{t-1}, i (1-g^2), tanh(n) o (1-o)), A = o (1 - tanh(n)^2)
-    // [+ Po], Fc = f [+ w_ci K_i + w_cf K_f], Po = w_co K_o
-    {
+    const bool zoned = t >= keep_from;
+    const bool zh = zoned && keep_h.has_value(), zc = zoned && keep_c.has_value();
+    Tensor dht_t = proj ? DHt->select(0, t) : dht;  // d h~_t = dh (1 - d_h): into DHt[t] when projected
+    const S* dhp = dh.data_ptr<S>();
+    const S* dcp = dc.data_ptr<S>();
+    S* dcpp = dc_prev.data_ptr<S>();  // dh, dc and their _prev swap every step
+    S* dhtp = dht_t.data_ptr<S>();
+    // pass 1, per row: K = (g i (1-i), f (1-f) c_{t-1}, i (1-g^2), tanh(n) o (1-o)), A = o (1 - tanh(n)^2)
+    // [+ Po], Fc = f [+ w_ci K_i + w_cf K_f], Po = w_co K_o; and d h~_t
+    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
       const S* Gt = Gp + t * B * G4;
       const S* TCt = TCp + t * B * H;
       const S* cprev = t > 0 ? Csp + (t - 1) * B * H : c0p;
-      S* Kt0 = Kp + t * B * G4;
-      for (int64_t b = 0; b < B; ++b) {
+      for (int64_t b = b0; b < b1; ++b) {
         const S* gb = Gt + b * G4;
-        S* kb = Kt0 + b * G4;
+        S* kb = Kp + (t * B + b) * G4;
         const S* tcb = TCt + b * H;
         const S* cpb = cprev + b * H;
         S* ab = At + b * H;
@@ -237,120 +266,92 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
           ab[j] = a;
           fb[j] = fc;
         }
+        const S* a = dhp + b * R;
+        S* o = dhtp + b * R;
+        if (zh) {
+          for (int64_t j = 0; j < R; ++j) o[j] = a[j] * (S(1) - kh.at<S>(t, b, j));
+        } else {
+          std::copy(a, a + R, o);
+        }
       }
-    }
-    const bool zoned = t >= keep_from;
-    const bool zh = zoned && keep_h.has_value(), zc = zoned && keep_c.has_value();
-    // d h~_t = dh (1 - d_h): into DHt[t] when there is a projection
-    Tensor dht_t = proj ? DHt->select(0, t) : dht;
-    {
-      const S* a = dh.data_ptr<S>();
-      S* o = dht_t.data_ptr<S>();
-      if (zh) {
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t j = 0; j < R; ++j) o[b * R + j] = a[b * R + j] * (S(1) - kh.at<S>(t, b, j));
-      } else {
-        std::copy(a, a + B * R, o);
-      }
-    }
+    });
     const Tensor dm = proj ? at::mm(dht_t, *w_hr) : dht_t;  // (B, H)
     const S* dmp = dm.data_ptr<S>();
-    const S* dcp = dc.data_ptr<S>();
-    S* dctp = dct.data_ptr<S>();
-    if (lnc) {  // dc~ = LN'(dm * A) + dc (1 - d_c) [+ dm * Po]
-      S* dnp = dn.data_ptr<S>();
-      S* dxp = dx_c.data_ptr<S>();
-      for (int64_t k = 0; k < B * H; ++k) dnp[k] = dmp[k] * At[k];
-      S* dw = d_ln_cw->data_ptr<S>() + t * H;
-      S* db = d_ln_cb->data_ptr<S>() + t * H;
-      std::fill(dw, dw + H, S(0));
-      std::fill(db, db + H, S(0));
-      const S* ct = C->data_ptr<S>() + t * B * H;
-      const S* sc = stats_c->data_ptr<S>();
-      for (int64_t b = 0; b < B; ++b)
-        row_ln_backward(dnp + b * H, ct + b * H, sc[t * B + b], sc[(T + t) * B + b], cwp, H, dxp + b * H, dw, db);
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t j = 0; j < H; ++j) {
-          const int64_t k = b * H + j;
-          S v = dxp[k] + (zc ? dcp[k] * (S(1) - kc.at<S>(t, b, j)) : dcp[k]);
-          if (Pt) v += dmp[k] * Pt[k];
-          dctp[k] = v;
-        }
-    } else {
-      if (zc) {
-        for (int64_t b = 0; b < B; ++b)
+    Tensor da = hwp ? DA->select(0, t) : K.select(0, t);  // the gradient of the recurrent matmul's output
+    S* dap = da.data_ptr<S>();
+    // pass 2, per row: dc~ = [LN'](dm * A) + dc (1 - d_c) [+ dm * Po]; dpre = K * (dc~, dc~, dc~, dm);
+    // dc_{t-1} = dc~ Fc [+ d_c dc]; da through the gates' LayerNorm over 4H, if any
+    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+      const int64_t tid = at::get_thread_num();
+      for (int64_t b = b0; b < b1; ++b) {
+        const S* dmb = dmp + b * H;
+        const S* dcb = dcp + b * H;
+        const S* ab = At + b * H;
+        S* dctb = dctp + b * H;
+        if (lnc) {
+          S* dnb = dnp + b * H;
+          S* dxb = dxp + b * H;
+#pragma omp simd
+          for (int64_t j = 0; j < H; ++j) dnb[j] = dmb[j] * ab[j];
+          row_ln_backward(dnb, Cp + (t * B + b) * H, sc[t * B + b], sc[(T + t) * B + b], cwp, H, dxb,
+                          dwc_all + tid * H, dbc_all + tid * H);
           for (int64_t j = 0; j < H; ++j) {
-            const int64_t k = b * H + j;
-            dctp[k] = dcp[k] * (S(1) - kc.at<S>(t, b, j)) + dmp[k] * At[k];
+            S v = dxb[j] + (zc ? dcb[j] * (S(1) - kc.at<S>(t, b, j)) : dcb[j]);
+            if (Pt) v += dmb[j] * Pt[b * H + j];
+            dctb[j] = v;
           }
-      } else {
+        } else if (zc) {
+          for (int64_t j = 0; j < H; ++j) dctb[j] = dcb[j] * (S(1) - kc.at<S>(t, b, j)) + dmb[j] * ab[j];
+        } else {
 #pragma omp simd
-        for (int64_t k = 0; k < B * H; ++k) dctp[k] = dcp[k] + dmp[k] * At[k];
-      }
-    }
-    // dpre = K * (dc~, dc~, dc~, dm); dc_{t-1} = dc~ Fc [+ d_c dc]
-    S* Kt = Kp + t * B * G4;
-    S* dcpp = dc_prev.data_ptr<S>();
-    for (int64_t b = 0; b < B; ++b) {
-      S* kb = Kt + b * G4;
-      const S* dcb = dctp + b * H;
-      const S* dmb = dmp + b * H;
+          for (int64_t j = 0; j < H; ++j) dctb[j] = dcb[j] + dmb[j] * ab[j];
+        }
+        S* kb = Kp + (t * B + b) * G4;
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
-        kb[j] *= dcb[j];
-        kb[H + j] *= dcb[j];
-        kb[2 * H + j] *= dcb[j];
-        kb[3 * H + j] *= dmb[j];
-      }
-      const S* fb = Ft + b * H;
-      S* dcpb = dcpp + b * H;
+        for (int64_t j = 0; j < H; ++j) {
+          kb[j] *= dctb[j];
+          kb[H + j] *= dctb[j];
+          kb[2 * H + j] *= dctb[j];
+          kb[3 * H + j] *= dmb[j];
+        }
+        const S* fb = Ft + b * H;
+        S* dcpb = dcpp + b * H;
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) dcpb[j] = dcb[j] * fb[j];
-      if (zc) {
-        for (int64_t j = 0; j < H; ++j) dcpb[j] += kc.at<S>(t, b, j) * dcp[b * H + j];
+        for (int64_t j = 0; j < H; ++j) dcpb[j] = dctb[j] * fb[j];
+        if (zc) {
+          for (int64_t j = 0; j < H; ++j) dcpb[j] += kc.at<S>(t, b, j) * dcb[j];
+        }
+        if (hwp)
+          row_ln_backward(kb, Arp + (t * B + b) * G4, sg[t * B + b], sg[(T + t) * B + b], hwp, G4, dap + b * G4,
+                          dwg_all + tid * G4, dbg_all + tid * G4);
       }
-    }
-    // da: the gradient of the recurrent matmul's output (through the gates' LayerNorm if any)
-    Tensor kt = K.select(0, t);
-    Tensor da = kt;
-    if (hwp) {  // through the gates' LayerNorm over 4H
-      da = DA->select(0, t);
-      S* dw = d_ln_hw->data_ptr<S>() + t * G4;
-      S* db = d_ln_hb->data_ptr<S>() + t * G4;
-      std::fill(dw, dw + G4, S(0));
-      std::fill(db, db + G4, S(0));
-      const S* ar = Araw->data_ptr<S>() + t * B * G4;
-      const S* sg = stats_g->data_ptr<S>();
-      S* dap = da.data_ptr<S>();
-      for (int64_t b = 0; b < B; ++b)
-        row_ln_backward(Kt + b * G4, ar + b * G4, sg[t * B + b], sg[(T + t) * B + b], hwp, G4, dap + b * G4, dw, db);
-    }
-    Tensor rec = w_packed_t.has_value() ? packed_linear(da, *w_packed_t) : at::mm(da, w_hh_t);  // (B, R)
+    });
+    Tensor rec = w_packed_t.has_value() ? packed_linear(da, *w_packed_t) : at::mm(da, w_hh);  // (B, R)
     const S* rp = rec.data_ptr<S>();
-    const S* dp = drop.has_value() ? drop->data_ptr<S>() : nullptr;
-    const int64_t dsb = drop.has_value() && drop->size(0) > 1 ? drop->stride(0) : 0;
     const S* yprev = t > 0 ? dys + (t - 1) * B * R : nullptr;
-    const S* dhp = dh.data_ptr<S>();
     S* out = dh_prev.data_ptr<S>();
-    for (int64_t b = 0; b < B; ++b) {
-      const S* rb = rp + b * R;
-      S* ob = out + b * R;
-      if (dp) {
-        const S* db = dp + b * dsb;
+    // pass 3, per row: dh_{t-1} = rec [* drop] [+ dy_{t-1}] [+ d_h dh]
+    at::parallel_for(0, B, grain_r, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const S* rb = rp + b * R;
+        S* ob = out + b * R;
+        if (dp) {
+          const S* db = dp + b * dsb;
 #pragma omp simd
-        for (int64_t j = 0; j < R; ++j) ob[j] = rb[j] * db[j];
-      } else {
-        std::copy(rb, rb + R, ob);
-      }
-      if (yprev) {
-        const S* yb = yprev + b * R;
+          for (int64_t j = 0; j < R; ++j) ob[j] = rb[j] * db[j];
+        } else {
+          std::copy(rb, rb + R, ob);
+        }
+        if (yprev) {
+          const S* yb = yprev + b * R;
 #pragma omp simd
-        for (int64_t j = 0; j < R; ++j) ob[j] += yb[j];
+          for (int64_t j = 0; j < R; ++j) ob[j] += yb[j];
+        }
+        if (zh) {
+          for (int64_t j = 0; j < R; ++j) ob[j] += kh.at<S>(t, b, j) * dhp[b * R + j];
+        }
       }
-      if (zh) {
-        for (int64_t j = 0; j < R; ++j) ob[j] += kh.at<S>(t, b, j) * dhp[b * R + j];
-      }
-    }
+    });
     std::swap(dh, dh_prev);
     std::swap(dc, dc_prev);
   }
