@@ -143,6 +143,24 @@ def test_a_failed_build_falls_back_and_says_why(monkeypatch):
     assert native_ops() is None and "RNNKIT_NATIVE=0" in native.native_unavailable()
 
 
+def test_a_compiler_without_openmp_still_builds_the_loops(monkeypatch):
+    """The threaded build fails (a compiler without OpenMP): the loops are built without it,
+    run on one thread per pass, and say so."""
+    ops = native_ops()
+    tried = []
+
+    def build(threaded=True):
+        tried.append(threaded)
+        if threaded:
+            raise RuntimeError("c++: error: unsupported option '-fopenmp'")
+        native.BUILD["ops"] = ops
+
+    monkeypatch.setattr(native, "BUILD", {"ops": None, "error": None, "seconds": None, "tried": False})
+    monkeypatch.setattr(native, "_build", build)
+    assert native_ops() is ops and tried == [True, False]
+    assert native.native_unavailable() is None and "without OpenMP" in native.BUILD["serial"]
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cpp_linear_scan_equals_the_chunked_scan_and_the_loop(reverse, dtype):

@@ -32,8 +32,9 @@ STALE_LOCK_S = 600
 BUILD: dict[str, object] = {"ops": None, "error": None, "seconds": None, "tried": False}
 
 
-def _flags() -> list[str]:
-    """Vector instructions when torch found them on this CPU (the build is for this machine)."""
+def _flags(threaded: bool = True) -> list[str]:
+    """Vector instructions when torch found them on this CPU (the build is for this machine);
+    OpenMP threads, or (``threaded=False``, for a compiler without OpenMP) one thread per pass."""
     capability = torch.backends.cpu.get_cpu_capability()
     avx2 = ["-mavx2", "-mfma"]
     avx512 = ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", *avx2, "-mprefer-vector-width=512"]
@@ -42,13 +43,13 @@ def _flags() -> list[str]:
     # -fopenmp makes at::parallel_for (inline OpenMP in ATen's headers) split the loops over torch's
     # threads: without it the pragma is ignored and every pass runs on one thread. The runtime is the
     # one torch already loaded (libgomp.so.1), so there is one thread pool, sized by torch.set_num_threads.
-    return ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", *vector]
+    return ["-O3", "-fopenmp" if threaded else "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", *vector]
 
 
-def _build() -> None:
+def _build(threaded: bool = True) -> None:
     from torch.utils import cpp_extension
 
-    flags = _flags()
+    flags = _flags(threaded)
     sources = sorted(_CSRC.glob("*.cpp"))
     source = b"".join(p.read_bytes() for p in sorted(_CSRC.iterdir()) if p.suffix in (".cpp", ".h"))
     # the name changes with the source, the flags and torch, so a stale build is never loaded
@@ -62,9 +63,8 @@ def _build() -> None:
     if not (build_dir / f"{name}.so").exists():
         print("rnnkit: building the fast engine's C++ step loops (once per machine, 10-60 s)...", file=sys.stderr,
               flush=True)
-    cpp_extension.load(name=name, sources=[str(p) for p in sources], extra_cflags=flags, extra_ldflags=["-fopenmp"],
-                       is_python_module=False,
-                       verbose=False)
+    cpp_extension.load(name=name, sources=[str(p) for p in sources], extra_cflags=flags,
+                       extra_ldflags=["-fopenmp"] if threaded else [], is_python_module=False, verbose=False)
     BUILD["seconds"] = time.perf_counter() - start
     BUILD["ops"] = torch.ops.rnnkit_cpu
 
@@ -81,11 +81,20 @@ def native_ops():
                 try:
                     _build()
                 except Exception as err:  # no compiler, no ninja, a failed compile: the Python loops run
-                    lines = str(err).strip().splitlines() or [type(err).__name__]
-                    said = next((ln for ln in lines if "error:" in ln), lines[0])  # the compiler's own word
-                    BUILD["error"] = f"the C++ step loops did not build ({type(err).__name__}: {said.strip()[:240]})"
+                    try:  # unless it is a compiler without OpenMP (Apple's clang): the loops on one thread
+                        _build(threaded=False)
+                        BUILD["serial"] = "built without OpenMP: each step's passes run on one thread"
+                    except Exception:
+                        _record_failure(err)
             BUILD["tried"] = True
     return BUILD["ops"]
+
+
+def _record_failure(err: Exception) -> None:
+    """The build's error, in the compiler's own words, for explain()."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    said = next((ln for ln in lines if "error:" in ln), lines[0])  # the compiler's own word
+    BUILD["error"] = f"the C++ step loops did not build ({type(err).__name__}: {said.strip()[:240]})"
 
 
 def native_unavailable() -> str | None:
