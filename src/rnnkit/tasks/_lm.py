@@ -4,9 +4,10 @@ baseline.
 Model: :class:`rnnkit.Generator` (one-to-many) with a learnt vector per condition (a chorale's
 mode, a tweet's sentiment), trained with teacher forcing to predict every token and the end.
 Metric: held-out perplexity ``exp(-(1/N) sum log p(token))`` over every token and end marker
-(and bits per token, ``log2`` of it). Baseline: an interpolated n-gram model (unigram, bigram,
-trigram and uniform, Jelinek & Mercer 1980) whose weights are tuned on the validation split;
-both use the same vocabulary (tokens seen once in training become ``<unk>``).
+(and bits per token, ``log2`` of it). Baselines: an interpolated n-gram model (unigram, bigram,
+trigram and uniform, Jelinek & Mercer 1980) whose weights are tuned on the validation split, and
+an interpolated Kneser-Ney n-gram (:class:`KneserNey`); all use the same vocabulary (tokens seen
+once in training become ``<unk>``).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import Sampler
 
 from rnnkit.data.collate import pad
 from rnnkit.data.vocab import Vocab
 from rnnkit.models import Generator, RecurrentConfig
 from rnnkit.tasks.base import Prepared, Task, TaskConfig
 
-__all__ = ["LanguageModelTask", "NGram"]
+__all__ = ["KneserNey", "LanguageModelTask", "NGram", "StreamBatches", "stream_texts", "stream_windows"]
 
 
 class NGram:
@@ -76,6 +78,152 @@ class NGram:
         return self
 
 
+class KneserNey:
+    """Interpolated Kneser-Ney n-gram over token ids (Kneser & Ney 1995, in the interpolated form
+    of Chen & Goodman, "An empirical study of smoothing techniques for language modeling", 1998):
+
+        p_n(w | h) = max(c_n(h w) - D_n, 0) / c_n(h .) + D_n N1+(h .) / c_n(h .) * p_{n-1}(w | h')
+
+    with raw counts at the highest order and continuation counts (distinct left neighbours) below,
+    one discount per order ``D_n = n1 / (n1 + 2 n2)`` from that order's count-of-counts, the
+    lowest order interpolated with the uniform ``1 / V``, and a context never seen falling back to
+    the next order whole.
+
+    ``texts`` are token-id sequences. ``stream=False``: each is one example, predicted from
+    ``order - 1`` ``bos`` through its ``eos``, n-grams never crossing examples. ``stream=True``:
+    each is a continuous text (no markers) whose first tokens have a shorter context.
+    """
+
+    def __init__(self, texts: list[list[int]], vocab_size: int, order: int = 5, *, stream: bool = False,
+                 bos: int = 1, eos: int = 2) -> None:
+        if order < 1:
+            raise ValueError(f"order must be >= 1, got {order}")
+        self.V, self.order, self.stream, self.bos, self.eos = vocab_size, order, stream, bos, eos
+        docs = [self._text(t) for t in texts]
+        N = order
+        top: Counter = Counter()  # highest order: raw counts (past the bos padding, every last token is predicted)
+        for d in docs:
+            top.update(d[j : j + N] for j in range(len(d) - N + 1))
+        self.counts: list[Counter] = [Counter() for _ in range(N + 1)]  # by order; [N] raw, below continuation
+        self.counts[N] = top
+        lower = top
+        for n in range(N - 1, 0, -1):  # continuation counts: distinct left extensions
+            cont: Counter = Counter()
+            for g in lower:
+                cont[g[1:]] += 1
+            if stream:  # the text's first n-gram has no left neighbour: count it once
+                for d in docs:
+                    if len(d) >= n and d[:n] not in cont:
+                        cont[d[:n]] = 1
+            self.counts[n] = cont
+            lower = cont
+        self.den: list[Counter] = [Counter() for _ in range(N + 1)]  # c_n(h .) per context h
+        self.types: list[Counter] = [Counter() for _ in range(N + 1)]  # N1+(h .)
+        self.discount = [0.0] * (N + 1)
+        for n in range(1, N + 1):
+            for g, c in self.counts[n].items():
+                self.den[n][g[:-1]] += c
+                self.types[n][g[:-1]] += 1
+            cc = Counter(self.counts[n].values())
+            n1, n2 = cc.get(1, 0), cc.get(2, 0)
+            self.discount[n] = n1 / (n1 + 2 * n2) if n1 + n2 else 0.5
+
+    @staticmethod
+    def _chars(ids: list[int]) -> str:
+        return "".join(map(chr, ids))
+
+    def _text(self, ids: list[int]) -> str:
+        if self.stream:
+            return self._chars(ids)
+        return self._chars([self.bos] * (self.order - 1) + list(ids) + [self.eos])
+
+    def prob(self, context: str, w: str) -> float:
+        """``p(w | context)``, both as :meth:`_chars` strings (the context's last ``order - 1`` count)."""
+        p = 1.0 / self.V
+        for n in range(1, min(self.order, len(context) + 1) + 1):
+            h = context[len(context) - n + 1 :] if n > 1 else ""
+            d = self.den[n].get(h, 0)
+            if not d:
+                break  # a longer context containing h is unseen too
+            D = self.discount[n]
+            p = max(self.counts[n].get(h + w, 0) - D, 0.0) / d + D * self.types[n][h] / d * p
+        return p
+
+    def nll(self, texts: list[list[int]]) -> tuple[float, int]:
+        """``(summed negative log-likelihood in nats, number of predicted tokens)``: every token
+        and end marker of each example; every token but the first (the context of the rest, as a
+        language model's first input) of each stream."""
+        total, count, k = 0.0, 0, self.order - 1
+        for t in texts:
+            d = self._text(t)
+            first = 1 if self.stream else k
+            for i in range(first, len(d)):
+                total -= math.log(self.prob(d[max(0, i - k) : i], d[i]))
+                count += 1
+        return total, count
+
+
+def stream_windows(ids: np.ndarray, streams: int, k: int, cond: str) -> list[tuple[str, np.ndarray, int]]:
+    """A continuous text cut for truncated BPTT: ``streams`` parallel streams of ``L = (N - 1) //
+    streams`` predicted tokens each (stream j reads ``ids[j L : j L + L + 1]``; the last ``N - 1 -
+    streams L`` tokens are left out), each cut into windows of ``k`` steps (the last may be
+    shorter). Example ``w * streams + j`` is ``(cond, window w of stream j: its k + 1 ids, w)``:
+    inputs ``[:-1]``, targets ``[1:]``; batch w holds window w of every stream."""
+    L = (len(ids) - 1) // streams
+    if L < 1:
+        raise ValueError(f"a text of {len(ids)} tokens cannot be cut into {streams} streams")
+    out = []
+    for w, start in enumerate(range(0, L, k)):
+        stop = min(start + k, L)
+        out += [(cond, ids[j * L + start : j * L + stop + 1], w) for j in range(streams)]
+    return out
+
+
+def stream_texts(examples: list[tuple[str, np.ndarray, int]]) -> list[list[int]]:
+    """The streams that :func:`stream_windows` cut, whole again (consecutive windows share a token)."""
+    streams = sum(1 for e in examples if e[2] == 0)
+    return [np.concatenate([examples[j][1]] + [e[1][1:] for e in examples[j + streams :: streams]]).tolist()
+            for j in range(streams)]
+
+
+class StreamBatches(Sampler[list[int]]):
+    """The batches of :func:`stream_windows`' examples: window w of every stream, w in order, so
+    each batch continues the streams of the one before (the state is carried between them).
+    Under DDP rank r takes streams r, r + W, ... of every batch, so each rank continues its own."""
+
+    def __init__(self, examples: list[tuple[str, np.ndarray, int]], *, shard: bool = True) -> None:
+        self.shard = shard  # False: every stream on every rank (scoring a whole split)
+        self.streams = sum(1 for e in examples if e[2] == 0)
+        self.windows = len(examples) // max(self.streams, 1)
+        self._skip = 0
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch  # the same order every epoch: a stream is read front to back
+
+    def skip_next(self, batches: int) -> None:
+        self._skip = batches
+
+    def __len__(self) -> int:
+        return self.windows
+
+    def __iter__(self):
+        rank, world = _rank_world() if self.shard else (0, 1)
+        S = self.streams
+        skip, self._skip = self._skip, 0
+        return iter([list(range(w * S + rank, (w + 1) * S, world)) for w in range(skip, self.windows)])
+
+
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _is_stream(examples: list[Any]) -> bool:
+    return bool(examples) and len(examples[0]) == 3
+
+
 class LanguageModelTask(Task):
     """A generation task; subclasses implement :meth:`sequences` -> ``(condition, tokens)`` splits."""
 
@@ -98,7 +246,16 @@ class LanguageModelTask(Task):
     def length(self, example: Any) -> int:
         return len(example[1])
 
+    def batch_sampler(self, examples: list[Any], batch_size: int, *, train: bool, seed: int) -> Any:
+        if _is_stream(examples):  # one window of every stream per batch, in order (batch_size: the streams)
+            return StreamBatches(examples)
+        return super().batch_sampler(examples, batch_size, train=train, seed=seed)
+
     def collate(self, examples: list[Any], meta: dict[str, Any]) -> dict[str, Tensor]:
+        if _is_stream(examples):
+            window = torch.from_numpy(np.stack([e[1] for e in examples])).long()  # (B, k + 1)
+            return {"x": window[:, :-1], "y": window[:, 1:], "cond": torch.zeros(len(examples), dtype=torch.long),
+                    "reset": torch.tensor(examples[0][2] == 0)}
         vocab = Vocab.from_dict(meta["vocab"])
         index = {c: i for i, c in enumerate(meta["conditions"])}
         y, lengths = pad([vocab.encode(toks[: self.max_len], eos=True) for _, toks in examples])
@@ -120,12 +277,35 @@ class LanguageModelTask(Task):
                          num_conditions=len(meta["conditions"]))
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        if "reset" in batch:  # a window of a stream: from the state the previous window ended in
+            logits = self._stream_logits(model, batch, "train" if model.training else "eval")
+            return F.cross_entropy(logits.flatten(0, 1), batch["y"].flatten())
         logits = model(batch["cond"], batch["y"])  # (B, T, V)
         return F.cross_entropy(logits.flatten(0, 1), batch["y"].flatten(), ignore_index=0)
+
+    def _stream_logits(self, model: nn.Module, batch: dict[str, Tensor], key: str) -> Tensor:
+        """Truncated BPTT (Williams & Peng 1990): the window starts from the previous window's
+        state, detached (so the gradient reaches back one window), or from ``s_0`` at a stream's
+        first window; the training and evaluation streams each carry their own state."""
+        carried = getattr(self, "_carried", {})
+        state = None if bool(batch["reset"]) else carried.get(key)
+        if state is not None and (state[0] if isinstance(state, tuple) else state).size(1) != batch["x"].size(0):
+            state = None  # another stream layout (a resumed run starts its streams afresh)
+        logits, state = model.stream(batch["cond"], batch["x"], state)
+        detach = (lambda s: tuple(t.detach() for t in s)) if isinstance(state, tuple) else Tensor.detach
+        self._carried = {**carried, key: detach(state)}
+        return logits
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, examples: list[Any], meta: dict[str, Any]) -> dict[str, float]:
         total, count = 0.0, 0
+        if _is_stream(examples):  # every window of every stream, in order, the state carried across
+            for batch in StreamBatches(examples, shard=False):
+                b = self.collate([examples[i] for i in batch], meta)
+                logits = self._stream_logits(model, b, "score")
+                total += float(F.cross_entropy(logits.flatten(0, 1), b["y"].flatten(), reduction="sum"))
+                count += b["y"].numel()
+            return {"perplexity": math.exp(total / count), "bits_per_token": total / count / math.log(2)}
         for i in range(0, len(examples), 64):
             b = self.collate(examples[i : i + 64], meta)
             logits = model(b["cond"], b["y"])

@@ -45,6 +45,7 @@ class TaskConfig:
     period: int = 0  # forecast: the seasonal period of the seasonal-naive baseline (0: detected from the data)
     max_length: int = 0  # translate: training pairs with a longer source or target (in tokens) are left out (0: none)
     copy: bool = True  # summarize: the pointer-generator copies source words (False: plain attention seq2seq)
+    bptt: int = 128  # chars: steps per truncated-BPTT window when a plain-text --data file trains as one stream
 
     def __post_init__(self) -> None:
         for name in self.field_names():
@@ -65,6 +66,7 @@ _LOWEST: dict[str, tuple[float, bool]] = {
     "hidden": (1, False), "layers": (1, False), "embedding": (1, False), "epochs": (1, False),
     "batch_size": (1, False), "ensemble": (1, False), "devices": (1, False), "max_train": (0, False),
     "lr": (0, True), "clip": (0, False), "seed": (0, False), "period": (0, False), "max_length": (0, False),
+    "bptt": (2, False),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": ("constant", "cosine", "linear"), "accelerator": ("cpu", "gpu", "auto"),
@@ -190,6 +192,13 @@ class Task:
     def length(self, example: Any) -> int:
         """Length used to bucket examples into batches."""
         return 1
+
+    def batch_sampler(self, examples: list[Any], batch_size: int, *, train: bool, seed: int) -> Any:
+        """The loaders' batches of ``examples`` (indices): length buckets, shuffled for training.
+        Anything with ``set_epoch`` and ``skip_next`` (counted in batches) resumes mid-epoch."""
+        from rnnkit.data.collate import BucketBatchSampler
+
+        return BucketBatchSampler([self.length(e) for e in examples], batch_size, shuffle=train, seed=seed)
 
     def collate(self, examples: list[Any], meta: dict[str, Any]) -> dict[str, Tensor]:
         """A batch dict with at least ``"x"`` and ``"y"`` tensors."""

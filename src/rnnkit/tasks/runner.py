@@ -45,7 +45,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from rnnkit._files import write_bytes_atomic
-from rnnkit.data.collate import BucketBatchSampler
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, get_task
 from rnnkit.tasks.plots import plot_learning_curve
 from rnnkit.train import OptimConfig, ResumableLoader, TrainConfig, TrainModule, fit, load_weights
@@ -168,11 +167,12 @@ class RunResult:
 
 
 def loaders(task: Task, data: Prepared, cfg: TaskConfig) -> tuple[DataLoader, DataLoader]:
-    """The training loader (length-bucketed, resumable mid-epoch) and the validation loader."""
+    """The training loader (the task's batches, by default length-bucketed; resumable mid-epoch) and the
+    validation loader."""
     collate = partial(task.collate, meta=data.meta)
-    sampler = BucketBatchSampler([task.length(e) for e in data.train], cfg.batch_size, seed=cfg.seed)
+    sampler = task.batch_sampler(data.train, cfg.batch_size, train=True, seed=cfg.seed)
     train = ResumableLoader(data.train, batch_sampler=sampler, collate_fn=collate, seed=cfg.seed)
-    val_sampler = BucketBatchSampler([task.length(e) for e in data.val], cfg.batch_size * 2, shuffle=False)
+    val_sampler = task.batch_sampler(data.val, cfg.batch_size * 2, train=False, seed=cfg.seed)
     return train, DataLoader(data.val, batch_sampler=val_sampler, collate_fn=collate)
 
 
