@@ -300,3 +300,26 @@ def test_row_layer_norm_kernels_name_the_bad_shape():
     with pytest.raises(RuntimeError, match=r"a row per thread"):
         ops.layer_norm_rows_backward(z, z, torch.zeros(5), torch.ones(5), torch.ones(8), torch.empty(5, 8),
                                      torch.empty(0, 8), torch.empty(0, 8))
+
+
+@pytest.mark.parametrize(("dtype", "hidden", "batch"), [(torch.float64, 16, 13), (torch.float64, 16, 32),
+                                                         (torch.float32, 32, 12)])
+def test_small_batch_recurrent_gemm_equals_python_loops(dtype, hidden, batch):
+    """With few rows (B <= 32) and 4H, H multiples of the column block (16 doubles, 32 floats) the
+    per-step recurrent GEMMs, forward and backward, run in the register-blocked kernel of common.h
+    (rows in blocks of 8, 4 and 1; columns over two threads): equal to the Python loops' torch.mm,
+    with recurrent dropout (the GEMM's input is then the dropped h) and lengths."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        for cell in (rnnkit.LSTMCell(5, hidden), LayerNormLSTMCell(5, hidden, recurrent_dropout=0.3)):
+            layer = rnnkit.Recurrent(cell, backend="fast").to(dtype).train()
+            x = torch.randn(batch, 9, 5, dtype=dtype)
+            lengths = torch.randint(1, 10, (batch,))
+            tol, name = (1e-10 if dtype == torch.float64 else 3e-5), type(cell).__name__
+            for k, (a, b) in enumerate(zip(run(layer, x, lengths, False), run(layer, x, lengths, True), strict=True)):
+                torch.testing.assert_close(a, b, atol=tol * max(1.0, b.abs().max().item()), rtol=tol,
+                                           msg=lambda m, k=k, name=name: f"{name} item {k}\n{m}")
+    finally:
+        torch.set_num_threads(threads)

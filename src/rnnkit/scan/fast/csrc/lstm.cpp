@@ -37,6 +37,13 @@ void lstm_loop_impl(const Tensor& xp, const Tensor& h0, const Tensor& c0, const 
   const S* hb = ln_hb.has_value() ? ln_hb->data_ptr<S>() : nullptr;
   const S* x_all = xp.data_ptr<S>();
   S* araw = Araw.has_value() ? Araw->data_ptr<S>() : nullptr;
+  // h W_hh^T with few rows: the register-blocked GEMM of common.h on W_hh^T laid out row-major
+  const bool small = !w_packed.has_value() && B <= 32 && G4 % kColBlock<S> == 0;
+  const Tensor w_rm = small ? w_t.contiguous() : Tensor();
+  auto recurrent_mm = [&](Tensor& out, const Tensor& in) {
+    if (!(small && in.is_contiguous() && small_gemm<S>(in.data_ptr<S>(), B, R, w_rm.data_ptr<S>(), G4, out.data_ptr<S>())))
+      at::mm_out(out, in, w_t);
+  };
   for (int64_t t = 0; t < T; ++t) {
     Tensor gt = G.select(0, t);  // (B, 4H)
     const Tensor& hh = drop.has_value() ? at::mul_out(hin, h, *drop) : h;
@@ -45,7 +52,7 @@ void lstm_loop_impl(const Tensor& xp, const Tensor& h0, const Tensor& c0, const 
       if (w_packed.has_value()) {
         rec = packed_linear(hh, *w_packed);
       } else {
-        at::mm_out(gt, hh, w_t);
+        recurrent_mm(gt, hh);
         rec = gt;
       }
     } else {
@@ -53,7 +60,7 @@ void lstm_loop_impl(const Tensor& xp, const Tensor& h0, const Tensor& c0, const 
       if (w_packed.has_value()) {
         at_.copy_(packed_linear(hh, *w_packed));
       } else {
-        at::mm_out(at_, hh, w_t);
+        recurrent_mm(at_, hh);
       }
       // the LayerNorm over 4H, plus x_t W_ih^T: in the row pass below
     }
@@ -222,6 +229,10 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
   const S* dp = drop.has_value() ? drop->data_ptr<S>() : nullptr;
   const int64_t dsb = drop.has_value() && drop->size(0) > 1 ? drop->stride(0) : 0;
   const int64_t grain = std::max<int64_t>(1, kGrain / G4), grain_r = std::max<int64_t>(1, kGrain / R);
+  // da W_hh with few rows: the register-blocked GEMM of common.h
+  const bool small = !w_packed_t.has_value() && B <= 32 && R % kColBlock<S> == 0;
+  const Tensor w_hh_rm = small ? w_hh.contiguous() : Tensor();
+  Tensor recbuf = small ? at::empty({B, R}, opts) : Tensor();
   for (int64_t t = T - 1; t >= 0; --t) {
     const bool zoned = t >= keep_from;
     const bool zh = zoned && keep_h.has_value(), zc = zoned && keep_c.has_value();
@@ -326,7 +337,14 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
                           dwg_all + tid * G4, dbg_all + tid * G4);
       }
     });
-    Tensor rec = w_packed_t.has_value() ? packed_linear(da, *w_packed_t) : at::mm(da, w_hh);  // (B, R)
+    Tensor rec;  // (B, R)
+    if (w_packed_t.has_value()) {
+      rec = packed_linear(da, *w_packed_t);
+    } else if (small && small_gemm<S>(dap, B, G4, w_hh_rm.data_ptr<S>(), R, recbuf.data_ptr<S>())) {
+      rec = recbuf;
+    } else {
+      rec = at::mm(da, w_hh);
+    }
     const S* rp = rec.data_ptr<S>();
     const S* yprev = t > 0 ? dys + (t - 1) * B * R : nullptr;
     S* out = dh_prev.data_ptr<S>();

@@ -4,8 +4,9 @@
 // rnnkit/scan/parallel.py. What Python paid per step (an interpreter round trip and a dispatch
 // for each of ~10 small ops) is gone; a step's elementwise work, the LayerNorms of the LSTM family
 // included, is one pass over (B, H) per cell in plain loops the compiler vectorises, with exp/tanh
-// from the polynomials in common.h; the matmuls stay ATen's (MKL, or oneDNN with packed weights); the
-// GRU's LayerNorm is ATen's.
+// from the polynomials in common.h; the matmuls are ATen's (MKL, or oneDNN with packed weights), except
+// the LSTM family's per-step recurrent GEMMs with few rows, which run in common.h's register-blocked
+// kernel (a library call costs ~12 us there whatever the size); the GRU's LayerNorm is ATen's.
 //
 // Symbols: T steps, B batch, H hidden, R = proj_size or H. Gate order i, f, g, o (LSTM), r, z, n
 // (GRU), as in torch. Buffers are (T, B, K) row-major and contiguous; keep factors (zoneout and
