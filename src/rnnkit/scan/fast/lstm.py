@@ -63,11 +63,14 @@ def lstm_sequence(
                        eps, keep_from)
 
 
-def _small_gemm_takes(rows: int, width: int, dtype: torch.dtype) -> bool:
-    """Whether the C++ loops' register-blocked GEMM (csrc/common.h ``small_gemm``) runs a step's
-    recurrent GEMM of ``rows`` rows and ``width`` outputs: there it is as fast as oneDNN's packed
-    one or faster (B8 T256 H256 fwd+bwd 26.5 against 31.6 ms; B32 H256 103.7 against 106.3 ms)."""
-    return rows <= 32 and width % (128 // (8 if dtype == torch.float64 else 4)) == 0
+def _small_gemm_takes(rows: int, depth: int, width: int, dtype: torch.dtype) -> bool:
+    """Whether the C++ loops' register-blocked GEMM (csrc/common.h ``small_gemm``, the same test)
+    runs a step's recurrent ``(rows, depth) @ (depth, width)``: at most 32 rows, a weight of at most
+    2 MiB (it stays in cache). There it is as fast as oneDNN's packed GEMM or faster (fwd+bwd, ms,
+    ours / packed: B8 T256 H256 26.5 / 31.6, B32 H256 103.7 / 106.3, B1 H256 11.6 / 12.7); with
+    larger weights it is slower (B32 H512 383 / 353, H1024 1676 / 1353), so those stay packed."""
+    size = 8 if dtype == torch.float64 else 4
+    return rows <= 32 and width % (128 // size) == 0 and depth * width * size <= 2 << 20
 
 
 class _LSTM(torch.autograd.Function):
@@ -90,7 +93,7 @@ class _LSTM(torch.autograd.Function):
         inputs = (h0, c0, w_hh, w_hr, ln_hh, ln_hb, ln_cw, ln_cb, peep, drop, keep_h, keep_c)
         buffers = (G, C, TC, Cs, M if w_hr is not None else None, Araw, stats_g, stats_c)
         ops = native_ops() if xp.device.type == "cpu" and xp.dtype in (torch.float32, torch.float64) else None
-        w_packed = None if (ops is not None and _small_gemm_takes(B, G4, xp.dtype)) else packed_weight(w_hh, B)
+        w_packed = None if (ops is not None and _small_gemm_takes(B, R, G4, xp.dtype)) else packed_weight(w_hh, B)
         if ops is not None:  # the same loop in C++ (csrc/lstm.cpp), same buffers
             ops.lstm_loop(xp.contiguous(), h0.contiguous(), c0.contiguous(), w_t, w_packed, hr_t, ln_hh, ln_hb, ln_cw,
                           ln_cb, peep, drop, keep_h, keep_c, eps, keep_from, G, C, TC, Hs, Cs if zoned else None,
@@ -243,7 +246,7 @@ class _LSTM(torch.autograd.Function):
         if ln_cw is not None:  # cell LN gradients: weight, bias
             d_ln_cw, d_ln_cb = K.new_empty(rows, H), K.new_empty(rows, H)
         # da (B, 4H) @ W_hh (4H, R) on oneDNN where it is faster, unless the C++ small-batch GEMM takes it
-        w_packed = None if (native and _small_gemm_takes(B, dHs.size(-1), K.dtype)) else packed_weight(w_hh.t(), B)
+        w_packed = None if (native and _small_gemm_takes(B, G4, dHs.size(-1), K.dtype)) else packed_weight(w_hh.t(), B)
         if native:
             # in C++: each step computes its own factors (those the Python form computes for all steps
             # at once, below) from G, TC and Cs, then runs the recurrence; K is filled with dpre in place

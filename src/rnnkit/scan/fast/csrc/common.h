@@ -117,7 +117,8 @@ inline Tensor packed_linear(const Tensor& x, const Tensor& w_packed) {
 // (B <= 32), where MKL's and oneDNN's calls cost ~12 us whatever the size ((8, 128) @ (128, 512)
 // on the development machine). Register-blocked: 8 rows by two vectors of columns accumulate over
 // k, reading each w row once per block; the column blocks are split over the threads. Returns
-// false (nothing written) for shapes it does not take: N not a multiple of the block.
+// false (nothing written) for what it does not take: more rows, N not a multiple of the block, or
+// a weight over 2 MiB.
 template <typename S> constexpr int64_t kColBlock = 128 / sizeof(S);  // two AVX-512 vectors
 
 template <typename S, int RB>
@@ -143,7 +144,8 @@ inline void small_gemm_rows(const S* a, int64_t K, const S* w, int64_t N, S* out
 template <typename S>
 inline bool small_gemm(const S* a, int64_t B, int64_t K, const S* w, int64_t N, S* out) {
   constexpr int64_t NB = kColBlock<S>;
-  if (B > 32 || N % NB != 0) return false;
+  // a weight beyond 2 MiB leaves the cache: oneDNN's packed GEMM is faster there (rnnkit/scan/fast/lstm.py)
+  if (B > 32 || N % NB != 0 || K * N * int64_t(sizeof(S)) > (int64_t(2) << 20)) return false;
   const int64_t blocks = N / NB;
   at::parallel_for(0, blocks, std::max<int64_t>(1, 4096 / (K * std::max<int64_t>(B, 1))), [&](int64_t c0, int64_t c1) {
     const int64_t n0 = c0 * NB, n1 = c1 * NB;
