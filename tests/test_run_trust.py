@@ -83,6 +83,39 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(reference, tmp_pat
     assert stdout.splitlines()[0] == ref_out.splitlines()[0]  # the same result line
 
 
+@pytest.mark.slow
+def test_an_interrupted_stream_run_resumes_its_streams(tmp_path):
+    """chars on a plain text (one stream, truncated BPTT): a run interrupted mid-epoch resumes with
+    the state its streams had reached (kept in the checkpoint), to the uninterrupted run's weights."""
+    text = tmp_path / "text.txt"
+    words = "to be or not to be that is the question whether tis nobler in the mind".split()
+    text.write_text("\n".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(1 + i % 9))
+                              for i in range(6000)) + "\n")
+    args = ["train", "chars", "--data", str(text), "--epochs", "3", "--hidden", "16", "--embedding", "8",
+            "--batch-size", "4", "--bptt", "16", "--no-progress", "--out", str(tmp_path)]
+    ref = _cli(*args, "--name", "ref")
+    _, stderr = ref.communicate(timeout=300)
+    assert ref.returncode == 0, stderr
+    proc = _cli(*args, "--name", "run")
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # into the next epoch: its streams carry a state
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, stderr
+    from rnnkit.train.checkpoint import read_checkpoint
+
+    assert read_checkpoint(last)["rnnkit"].get("task_state") is not None  # stopped mid-epoch, with the streams' state
+    resumed = _cli("resume", str(tmp_path / "run"))
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    want, got = _weights(tmp_path / "ref"), _weights(tmp_path / "run")
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
 # -- damaged runs ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):

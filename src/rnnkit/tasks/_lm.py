@@ -283,6 +283,13 @@ class LanguageModelTask(Task):
         logits = model(batch["cond"], batch["y"])  # (B, T, V)
         return F.cross_entropy(logits.flatten(0, 1), batch["y"].flatten(), ignore_index=0)
 
+    def training_state(self) -> Any:
+        """The training streams' state after the last window (None outside stream training)."""
+        return getattr(self, "_carried", {}).get("train")
+
+    def restore_training_state(self, state: Any) -> None:
+        self._carried = {**getattr(self, "_carried", {}), "train": state}
+
     def _stream_logits(self, model: nn.Module, batch: dict[str, Tensor], key: str) -> Tensor:
         """Truncated BPTT (Williams & Peng 1990): the window starts from the previous window's
         state, detached (so the gradient reaches back one window), or from ``s_0`` at a stream's
@@ -290,7 +297,7 @@ class LanguageModelTask(Task):
         carried = getattr(self, "_carried", {})
         state = None if bool(batch["reset"]) else carried.get(key)
         if state is not None and (state[0] if isinstance(state, tuple) else state).size(1) != batch["x"].size(0):
-            state = None  # another stream layout (a resumed run starts its streams afresh)
+            state = None  # another stream layout: the streams start afresh
         logits, state = model.stream(batch["cond"], batch["x"], state)
         detach = (lambda s: tuple(t.detach() for t in s)) if isinstance(state, tuple) else Tensor.detach
         self._carried = {**carried, key: detach(state)}

@@ -193,6 +193,14 @@ class Task:
         """Length used to bucket examples into batches."""
         return 1
 
+    def training_state(self) -> Any:
+        """What the task carries from one training batch to the next (tensors, tuples), saved in
+        checkpoints so that a resumed run continues from it; None when nothing is carried."""
+        return None
+
+    def restore_training_state(self, state: Any) -> None:
+        """Take back :meth:`training_state` from a checkpoint (None: start afresh)."""
+
     def batch_sampler(self, examples: list[Any], batch_size: int, *, train: bool, seed: int) -> Any:
         """The loaders' batches of ``examples`` (indices): length buckets, shuffled for training.
         Anything with ``set_epoch`` and ``skip_next`` (counted in batches) resumes mid-epoch."""

@@ -118,6 +118,16 @@ class TaskModule(TrainModule):
         loss = self.task.loss(self.model, batch)
         return loss, loss.detach(), batch["y"], None
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state = self.task.training_state()  # e.g. the streams' carried state: a resumed run continues them
+        if state is not None:
+            checkpoint["rnnkit"]["task_state"] = state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.task.restore_training_state(checkpoint.get("rnnkit", {}).get("task_state"))
+
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         groups = getattr(self.model, "clip_groups", None)  # an ensemble: each member is clipped on its own
         if groups is None or self.clip_val is None:
