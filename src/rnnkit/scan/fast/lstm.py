@@ -64,7 +64,7 @@ def lstm_sequence(
 
 
 def _small_gemm_takes(rows: int, depth: int, width: int, dtype: torch.dtype) -> bool:
-    """Whether the C++ loops' register-blocked GEMM (csrc/common.h ``small_gemm``, the same test)
+    """Whether the C++ loops' register-blocked GEMM (csrc/common.h ``small_gemm_takes``, the same test)
     runs a step's recurrent ``(rows, depth) @ (depth, width)``: at most 32 rows, a weight of at most
     2 MiB (it stays in cache). There it is as fast as oneDNN's packed GEMM or faster (fwd+bwd, ms,
     ours / packed: B8 T256 H256 26.5 / 31.6, B32 H256 103.7 / 106.3, B1 H256 11.6 / 12.7); with

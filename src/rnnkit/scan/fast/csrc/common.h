@@ -141,11 +141,16 @@ inline void small_gemm_rows(const S* a, int64_t K, const S* w, int64_t N, S* out
   }
 }
 
+// Whether small_gemm takes (B, K) @ (K, N); a weight beyond 2 MiB leaves the cache, and oneDNN's
+// packed GEMM is faster there (rnnkit/scan/fast/lstm.py, _small_gemm_takes, asks the same).
+template <typename S> inline bool small_gemm_takes(int64_t B, int64_t K, int64_t N) {
+  return B <= 32 && N % kColBlock<S> == 0 && K * N * int64_t(sizeof(S)) <= (int64_t(2) << 20);
+}
+
 template <typename S>
 inline bool small_gemm(const S* a, int64_t B, int64_t K, const S* w, int64_t N, S* out) {
   constexpr int64_t NB = kColBlock<S>;
-  // a weight beyond 2 MiB leaves the cache: oneDNN's packed GEMM is faster there (rnnkit/scan/fast/lstm.py)
-  if (B > 32 || N % NB != 0 || K * N * int64_t(sizeof(S)) > (int64_t(2) << 20)) return false;
+  if (!small_gemm_takes<S>(B, K, N)) return false;
   const int64_t blocks = N / NB;
   at::parallel_for(0, blocks, std::max<int64_t>(1, 4096 / (K * std::max<int64_t>(B, 1))), [&](int64_t c0, int64_t c1) {
     const int64_t n0 = c0 * NB, n1 = c1 * NB;

@@ -38,7 +38,7 @@ void lstm_loop_impl(const Tensor& xp, const Tensor& h0, const Tensor& c0, const 
   const S* x_all = xp.data_ptr<S>();
   S* araw = Araw.has_value() ? Araw->data_ptr<S>() : nullptr;
   // h W_hh^T with few rows: the register-blocked GEMM of common.h on W_hh^T laid out row-major
-  const bool small = !w_packed.has_value() && B <= 32 && G4 % kColBlock<S> == 0;
+  const bool small = !w_packed.has_value() && small_gemm_takes<S>(B, R, G4);
   const Tensor w_rm = small ? w_t.contiguous() : Tensor();
   auto recurrent_mm = [&](Tensor& out, const Tensor& in) {
     if (!(small && in.is_contiguous() && small_gemm<S>(in.data_ptr<S>(), B, R, w_rm.data_ptr<S>(), G4, out.data_ptr<S>())))
@@ -230,7 +230,7 @@ std::tuple<Tensor, Tensor> lstm_backward_impl(
   const int64_t dsb = drop.has_value() && drop->size(0) > 1 ? drop->stride(0) : 0;
   const int64_t grain = std::max<int64_t>(1, kGrain / G4), grain_r = std::max<int64_t>(1, kGrain / R);
   // da W_hh with few rows: the register-blocked GEMM of common.h
-  const bool small = !w_packed_t.has_value() && B <= 32 && R % kColBlock<S> == 0;
+  const bool small = !w_packed_t.has_value() && small_gemm_takes<S>(B, G4, R);
   const Tensor w_hh_rm = small ? w_hh.contiguous() : Tensor();
   Tensor recbuf = small ? at::empty({B, R}, opts) : Tensor();
   for (int64_t t = T - 1; t >= 0; --t) {
