@@ -105,7 +105,7 @@ def test_bucket_sampler_shards_over_ranks(monkeypatch):
     single = list(BucketBatchSampler(lens, 4, seed=3))  # 13 batches
     shards = []
     for rank in (0, 1):
-        monkeypatch.setattr(collate, "_rank_world", lambda rank=rank: (rank, 2))
+        monkeypatch.setattr(collate, "rank_world", lambda rank=rank: (rank, 2))
         sampler = BucketBatchSampler(lens, 4, seed=3)
         shards.append(list(sampler))
         assert len(sampler) == 7 == len(shards[-1])

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-__all__ = ["BucketBatchSampler", "pad"]
+__all__ = ["BucketBatchSampler", "pad", "rank_world"]
 
 
 def pad(
@@ -31,7 +31,8 @@ def pad(
     return out, lengths
 
 
-def _rank_world() -> tuple[int, int]:
+def rank_world() -> tuple[int, int]:
+    """``(rank, world size)`` of this process under torch.distributed, ``(0, 1)`` without it."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -65,7 +66,7 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         batches = math.ceil(len(self.lengths) / self.batch_size)
-        return math.ceil(batches / _rank_world()[1])
+        return math.ceil(batches / rank_world()[1])
 
     def __iter__(self) -> Iterator[list[int]]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
@@ -79,7 +80,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
-        rank, world = _rank_world()
+        rank, world = rank_world()
         if world > 1:
             batches = (batches + batches[: len(self) * world - len(batches)])[rank::world]
         skip, self._skip = self._skip, 0

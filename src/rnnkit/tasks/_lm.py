@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Sampler
 
-from rnnkit.data.collate import pad
+from rnnkit.data.collate import pad, rank_world
 from rnnkit.data.vocab import Vocab
 from rnnkit.models import Generator, RecurrentConfig
 from rnnkit.tasks.base import Prepared, Task, TaskConfig
+from rnnkit.train.tbptt import detach_state
 
 __all__ = ["KneserNey", "LanguageModelTask", "NGram", "StreamBatches", "stream_texts", "stream_windows"]
 
@@ -196,10 +197,9 @@ class StreamBatches(Sampler[list[int]]):
         self.streams = sum(1 for e in examples if e[2] == 0)
         self.windows = len(examples) // max(self.streams, 1)
         self._skip = 0
-        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch  # the same order every epoch: a stream is read front to back
+        """Nothing to draw: every epoch reads the streams front to back, in the same order."""
 
     def skip_next(self, batches: int) -> None:
         self._skip = batches
@@ -208,16 +208,10 @@ class StreamBatches(Sampler[list[int]]):
         return self.windows
 
     def __iter__(self):
-        rank, world = _rank_world() if self.shard else (0, 1)
+        rank, world = rank_world() if self.shard else (0, 1)
         S = self.streams
         skip, self._skip = self._skip, 0
         return iter([list(range(w * S + rank, (w + 1) * S, world)) for w in range(skip, self.windows)])
-
-
-def _rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def _is_stream(examples: list[Any]) -> bool:
@@ -299,8 +293,7 @@ class LanguageModelTask(Task):
         if state is not None and (state[0] if isinstance(state, tuple) else state).size(1) != batch["x"].size(0):
             state = None  # another stream layout: the streams start afresh
         logits, state = model.stream(batch["cond"], batch["x"], state)
-        detach = (lambda s: tuple(t.detach() for t in s)) if isinstance(state, tuple) else Tensor.detach
-        self._carried = {**carried, key: detach(state)}
+        self._carried = {**carried, key: detach_state(state)}
         return logits
 
     @torch.no_grad()

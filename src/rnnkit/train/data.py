@@ -17,16 +17,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from rnnkit.data.collate import rank_world
+
 __all__ = ["EpochSampler", "ResumableLoader"]
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class EpochSampler(Sampler[int]):
@@ -53,10 +48,10 @@ class EpochSampler(Sampler[int]):
         return self.n // world if self.drop_last else -(-self.n // world)
 
     def __len__(self) -> int:
-        return self._per_rank(_rank_world()[1])
+        return self._per_rank(rank_world()[1])
 
     def __iter__(self) -> Iterator[int]:
-        rank, world = _rank_world()
+        rank, world = rank_world()
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.n, generator=g)
