@@ -27,7 +27,6 @@ from rnnkit.data.collate import pad, rank_world
 from rnnkit.data.vocab import Vocab
 from rnnkit.models import Generator, RecurrentConfig
 from rnnkit.tasks.base import Prepared, Task, TaskConfig
-from rnnkit.train.tbptt import detach_state
 
 __all__ = ["KneserNey", "LanguageModelTask", "NGram", "StreamBatches", "stream_texts", "stream_windows"]
 
@@ -288,6 +287,8 @@ class LanguageModelTask(Task):
         """Truncated BPTT (Williams & Peng 1990): the window starts from the previous window's
         state, detached (so the gradient reaches back one window), or from ``s_0`` at a stream's
         first window; the training and evaluation streams each carry their own state."""
+        from rnnkit.train.tbptt import detach_state  # here: rnnkit.train imports Lightning, which `--help` skips
+
         carried = getattr(self, "_carried", {})
         state = None if bool(batch["reset"]) else carried.get(key)
         if state is not None and (state[0] if isinstance(state, tuple) else state).size(1) != batch["x"].size(0):
