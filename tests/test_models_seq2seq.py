@@ -103,7 +103,31 @@ def test_any_registered_cell_trains_one_step(cell: str) -> None:
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize("attention", ["bahdanau", "general"])
+def test_dropout_acts_in_training_only(attention: str) -> None:
+    torch.manual_seed(0)
+    plain = make(attention)
+    dropped = make(attention, dropout=0.5)
+    dropped.load_state_dict(plain.state_dict())  # dropout adds no weights
+    src, _, _, tgt = batch()
+    torch.testing.assert_close(dropped(src, tgt, SRC_LEN), plain(src, tgt, SRC_LEN))  # eval: identity
+    assert torch.equal(dropped.greedy(src, SRC_LEN, max_len=5).tokens, plain.greedy(src, SRC_LEN, max_len=5).tokens)
+    dropped.train()
+    plain.train()
+    a, b = dropped(src, tgt, SRC_LEN), dropped(src, tgt, SRC_LEN)
+    assert not torch.allclose(a, b)  # fresh masks on each call
+    torch.testing.assert_close(plain(src, tgt, SRC_LEN), plain(src, tgt, SRC_LEN))
+    for forced in (1.0, 0.5):  # the whole-sequence path and the stepping path both drop
+        torch.manual_seed(1)
+        c = dropped(src, tgt, SRC_LEN, teacher_forcing=forced)
+        torch.manual_seed(1)
+        torch.testing.assert_close(dropped(src, tgt, SRC_LEN, teacher_forcing=forced), c)  # seeded masks
+        assert not torch.allclose(c, plain(src, tgt, SRC_LEN, teacher_forcing=forced))
+
+
 def test_seq2seq_errors() -> None:
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
+        Seq2Seq(5, 5, dropout=1.0)
     with pytest.raises(ValueError, match="bidirectional"):
         Seq2Seq(5, 5, decoder=RecurrentConfig("gru", 4, bidirectional=True))
     with pytest.raises(ValueError, match="attention must be one of"):

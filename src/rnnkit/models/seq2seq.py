@@ -55,6 +55,9 @@ class Seq2Seq(nn.Module):
         embedding_dim: E, for both vocabularies; attention_size: A of additive attention
             (default O); input_feeding: Luong's feeding of ``h~_{t-1}`` into the next step.
         bos_id, eos_id, pad_id: target ids that start, end and pad a sequence.
+        dropout: in training, dropout on the source and target embeddings and on what the output
+            layer reads (``h~`` with Luong attention; Zaremba et al. 2014 apply it to
+            non-recurrent connections only). Between stacked layers it is ``RecurrentConfig.dropout``.
 
     ``forward(src (B, S), tgt (B, T), src_lengths (B,) | None, teacher_forcing=1.0)`` returns the
     logits ``(B, T, V)`` predicting ``tgt`` (which should end with ``eos_id``, padded with
@@ -66,9 +69,11 @@ class Seq2Seq(nn.Module):
         self, src_vocab_size: int, tgt_vocab_size: int, encoder: RecurrentConfig | dict | None = None,
         decoder: RecurrentConfig | dict | None = None, *, attention: str = "bahdanau", embedding_dim: int = 64,
         attention_size: int | None = None, input_feeding: bool = False, bos_id: int = 1, eos_id: int = 2,
-        pad_id: int = 0,
+        pad_id: int = 0, dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         enc_cfg, dec_cfg = as_config(encoder, "encoder"), as_config(decoder, "decoder")
         require_unidirectional(dec_cfg, "the Seq2Seq decoder")
         if attention not in ATTENTIONS:
@@ -84,6 +89,7 @@ class Seq2Seq(nn.Module):
         self.luong = attention != "bahdanau"
 
         self.src_embed = InputLayer(vocab_size=src_vocab_size, embedding_dim=embedding_dim, padding_idx=pad_id)
+        self.drop = nn.Dropout(dropout)
         self.encoder = enc_cfg.build(embedding_dim)
         self.tgt_embed = nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
         memory_size = self.encoder.output_size  # M
@@ -116,7 +122,7 @@ class Seq2Seq(nn.Module):
         check_tokens(src, self.src_vocab_size, "src")
         B, S = src.shape
         lengths = prepare_lengths(src_lengths, B, S, src.device)
-        memory, h_enc = self.encoder(self.src_embed(src), lengths=lengths)  # (B, S, M)
+        memory, h_enc = self.encoder(self.drop(self.src_embed(src)), lengths=lengths)  # (B, S, M)
         mask = length_mask(lengths, B, S, src.device)
         D = self.encoder.directions
         parts = (h_enc,) if isinstance(h_enc, Tensor) else h_enc  # each (L_enc * D, B, S_k)
@@ -133,17 +139,17 @@ class Seq2Seq(nn.Module):
     def _step(self, tok: Tensor, state: DecodeState, memory: Tensor, mask: Tensor, prepared: Tensor):
         """``tok (N,)``, ``state = (q or h~ (N, O), decoder StepState)`` -> logits, state, attention."""
         prev, rnn_state = state
-        emb = self.tgt_embed(tok)  # (N, E)
+        emb = self.drop(self.tgt_embed(tok))  # (N, E)
         if self.luong:
             x = torch.cat([emb, prev], dim=1) if self.input_feeding else emb
             y, rnn_state = self.decoder.step(x, rnn_state)  # (N, O)
             ctx, a = self.attention(y.unsqueeze(1), memory, mask, prepared)  # (N, 1, M), (N, 1, S)
             h_tilde = torch.tanh(self.combine(torch.cat([ctx.squeeze(1), y], dim=1)))  # (N, O)
-            return self.out(h_tilde), (h_tilde, rnn_state), a.squeeze(1)
+            return self.out(self.drop(h_tilde)), (h_tilde, rnn_state), a.squeeze(1)
         ctx, a = self.attention(prev.unsqueeze(1), memory, mask, prepared)
         ctx = ctx.squeeze(1)  # (N, M)
         y, rnn_state = self.decoder.step(torch.cat([emb, ctx], dim=1), rnn_state)
-        return self.out(torch.cat([y, ctx], dim=1)), (y, rnn_state), a.squeeze(1)
+        return self.out(self.drop(torch.cat([y, ctx], dim=1))), (y, rnn_state), a.squeeze(1)
 
     def _step_fn(self, memory: Tensor, mask: Tensor):
         prepared = self.attention.prepare(memory)
@@ -183,13 +189,13 @@ class Seq2Seq(nn.Module):
         the decoder runs once over the whole target and attention is one batched product.
         ``(h~ (B, T, O), context (B, T, M), attention (B, T, S), input embeddings (B, T, E))``."""
         init = state[1].state  # the stacked initial decoder state
-        emb = self.tgt_embed(inputs)
+        emb = self.drop(self.tgt_embed(inputs))
         ys, _ = self.decoder(emb, init[0] if len(init) == 1 else init)  # (B, T, O)
         ctx, a = self.attention(ys, memory, mask)  # (B, T, M), (B, T, S)
         return torch.tanh(self.combine(torch.cat([ctx, ys], dim=-1))), ctx, a, emb
 
     def _forward_whole(self, inputs: Tensor, memory: Tensor, mask: Tensor, state: DecodeState) -> Tensor:
-        return self.out(self._decode_whole(inputs, memory, mask, state)[0])  # (B, T, V)
+        return self.out(self.drop(self._decode_whole(inputs, memory, mask, state)[0]))  # (B, T, V)
 
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()
