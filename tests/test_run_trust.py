@@ -215,6 +215,9 @@ def test_a_new_run_never_writes_into_an_old_one(tmp_path, capsys):
     ("--schedule", "warm", "--schedule must be one of constant, cosine, linear; got 'warm'"),
     ("--cell", "transformer", "--cell must be a registered cell"),
     ("--checkpoint-minutes", "-2", "--checkpoint-minutes must be >= 0, got -2.0"),
+    ("--dropout", "1.5", "--dropout must be < 1, got 1.5"),
+    ("--beam", "0", "--beam must be >= 1, got 0"),
+    ("--average", "-1", "--average must be >= 0, got -1"),
 ])
 def test_every_flag_is_checked_when_parsed(capsys, flag, value, message):
     with pytest.raises(SystemExit) as e:

@@ -35,6 +35,7 @@ class TaskConfig:
     clip: float = 1.0  # gradient-norm clipping threshold, Pascanu et al. 2013 (0: off)
     ensemble: int = 1  # classifiers trained side by side from different initialisations, probabilities averaged
     keep_best: bool = False  # test and save the best validation epoch's weights instead of the last epoch's
+    average: int = 0  # test and save the mean of the weights at the last N epoch ends (checkpoint averaging; 0: off)
     max_train: int = 0  # cap on training examples (0: all; a user's --data file is read whole unless given)
     seed: int = 0  # seed of the data split, initialisation and order
     data: str = ""  # your own data file instead of the bundled data set (format: `rnnkit tasks --task NAME`)
@@ -46,12 +47,16 @@ class TaskConfig:
     max_length: int = 0  # translate: training pairs with a longer source or target (in tokens) are left out (0: none)
     copy: bool = True  # summarize: the pointer-generator copies source words (False: plain attention seq2seq)
     bptt: int = 128  # chars: steps per truncated-BPTT window when a plain-text --data file trains as one stream
+    dropout: float = 0.0  # g2p: dropout on the embeddings, between stacked layers and before the output, in training
+    beam: int = 1  # g2p: beam width of test decoding and predict (1: greedy)
 
     def __post_init__(self) -> None:
         for name in self.field_names():
             problem = option_problem(name, getattr(self, name))
             if problem:
                 raise ValueError(f"--{name.replace('_', '-')} {problem}")
+        if self.average and self.keep_best:
+            raise ValueError(f"--average {self.average} and --keep-best both choose the weights a run keeps: give one")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -66,8 +71,11 @@ _LOWEST: dict[str, tuple[float, bool]] = {
     "hidden": (1, False), "layers": (1, False), "embedding": (1, False), "epochs": (1, False),
     "batch_size": (1, False), "ensemble": (1, False), "devices": (1, False), "max_train": (0, False),
     "lr": (0, True), "clip": (0, False), "seed": (0, False), "period": (0, False), "max_length": (0, False),
-    "bptt": (2, False),
+    "bptt": (2, False), "dropout": (0, False), "beam": (1, False),
+    "average": (0, False),
 }
+#: the largest value of an option, and whether it must be strictly smaller
+_HIGHEST: dict[str, tuple[float, bool]] = {"dropout": (1, True)}
 _CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": ("constant", "cosine", "linear"), "accelerator": ("cpu", "gpu", "auto"),
     "missing": ("error", "interpolate"),
@@ -84,6 +92,10 @@ def option_problem(name: str, value: Any) -> str | None:
             return f"must be finite, got {value}"
         if (value <= low) if strict else (value < low):
             return f"must be {'>' if strict else '>='} {low:g}, got {value}"
+    if name in _HIGHEST:
+        high, strict = _HIGHEST[name]
+        if (value >= high) if strict else (value > high):
+            return f"must be {'<' if strict else '<='} {high:g}, got {value}"
     if name in _CHOICES and value not in _CHOICES[name]:
         return f"must be one of {', '.join(_CHOICES[name])}; got {value!r}"
     if name == "cell":

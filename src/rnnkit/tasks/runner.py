@@ -48,6 +48,7 @@ from rnnkit._files import write_bytes_atomic
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, get_task
 from rnnkit.tasks.plots import plot_learning_curve
 from rnnkit.train import OptimConfig, ResumableLoader, TrainConfig, TrainModule, fit, load_weights
+from rnnkit.train.averaging import EpochAverage
 from rnnkit.train.checkpoint import check_state_dict, read_checkpoint
 from rnnkit.train.interrupt import RunCheckpoint, RunInterrupted
 
@@ -267,7 +268,8 @@ def _train_in(run_dir: Path, task: Task, cfg: TaskConfig, checkpoint_minutes: fl
     command = f"rnnkit resume {run_dir}"
     write_status(run_dir, "running", resume=command)
     try:
-        trainer = fit(module, train, val, tcfg, callbacks=[saver] + ([best] if best else []),
+        averager = [EpochAverage(cfg.average)] if cfg.average else []  # before the saver: see EpochAverage
+        trainer = fit(module, train, val, tcfg, callbacks=averager + [saver] + ([best] if best else []),
                       enable_model_summary=False, use_distributed_sampler=False,
                       enable_checkpointing=best is not None)  # see loaders; RunCheckpoint saves by itself
     except RunInterrupted as stop:
