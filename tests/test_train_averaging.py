@@ -10,11 +10,11 @@ import torch
 pytest.importorskip("lightning")
 
 import lightning as L  # noqa: E402
-from test_train_checkpoint import Tiny, _Crash, _data  # noqa: E402
 
 from rnnkit.tasks import get_task  # noqa: E402
 from rnnkit.train import OptimConfig, ResumableLoader, TrainConfig, TrainModule, fit  # noqa: E402
 from rnnkit.train.averaging import EpochAverage  # noqa: E402
+from test_train_checkpoint import Tiny, _Crash, _data  # noqa: E402
 
 BATCHES = 5  # 40 examples in batches of 8
 
