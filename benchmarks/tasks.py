@@ -9,12 +9,16 @@ References (fitted on the training split, their one knob chosen on validation, n
   suffixes, and the same for its neighbours; Lample et al. 2016 list such features), ``c1, c2`` by
   validation entity F1;
 * forecast -- the task's own AR(p) baseline (statsmodels), printed with the other baselines;
+* g2p -- Phonetisaurus (PyPI ``phonetisaurus``, not an rnnkit dependency: ``pip install
+  phonetisaurus``), a joint-sequence n-gram WFST (Novak et al. 2016) trained on the same training
+  words with every pronunciation, first-best output, scored like the task;
 * chars -- on 1.5 M characters of Shakespeare (``rnnkit.data.shakespeare``, one stream; the task's
   baseline is the Kneser-Ney 5-gram), a Kneser-Ney 7-gram on the same streams.
 
     python benchmarks/tasks.py --tasks forecast --seeds 5          # seconds
     python benchmarks/tasks.py --tasks sentiment tagging --seeds 1   # minutes (sklearn-crfsuite for the CRF)
     python benchmarks/tasks.py --tasks chars --seeds 1              # 20 minutes (setup_data.sh fetches the text)
+    python benchmarks/tasks.py --tasks g2p --seeds 1                # 20 minutes, and Phonetisaurus's few
 """
 
 from __future__ import annotations
@@ -128,7 +132,39 @@ def kneser_ney_7(data) -> dict[str, float]:
     return {"bits_per_token": total / count / math.log(2)}
 
 
-REFERENCES = {"sentiment": tfidf_svm, "tagging": feature_crf, "chars": kneser_ney_7}
+def phonetisaurus(data) -> dict[str, float]:
+    """Phonetisaurus trained on the training words (every pronunciation); its best guess per test word."""
+    import contextlib
+    import os
+    import tempfile
+
+    import phonetisaurus as ps
+
+    from rnnkit.tasks.g2p import _scores, pronunciations
+
+    lexicon: dict[str, list[list[str]]] = {}
+    for s, t in data.train:
+        lexicon.setdefault("".join(s), []).append(t)
+    sources, refs = pronunciations(data.test)
+    words = ["".join(s) for s in sources]
+    with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as null:
+        kept = [os.dup(1), os.dup(2)]
+        try:  # its tools log every step to the process's stdout and stderr
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            with contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+                ps.train(lexicon, Path(tmp) / "g2p.fst")
+                guess = dict(ps.predict(words, Path(tmp) / "g2p.fst"))
+        finally:
+            for fd, keep in zip((1, 2), kept, strict=True):
+                os.dup2(keep, fd)
+                os.close(keep)
+    return _scores([guess.get(w, []) for w in words], refs)
+
+
+REFERENCES = {"sentiment": tfidf_svm, "tagging": feature_crf, "chars": kneser_ney_7, "g2p": phonetisaurus}
+#: metrics printed beside the task's own in its row
+ALSO = {"g2p": ("wer", "per")}
 
 
 def data_for(name: str) -> dict[str, str]:
@@ -152,7 +188,7 @@ def main() -> None:
     rows = []
     for name in args.tasks:
         task = get_task(name)
-        figures, seconds, result, ref_runs = [], [], None, []
+        figures, seconds, result, ref_runs, extra = [], [], None, [], []
         for seed in range(args.seeds):
             cfg = task.config(seed=seed, progress=False, **recipe(name, args.recipe), **data_for(name))
             t0 = time.time()
@@ -160,7 +196,8 @@ def main() -> None:
                                 echo=lambda m: None)
             seconds.append(time.time() - t0)
             figures.append(result.metrics[task.metric])
-            print(f"{name} seed {seed}: {task.metric} {figures[-1]:.4f} ({seconds[-1]:.0f} s)", flush=True)
+            extra.append({k: result.metrics[k] for k in ALSO.get(name, ())})
+            print(f"{name} seed {seed}: {task.metric} {figures[-1]:.4f} {extra[-1]} ({seconds[-1]:.0f} s)", flush=True)
             if name in REFERENCES and not args.no_references:  # each seed has its own split: fit it there too
                 t0 = time.time()
                 ref_runs.append(REFERENCES[name](result.data))
@@ -169,10 +206,14 @@ def main() -> None:
         ours = f"{statistics.mean(figures):.4g}"
         if len(figures) > 1:
             ours += f" ({min(figures):.4g}-{max(figures):.4g}, {len(figures)} seeds)"
+        for k in ALSO.get(name, ()):
+            ours += f"; {k} {statistics.mean(e[k] for e in extra):.4g}"
         refs = {k: round(v, 4) for k, v in result.baselines.items()}
         if ref_runs:
             values = [r[task.metric] for r in ref_runs]
             refs[REFERENCES[name].__name__] = round(statistics.mean(values), 4)
+            for k in ALSO.get(name, ()):
+                refs[f"{REFERENCES[name].__name__} {k}"] = round(statistics.mean(r[k] for r in ref_runs), 4)
             if len(values) > 1:
                 refs[f"{REFERENCES[name].__name__} per seed"] = [round(v, 4) for v in values]
         print(f"{name}: ours {ours}; baselines and references {refs}", flush=True)

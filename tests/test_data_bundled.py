@@ -27,8 +27,24 @@ def test_wnut16():
 
 
 def test_cmudict():
-    entries = dict(bundled.cmudict_entries())
-    assert len(entries) > 100000 and entries["knight"] == ["N", "AY", "T"]
+    words = bundled.cmudict_words()
+    assert len(words) > 110000 and words["knight"] == [["N", "AY", "T"]]
+    assert words["read"] == [["R", "EH", "D"], ["R", "IY", "D"]]  # every pronunciation, stress removed
+
+
+def test_cmudict_frozen_heldout_list():
+    held, words = bundled.cmudict_heldout(), bundled.cmudict_words()
+    counts = {k: sum(v == k for v in held.values()) for k in ("val", "test")}
+    assert set(held.values()) == {"val", "test"} and set(held) <= set(words)
+    assert counts["val"] == counts["test"] == round(0.1 * len(words))  # 10% each of today's dictionary
+
+
+def test_cmudict_heldout_list_is_checked(monkeypatch, tmp_path):
+    bad = tmp_path / "heldout.txt"
+    bad.write_bytes(bundled.CMUDICT_HELDOUT.read_bytes().replace(b"\ttest\n", b"\tval\n", 1))
+    monkeypatch.setattr(bundled, "CMUDICT_HELDOUT", bad)
+    with pytest.raises(bundled.DataUnavailable, match="SHA-256"):
+        bundled.cmudict_heldout()
 
 
 def test_digits():

