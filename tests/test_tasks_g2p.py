@@ -76,6 +76,7 @@ def test_beam_option_decodes_with_a_beam(tmp_path):
     x, lengths = pad([Vocab.from_dict(data.meta["src"]).encode(s) for s in sources])
     want = model.beam_search(x, lengths, beam_width=3, max_len=MAX_LEN_PER_SOURCE_TOKEN * 4 + MAX_LEN_EXTRA)
     assert got == [Vocab.from_dict(data.meta["tgt"]).decode(r) for r in want.tokens.tolist()]
+    assert len(task.transduce(model, sources, {**data.meta, "beam": 300})[0]) == 2  # a beam wider than a batch
     with pytest.raises(ValueError, match="--beam must be >= 1"):
         task.config(beam=0)
     with pytest.raises(ValueError, match="--dropout must be < 1"):

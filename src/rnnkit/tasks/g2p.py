@@ -149,9 +149,10 @@ class G2PTask(Task):
         """Greedy decoding, or a beam of ``meta["beam"]`` (the run's ``--beam``)."""
         src_v, tgt_v = Vocab.from_dict(meta["src"]), Vocab.from_dict(meta["tgt"])
         beam = int(meta.get("beam", 1))
+        step = max(1, 256 // beam)  # sources per batch: about 256 decoder rows
         out, attn = [], []
-        for i in range(0, len(sources), 256 // beam):
-            x, lengths = pad([src_v.encode(s) for s in sources[i : i + 256 // beam]])
+        for i in range(0, len(sources), step):
+            x, lengths = pad([src_v.encode(s) for s in sources[i : i + step]])
             max_len = MAX_LEN_PER_SOURCE_TOKEN * x.size(1) + MAX_LEN_EXTRA
             dec = (model.beam_search(x, lengths, beam_width=beam, max_len=max_len) if beam > 1
                    else model.greedy(x, lengths, max_len=max_len))
