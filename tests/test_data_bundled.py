@@ -1,11 +1,24 @@
 """The bundled datasets load from the files their packages ship, with the documented sizes."""
 
+import shutil
+
 import numpy as np
 import pytest
 
 from rnnkit.data import bundled
+from rnnkit.data.bundled import DataUnavailable
 from rnnkit.data.music import bach_chorales, parse_melody
-from rnnkit.data.speech import DIGIT_WORDS, VOICES, espeak_available, log_mel, spoken_digits, synthesize
+from rnnkit.data.speech import (
+    DIGIT_WORDS,
+    VOICES,
+    augment,
+    espeak_available,
+    flite_available,
+    log_mel,
+    resample,
+    spoken_digits,
+    synthesize,
+)
 
 
 def test_sunspots():
@@ -87,3 +100,80 @@ def test_espeak_clips_and_held_out_voices(tmp_path, monkeypatch):
     assert not set(VOICES["test"]) & set(VOICES["train"]) and not set(VOICES["val"]) & set(VOICES["train"])
     again = spoken_digits("test", 4)  # from the cache
     assert all(np.array_equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(clips, again, strict=True))
+
+
+def _tone_power(x: np.ndarray, hz: float, rate: int = 22050) -> float:
+    """The spectral power of ``x`` within 100 Hz of ``hz``."""
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1.0 / rate)
+    return float(spec[np.abs(f - hz) < 100].sum())
+
+
+def test_resample_band_limits_before_it_drops_the_rate():
+    t = np.arange(22050) / 22050
+    x = (np.sin(2 * np.pi * 1000 * t) + np.sin(2 * np.pi * 6000 * t)).astype(np.float32) / 2
+    down = resample(x, 22050, 8000)
+    assert down.dtype == np.float32 and len(down) == 8000
+    back = resample(down, 8000, 22050)  # the 6 kHz tone is gone, not folded to 2 kHz
+    assert _tone_power(back, 6000) < 1e-3 * _tone_power(back, 1000)
+    assert _tone_power(back, 2000) < 1e-3 * _tone_power(back, 1000)
+    assert _tone_power(back, 1000) > 0.5 * _tone_power(x, 1000)
+    assert np.array_equal(resample(x, 22050, 22050), x)
+
+
+def test_augment_is_seeded_and_perturbs_speed_band_and_level():
+    t = np.arange(22050) / 22050
+    x = (np.sin(2 * np.pi * 1000 * t) + np.sin(2 * np.pi * 6000 * t)).astype(np.float32) / 2
+    a = augment(x, np.random.default_rng(3))
+    assert np.array_equal(a, augment(x, np.random.default_rng(3)))  # deterministic given the generator
+    outs = [augment(x, np.random.default_rng(s)) for s in range(30)]
+    assert len({len(o) for o in outs}) > 20  # speed and silence vary the length...
+    assert all(0.85 * len(x) < len(o) < 1.18 * len(x) + 2 * 0.3 * 22050 for o in outs)  # ...within their ranges
+    assert all(o.dtype == np.float32 and np.abs(o).max() <= 1.0 for o in outs)
+
+    def high(o: np.ndarray) -> float:  # the power above 4.5 kHz over that below 2 kHz (speed moves the tones <= 15%)
+        spec, f = np.abs(np.fft.rfft(o)) ** 2, np.fft.rfftfreq(len(o), 1.0 / 22050)
+        return float(spec[f > 4500].sum() / spec[f < 2000].sum())
+
+    narrow = sum(high(o) < 0.08 for o in outs)  # the telephone band (probability 0.7) removes the 6 kHz tone
+    assert 14 <= narrow <= 27 and high(x) > 0.9  # (what remains above 4.5 kHz then is added noise: ratio <= 0.03)
+
+
+@pytest.mark.skipif(not flite_available(), reason="flite not installed (bash scripts/setup_data.sh)")
+def test_flite_voices_speak_at_the_pitch_asked():
+    def pitch(x: np.ndarray, rate: int = 22050) -> float:  # median autocorrelation peak of the voiced frames
+        n, found = int(rate * 0.04), []
+        for i in range(0, len(x) - n, n):
+            s = x[i : i + n]
+            if np.abs(s).max() > 0.1:
+                ac = np.correlate(s, s, "full")[n - 1 :]
+                found.append(rate / (rate // 300 + np.argmax(ac[rate // 300 : rate // 60])))
+        return float(np.median(found))
+
+    low, high = synthesize("three five", "flite:awb", pitch=0), synthesize("three five", "flite:awb", pitch=99)
+    assert low.dtype == np.float32 and low.size > 10000
+    assert 75 < pitch(low) < 100 and 135 < pitch(high) < 165  # FLITE_VOICES["awb"] is 85-150 Hz
+    slow = synthesize("three five", "flite:kal", speed=120)  # kal speaks at 8 kHz, resampled to 22.05 kHz
+    assert len(slow) > 1.5 * len(synthesize("three five", "flite:kal", speed=220))
+    with pytest.raises(ValueError, match="flite's voices here are kal"):
+        synthesize("one", "flite:nobody")
+
+
+def test_a_missing_synthesiser_names_its_package(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(DataUnavailable, match="flite is not installed; run: sudo apt-get install espeak-ng flite"):
+        synthesize("one", "flite:slt")
+    with pytest.raises(DataUnavailable, match="espeak-ng is not installed"):
+        synthesize("one", "en-us+m1")
+
+
+@pytest.mark.skipif(not (espeak_available() and flite_available()), reason="bash scripts/setup_data.sh")
+def test_augmented_training_clips_differ_and_are_cached_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
+    plain, noisy = spoken_digits("train", 12, seed=1), spoken_digits("train", 12, seed=1, augmented=True)
+    assert [t for _, t, _ in plain] == [t for _, t, _ in noisy] and len(list(tmp_path.iterdir())) == 2
+    assert not any(a.shape == b.shape and np.allclose(a, b) for (a, _, _), (b, _, _) in zip(plain, noisy, strict=True))
+    again = spoken_digits("train", 12, seed=1, augmented=True)  # from the cache
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(noisy, again, strict=True))
+    assert any(v.startswith("flite:") for v in VOICES["train"]) and not any(
+        v.startswith("flite:") for v in VOICES["val"] + VOICES["test"])

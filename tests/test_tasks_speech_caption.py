@@ -65,3 +65,66 @@ def test_user_audio_csv_rejects_bad_transcripts(tmp_path):
     (tmp_path / "a.csv").write_text("audio,text\nx.wav,Hello World!\n")
     with pytest.raises(DataError, match=r"a\.csv, line 2: transcript has characters \['!'\]"):
         get_task("speech").prepare(get_task("speech").config(data=str(tmp_path / "a.csv")))
+
+
+def test_spec_augment_masks_bands_and_spans_in_training_only():
+    import torch
+
+    from rnnkit.tasks.speech import SpecAugment
+
+    torch.manual_seed(0)
+    x, lengths = torch.randn(64, 50, 80) + 5.0, torch.tensor([50] * 32 + [20] * 32)
+    mask = SpecAugment(bands=1, band_width=6, spans=1, span=8)
+    assert torch.equal(mask.eval()(x, lengths), x)  # identity outside training, as dropout
+    y = mask.train()(x, lengths)
+    zero = y == 0  # (B, T, D)
+    assert torch.equal(zero[:, :, :40], zero[:, :, 40:])  # a band is masked in both stacked frames
+    bands = zero.all(1)[:, :40]  # (B, 40): bands masked over all time
+    widths = bands.sum(1)
+    assert widths.max() <= 6 and widths.float().mean() > 1.5  # widths uniform in 0..6
+    for row in bands[widths > 0]:  # one contiguous span of bands
+        idx = row.nonzero().flatten()
+        assert idx[-1] - idx[0] + 1 == len(idx)
+    steps = zero.all(2)  # (B, T): time steps masked in every band
+    spans = steps.sum(1)
+    assert spans[:32].max() <= 8 and spans[32:].max() <= 4 and spans.float().mean() > 1  # at most a fifth of 20
+    assert not steps[32:, 20:].any()  # never in the padding
+    kept = ~zero
+    assert torch.equal(y[kept], x[kept])
+
+
+def test_word_units_decode_whole_words_and_chars_stay_for_open_transcripts(tmp_path):
+    import torch
+
+    from rnnkit.data.speech import DIGIT_WORDS
+    from rnnkit.tasks.speech import CHARS, _units
+
+    task = get_task("speech")
+    meta = {"units": ["<blank>", *DIGIT_WORDS], "joiner": " ", "features": 80, "spec_augment": True}
+    clips = [(np.zeros((30, 80), np.float32), "four two", "v"), (np.zeros((20, 80), np.float32), "nine", "v")]
+    batch = task.collate(clips, meta)
+    assert batch["y"].tolist() == [5, 3, 10] and batch["y_lengths"].tolist() == [2, 1]
+    unseen = task.collate([(np.zeros((9, 80), np.float32), "four eleven", "v")], meta)  # not in the vocabulary
+    assert unseen["y"].tolist() == [5] and unseen["y_lengths"].tolist() == [1]
+
+    class Path_(torch.nn.Module):  # scores that spell blank four four blank two blank two
+        def forward(self, x, lengths=None):
+            ids = torch.tensor([0, 5, 5, 0, 3, 0, 3])
+            return torch.nn.functional.one_hot(ids, 11).float().expand(x.shape[0], -1, -1)
+
+    assert task.transcribe(Path_(), [np.zeros((7, 80), np.float32)], meta) == ["four two two"]
+    assert _units({"chars": CHARS}) == (CHARS, "")  # a model saved before word units
+    model = task.build(task.config(), meta)
+    assert model.mask is not None and sum(p.numel() for p in model.mask.parameters()) == 0
+
+    (tmp_path / "a.csv").write_text("audio,text\n" + "".join(f"{i}.wav,hello there\n" for i in range(10)))
+    for i in range(10):
+        import wave
+
+        with wave.open(str(tmp_path / f"{i}.wav"), "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+            w.writeframes((np.random.default_rng(i).normal(0, 0.1, 8000) * 32767).astype(np.int16).tobytes())
+    data = task.prepare(task.config(data=str(tmp_path / "a.csv")))
+    assert data.meta["units"] == CHARS and data.meta["joiner"] == ""  # auto: characters on a user's files
+    words = task.prepare(task.config(data=str(tmp_path / "a.csv"), units="words"))
+    assert words.meta["units"] == ["<blank>", "hello", "there"] and words.meta["joiner"] == " "

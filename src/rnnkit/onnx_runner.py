@@ -342,7 +342,7 @@ def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
         out = []
         for row, n in zip(logp.argmax(-1), lengths, strict=True):
             ids = [int(k) for j, k in enumerate(row[:n]) if k != spec["blank"] and (j == 0 or k != row[j - 1])]
-            out.append("".join(spec["chars"][k] for k in ids))
+            out.append(spec.get("joiner", "").join(spec["chars"][k] for k in ids))
         return out
     if kind == "video":
         out = []

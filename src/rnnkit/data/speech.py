@@ -1,11 +1,20 @@
-"""Spoken digit strings synthesised with Debian's espeak-ng, and log-mel features.
+"""Spoken digit strings synthesised with Debian's espeak-ng and flite, and log-mel features.
 
 No recorded spoken-digit corpus ships in the registries this project can reach, so the speech
-task synthesises one: ``espeak-ng -v <accent>+<speaker> -s <words per minute> -p <pitch>``
-speaks strings of one to three digits. Training uses seven English voices x nine speaker
-variants; validation and test each use a voice never heard in training (a held-out accent with
-held-out speaker variants). Clips are cached as ``.npz`` arrays (no pickle) under
-``$RNNKIT_CACHE`` (default ``~/.cache/rnnkit``).
+task synthesises one: ``espeak-ng -v <accent>+<speaker> -s <words per minute> -p <pitch>`` (formant
+synthesis) and ``flite -voice <voice>`` (diphone and statistical-parametric synthesis, with its
+pitch and duration set) speak strings of one to three digits. Training uses seven English espeak
+accents x nine speaker variants and flite's five voices; validation and test each use an espeak
+voice never heard in training (a held-out accent with held-out speaker variants).
+
+The training clips can be augmented (:func:`augment`) so that a model trained on them transfers
+to a real voice over a telephone line (:func:`real_digits`): half the clips are spoken a word at a
+time and spliced with pauses, and each is sped up or slowed down, band limited as 8 kHz audio is,
+tilted in spectrum, given a gain and silence, and mixed with noise. Speed perturbation is Ko et
+al., Interspeech 2015; the telephone band and noise follow the far-field and narrow-band
+augmentations of Kim et al. 2017 and Hannun et al. 2014 (Deep Speech).
+
+Clips are cached as ``.npz`` arrays (no pickle) under ``$RNNKIT_CACHE`` (default ``~/.cache/rnnkit``).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import os
 import random
 import shutil
 import subprocess
+import tempfile
 import wave
 from pathlib import Path
 
@@ -24,22 +34,31 @@ import torch
 
 from rnnkit.data.bundled import DatasetInfo, DataUnavailable
 
-__all__ = ["ASTERISK_DIGITS", "DIGIT_WORDS", "REAL_DIGITS", "SPEECH", "VOICES", "espeak_available", "log_mel",
-           "band_mask", "read_pcm16", "real_digits", "real_digits_available", "spoken_digits", "synthesize"]
+__all__ = ["ASTERISK_DIGITS", "DIGIT_WORDS", "FLITE_VOICES", "REAL_DIGITS", "SPEECH", "VOICES", "augment",
+           "band_mask", "espeak_available", "flite_available", "log_mel", "read_pcm16", "real_digits",
+           "real_digits_available", "resample", "spoken_digits", "synthesize"]
 
 SPEECH = DatasetInfo(
-    "espeak-digits", "Debian package espeak-ng (formant synthesis), clips synthesised on first use and cached",
-    "GPL-3.0-or-later (espeak-ng); the synthesised clips are generated data",
-    "digit strings of 1-3 words; by default 800 training, 160 validation and 300 test clips (22.05 kHz, log-mel)",
-    "train: 7 English voices x 9 speaker variants; validation: accent en-gb-x-gbcwmd (speakers m5, f4); test: accent "
-    "en-029 (Caribbean) with speakers m6, f5, croak, all held out", "sudo apt-get install espeak-ng "
-    "(or: bash scripts/setup_data.sh)", "Dunn et al., eSpeak NG; CTC: Graves et al., ICML 2006",
+    "espeak-flite-digits", "Debian packages espeak-ng (formant synthesis) and flite (diphone and statistical "
+    "parametric synthesis), clips synthesised on first use and cached",
+    "GPL-3.0-or-later (espeak-ng), BSD-style (flite); the synthesised clips are generated data",
+    "digit strings of 1-3 words; by default 2000 augmented training, 160 validation and 300 test clips (22.05 kHz, "
+    "log-mel)",
+    "train: 7 English espeak voices x 9 speaker variants and flite's 5 voices (a third of the clips), augmented; "
+    "validation: accent en-gb-x-gbcwmd (speakers m5, f4); test: accent en-029 (Caribbean) with speakers m6, f5, "
+    "croak, all held out, not augmented", "sudo apt-get install espeak-ng flite (or: bash scripts/setup_data.sh)",
+    "Dunn et al., eSpeak NG; Black & Lenzo, Flite (2001); CTC: Graves et al., ICML 2006",
 )
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+#: flite's built-in voices (``flite -lv``) and the range of mean pitch (Hz) each is given
+FLITE_VOICES = {"kal": (85, 150), "kal16": (85, 150), "awb": (85, 150), "rms": (85, 150), "slt": (150, 240)}
+#: each flite voice stands in the training list this many times, so that flite speaks about a third of the clips
+_FLITE_WEIGHT = 6
 VOICES = {
     "train": [f"{a}+{v}" for a in ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-us-nyc",
-                                   "en") for v in ("m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3", "klatt")],
+                                   "en") for v in ("m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3", "klatt")]
+    + [f"flite:{v}" for v in FLITE_VOICES for _ in range(_FLITE_WEIGHT)],
     "val": ["en-gb-x-gbcwmd+m5", "en-gb-x-gbcwmd+f4"],
     "test": ["en-029+m6", "en-029+f5", "en-029+croak"],
 }
@@ -50,15 +69,80 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
+def flite_available() -> bool:
+    return shutil.which("flite") is not None
+
+
 def synthesize(text: str, voice: str, speed: int = 160, pitch: int = 50) -> np.ndarray:
-    """The waveform (float32 in [-1, 1], 22.05 kHz) of ``text`` spoken by espeak-ng."""
+    """The waveform (float32 in [-1, 1], 22.05 kHz) of ``text`` spoken by espeak-ng, or by flite for a
+    voice named ``flite:<voice>``. ``speed`` is in words per minute (espeak's scale, 160 normal);
+    ``pitch`` is espeak's 0-99, mapped for flite onto its voice's range in :data:`FLITE_VOICES`."""
+    if voice.startswith("flite:"):
+        name = voice.removeprefix("flite:")
+        if name not in FLITE_VOICES:
+            raise ValueError(f"voice {voice!r}: flite's voices here are {', '.join(FLITE_VOICES)}")
+        if not flite_available():
+            raise DataUnavailable(f"flite is not installed; run: {SPEECH.install}")
+        lo, hi = FLITE_VOICES[name]
+        with tempfile.TemporaryDirectory() as tmp:  # flite writes a file only
+            out = Path(tmp) / "clip.wav"
+            subprocess.run(["flite", "-voice", name, "--setf", f"duration_stretch={160 / speed:.3f}",
+                            "--setf", f"int_f0_target_mean={lo + (hi - lo) * pitch / 99:.1f}", "-t", text,
+                            "-o", str(out)], check=True, capture_output=True)
+            x, rate = read_pcm16(out)
+        return resample(x, rate, SAMPLE_RATE)
     if not espeak_available():
         raise DataUnavailable(f"espeak-ng is not installed; run: {SPEECH.install}")
     wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
                          check=True, capture_output=True).stdout
     with wave.open(io.BytesIO(wav)) as w:
-        frames = w.readframes(w.getnframes())
-    return np.frombuffer(frames, dtype=np.int16).astype(np.float32) / 32768.0
+        rate, frames = w.getframerate(), w.readframes(w.getnframes())
+    return resample(np.frombuffer(frames, dtype=np.int16).astype(np.float32) / 32768.0, rate, SAMPLE_RATE)
+
+
+def resample(x: np.ndarray, rate: int, to: int) -> np.ndarray:
+    """``x`` (1-D) from ``rate`` to ``to`` samples per second: band limited to the lower of the two
+    Nyquist frequencies (in the frequency domain), then linearly interpolated."""
+    if rate == to:
+        return np.asarray(x, dtype=np.float32)
+    if to < rate:
+        x = _filtered(x, rate, lambda f: (f <= to / 2).astype(np.float64))
+    t = np.arange(int(len(x) * to / rate)) * (rate / to)
+    return np.interp(t, np.arange(len(x)), x).astype(np.float32)
+
+
+def _filtered(x: np.ndarray, rate: int, response) -> np.ndarray:
+    """``x`` with its spectrum times ``response(frequencies in Hz)`` (a zero-phase FFT filter)."""
+    spec = np.fft.rfft(np.asarray(x, dtype=np.float64))
+    return np.fft.irfft(spec * response(np.fft.rfftfreq(len(x), 1.0 / rate)), n=len(x)).astype(np.float32)
+
+
+def augment(x: np.ndarray, rng: np.random.Generator, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A perturbed copy of waveform ``x`` (deterministic given ``rng``'s state):
+
+    * speed x0.85-1.15 (tempo and pitch together, by resampling);
+    * with probability 0.7, the telephone band: nothing above 3.3-4 kHz (what 8 kHz sampling keeps)
+      nor below 100-300 Hz;
+    * with probability 0.5, a spectral tilt: the spectrum times ``(1 + f / 1 kHz) ** s``, |s| <= 0.6;
+    * 0-0.3 s of silence before and after, and a gain of 0.3-1;
+    * with probability 0.5, white noise at a signal-to-noise ratio of 10-40 dB.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    factor = rng.uniform(0.85, 1.15)
+    x = np.interp(np.arange(0, len(x) - 1, factor), np.arange(len(x)), x).astype(np.float32)
+    if rng.random() < 0.7:
+        top, bottom = rng.uniform(3300, 4000), rng.uniform(100, 300)
+        x = _filtered(x, rate, lambda f: ((f <= top) & (f >= bottom)).astype(np.float64))
+    if rng.random() < 0.5:
+        slope = rng.uniform(-0.6, 0.6)
+        x = _filtered(x, rate, lambda f: (1.0 + f / 1000.0) ** slope)
+    x = np.concatenate([np.zeros(int(rate * rng.uniform(0, 0.3)), np.float32), x,
+                        np.zeros(int(rate * rng.uniform(0, 0.3)), np.float32)])
+    x = x * (rng.uniform(0.3, 1.0) / (np.abs(x).max() or 1.0))
+    if rng.random() < 0.5:
+        power = float(np.mean(x**2)) / 10 ** (rng.uniform(10, 40) / 10)
+        x = x + rng.normal(0.0, np.sqrt(power), len(x))
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
 def _mel_filters(n_fft: int, n_mels: int, sr: int, fmax: float = 8000.0) -> torch.Tensor:
@@ -149,9 +233,7 @@ def real_digits(n: int = 200, seed: int = 0, root: Path = ASTERISK_DIGITS) -> li
         parts = [np.zeros(int(rate * rng.uniform(0.1, 0.3)), np.float32)]
         for word in text:
             parts += [words[word], np.zeros(int(rate * rng.uniform(0.1, 0.3)), np.float32)]
-        x = np.concatenate(parts)
-        t = np.arange(int(len(x) * SAMPLE_RATE / rate)) * (rate / SAMPLE_RATE)
-        clips.append((log_mel(np.interp(t, np.arange(len(x)), x).astype(np.float32)), " ".join(text), "asterisk"))
+        clips.append((log_mel(resample(np.concatenate(parts), rate, SAMPLE_RATE)), " ".join(text), "asterisk"))
     return clips
 
 
@@ -159,23 +241,53 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("RNNKIT_CACHE", Path.home() / ".cache" / "rnnkit"))
 
 
-def spoken_digits(split: str, n: int, seed: int = 0) -> list[tuple[np.ndarray, str, str]]:
-    """``n`` clips of ``split`` as ``(features (T, 80), transcript, voice)``, cached."""
+def _spliced(words: list[str], voice: str, speed: int, pitch: int, rng: random.Random) -> np.ndarray:
+    """``words`` synthesised one at a time, trimmed, and joined by pauses of 0.1-0.3 s (as the real
+    voice's clips are made: :func:`real_digits`)."""
+    def pause() -> np.ndarray:
+        return np.zeros(int(SAMPLE_RATE * rng.uniform(0.1, 0.3)), np.float32)
+
+    parts = [pause()]
+    for word in words:
+        parts += [_trimmed(synthesize(word, voice, speed, pitch)), pause()]
+    return np.concatenate(parts)
+
+
+def _progress(items, what: str):
+    """``items`` with rich's progress bar (on a terminal, gone when done); plainly without rich."""
+    try:
+        from rich.progress import track
+    except ImportError:
+        return items
+    return track(items, what, transient=True)
+
+
+def spoken_digits(split: str, n: int, seed: int = 0, augmented: bool = False) -> list[tuple[np.ndarray, str, str]]:
+    """``n`` clips of ``split`` as ``(features (T, 80), transcript, voice)``, cached. ``augmented``:
+    half the clips spoken a word at a time and spliced (:func:`_spliced`), and each perturbed by
+    :func:`augment`, all seeded by ``seed``."""
     if split not in VOICES:
         raise ValueError(f"split must be one of {list(VOICES)}, got {split!r}")
-    key = hashlib.sha1(f"v1-{split}-{n}-{seed}-{VOICES[split]}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"v2-{split}-{n}-{seed}-{augmented}-{VOICES[split]}".encode()).hexdigest()[:12]
     path = _cache_dir() / f"speech-{split}-{key}.npz"
     if path.is_file():
         z = np.load(path, allow_pickle=False)
         feats = np.split(z["features"], z["offsets"][1:-1])
         return list(zip(feats, z["texts"].tolist(), z["voices"].tolist(), strict=True))
-    rng = random.Random(f"{split}-{seed}")
+    rng = random.Random(f"{split}-{seed}")  # the texts, voices, speeds and pitches: alike with and without augmenting
+    style, noise = random.Random(f"{split}-{seed}-augmented"), np.random.default_rng([seed, len(split), n])
     clips = []
-    for _ in range(n):
-        text = " ".join(rng.choice(DIGIT_WORDS) for _ in range(rng.randint(1, 3)))
+    for _ in _progress(range(n), f"synthesising {n} {split} clips (cached after)"):
+        words = [rng.choice(DIGIT_WORDS) for _ in range(rng.randint(1, 3))]
         voice = rng.choice(VOICES[split])
-        wav = synthesize(text, voice, speed=rng.randint(120, 220), pitch=rng.randint(20, 80))
-        clips.append((log_mel(wav), text, voice))
+        speed, pitch = rng.randint(120, 220), rng.randint(20, 80)
+        if augmented and style.random() < 0.5:
+            wav = _spliced(words, voice, speed, pitch, style)
+        else:
+            wav = synthesize(" ".join(words), voice, speed, pitch)
+        if augmented:
+            wav = augment(wav, noise)
+        clips.append((log_mel(wav), " ".join(words), voice))
     path.parent.mkdir(parents=True, exist_ok=True)
     offsets = np.cumsum([0] + [len(f) for f, _, _ in clips])
     tmp = path.with_suffix(".tmp.npz")

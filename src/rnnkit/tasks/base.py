@@ -49,6 +49,8 @@ class TaskConfig:
     bptt: int = 128  # chars: steps per truncated-BPTT window when a plain-text --data file trains as one stream
     dropout: float = 0.0  # g2p: dropout on the embeddings, between stacked layers and before the output, in training
     beam: int = 1  # g2p: beam width of test decoding and predict (1: greedy)
+    units: str = "auto"  # speech: CTC units: words, chars, or auto (words on the bundled digits, chars on --data)
+    augment: bool = True  # speech: SpecAugment masks in training, and augmented synthetic clips (bundled data)
 
     def __post_init__(self) -> None:
         for name in self.field_names():
@@ -78,7 +80,7 @@ _LOWEST: dict[str, tuple[float, bool]] = {
 _HIGHEST: dict[str, tuple[float, bool]] = {"dropout": (1, True)}
 _CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": ("constant", "cosine", "linear"), "accelerator": ("cpu", "gpu", "auto"),
-    "missing": ("error", "interpolate"),
+    "missing": ("error", "interpolate"), "units": ("auto", "words", "chars"),
 }
 
 
