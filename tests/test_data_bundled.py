@@ -91,6 +91,15 @@ def test_log_mel_shape_and_normalisation():
     assert np.allclose(feats.reshape(-1, 2, 40).mean((0, 1)), 0, atol=0.2)
 
 
+def test_log_mel_floor_makes_digital_silence_and_a_faint_noise_floor_alike():
+    t = np.arange(22050) / 22050
+    tone = np.sin(2 * np.pi * 440 * t).astype(np.float32) * (t < 0.5)  # half a second of tone, then silence
+    hiss = tone + np.random.default_rng(0).normal(0, 1e-4, len(t)).astype(np.float32)  # 77 dB below the tone
+    floored = np.abs(log_mel(tone) - log_mel(hiss)).max()
+    raw = np.abs(log_mel(tone, top_db=None) - log_mel(hiss, top_db=None)).max()
+    assert floored < 0.15 and raw > 10 * floored  # without the floor, the silence's features follow the hiss
+
+
 @pytest.mark.skipif(not espeak_available(), reason="espeak-ng not installed (bash scripts/setup_data.sh)")
 def test_espeak_clips_and_held_out_voices(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))

@@ -42,7 +42,7 @@ SPEECH = DatasetInfo(
     "espeak-flite-digits", "Debian packages espeak-ng (formant synthesis) and flite (diphone and statistical "
     "parametric synthesis), clips synthesised on first use and cached",
     "GPL-3.0-or-later (espeak-ng), BSD-style (flite); the synthesised clips are generated data",
-    "digit strings of 1-3 words; by default 2000 augmented training, 160 validation and 300 test clips (22.05 kHz, "
+    "digit strings of 1-3 words; by default 800 augmented training, 160 validation and 300 test clips (22.05 kHz, "
     "log-mel)",
     "train: 7 English espeak voices x 9 speaker variants and flite's 5 voices (a third of the clips), augmented; "
     "validation: accent en-gb-x-gbcwmd (speakers m5, f4); test: accent en-029 (Caribbean) with speakers m6, f5, "
@@ -63,6 +63,8 @@ VOICES = {
     "test": ["en-029+m6", "en-029+f5", "en-029+croak"],
 }
 SAMPLE_RATE = 22050
+#: :func:`log_mel`'s dynamic range (dB below a clip's loudest mel energy)
+TOP_DB: float | None = 60.0
 
 
 def espeak_available() -> bool:
@@ -167,14 +169,19 @@ def band_mask(fmax_hz: float, n_mels: int = 40, stack: int = 2, top_hz: float = 
 
 
 def log_mel(wave_: np.ndarray, sr: int = SAMPLE_RATE, n_mels: int = 40, hop_ms: float = 10.0,
-            stack: int = 2) -> np.ndarray:
+            stack: int = 2, top_db: float | None = TOP_DB) -> np.ndarray:
     """Log-mel features ``(T, n_mels * stack)``: 25 ms windows every ``hop_ms``, ``stack`` frames
-    concatenated (halving T), normalised per utterance (mean 0, deviation 1 per feature)."""
+    concatenated (halving T), normalised per utterance (mean 0, deviation 1 per feature). Energies
+    more than ``top_db`` below the clip's loudest are raised to that floor (as librosa's
+    ``power_to_db(top_db=...)``), so that digital silence and a faint noise floor look alike."""
     n_fft, hop = 1024, int(sr * hop_ms / 1000)
     x = torch.from_numpy(np.ascontiguousarray(wave_))
     spec = torch.stft(x, n_fft, hop, win_length=int(0.025 * sr), window=torch.hann_window(int(0.025 * sr)),
                       return_complex=True).abs().pow(2)  # (F, T)
-    feats = torch.log(_mel_filters(n_fft, n_mels, sr) @ spec + 1e-6).T  # (T, M)
+    mel = _mel_filters(n_fft, n_mels, sr) @ spec  # (M, T)
+    if top_db is not None:
+        mel = torch.maximum(mel, mel.max() * 10 ** (-top_db / 10))
+    feats = torch.log(mel + 1e-6).T  # (T, M)
     feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-5)
     T = feats.size(0) // stack * stack
     return feats[:T].reshape(T // stack, n_mels * stack).numpy()  # (T / stack, M * stack)
@@ -268,7 +275,7 @@ def spoken_digits(split: str, n: int, seed: int = 0, augmented: bool = False) ->
     :func:`augment`, all seeded by ``seed``."""
     if split not in VOICES:
         raise ValueError(f"split must be one of {list(VOICES)}, got {split!r}")
-    key = hashlib.sha1(f"v2-{split}-{n}-{seed}-{augmented}-{VOICES[split]}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"v2-{split}-{n}-{seed}-{augmented}-{TOP_DB}-{VOICES[split]}".encode()).hexdigest()[:12]
     path = _cache_dir() / f"speech-{split}-{key}.npz"
     if path.is_file():
         z = np.load(path, allow_pickle=False)
