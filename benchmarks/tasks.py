@@ -14,11 +14,14 @@ References (fitted on the training split, their one knob chosen on validation, n
   words with every pronunciation, first-best output, scored like the task;
 * chars -- on 1.5 M characters of Shakespeare (``rnnkit.data.shakespeare``, one stream; the task's
   baseline is the Kneser-Ney 5-gram), a Kneser-Ney 7-gram on the same streams.
+* speech -- no reference beyond the task's majority-word baseline; the row adds the WER on the
+  real voice (Debian's asterisk-core-sounds-en-wav), which training never hears.
 
     python benchmarks/tasks.py --tasks forecast --seeds 5          # seconds
     python benchmarks/tasks.py --tasks sentiment tagging --seeds 1   # minutes (sklearn-crfsuite for the CRF)
     python benchmarks/tasks.py --tasks chars --seeds 1              # 20 minutes (setup_data.sh fetches the text)
     python benchmarks/tasks.py --tasks g2p --seeds 1                # 20 minutes, and Phonetisaurus's few
+    python benchmarks/tasks.py --tasks speech --seeds 2             # 2 x 15 minutes (setup_data.sh: the voices)
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ PUBLISHED = {
     "tagging": "WNUT-2016 official test set: 0.524 F1, the shared task's best (Limsopatham & Collier 2016)",
     "g2p": "CMUdict: bi-LSTM WER 23.55% (Yao & Zweig 2015); LSTM + joint n-gram 21.3% (Rao et al. 2015)",
     "chars": "no standard split of these plays; character LSTMs reach ~1.5 bits on large continuous corpora",
+    "speech": "none on these clips",
 }
 
 
@@ -164,7 +168,7 @@ def phonetisaurus(data) -> dict[str, float]:
 
 REFERENCES = {"sentiment": tfidf_svm, "tagging": feature_crf, "chars": kneser_ney_7, "g2p": phonetisaurus}
 #: metrics printed beside the task's own in its row
-ALSO = {"g2p": ("wer", "per")}
+ALSO = {"g2p": ("wer", "per"), "speech": ("real_wer", "real_cer")}
 
 
 def data_for(name: str) -> dict[str, str]:
@@ -196,7 +200,7 @@ def main() -> None:
                                 echo=lambda m: None)
             seconds.append(time.time() - t0)
             figures.append(result.metrics[task.metric])
-            extra.append({k: result.metrics[k] for k in ALSO.get(name, ())})
+            extra.append({k: result.metrics[k] for k in ALSO.get(name, ()) if k in result.metrics})
             print(f"{name} seed {seed}: {task.metric} {figures[-1]:.4f} {extra[-1]} ({seconds[-1]:.0f} s)", flush=True)
             if name in REFERENCES and not args.no_references:  # each seed has its own split: fit it there too
                 t0 = time.time()
@@ -206,8 +210,11 @@ def main() -> None:
         ours = f"{statistics.mean(figures):.4g}"
         if len(figures) > 1:
             ours += f" ({min(figures):.4g}-{max(figures):.4g}, {len(figures)} seeds)"
-        for k in ALSO.get(name, ()):
-            ours += f"; {k} {statistics.mean(e[k] for e in extra):.4g}"
+        for k in extra[0]:
+            values = [e[k] for e in extra]
+            ours += f"; {k} {statistics.mean(values):.4g}"
+            if len(values) > 1:
+                ours += f" ({min(values):.4g}-{max(values):.4g})"
         refs = {k: round(v, 4) for k, v in result.baselines.items()}
         if ref_runs:
             values = [r[task.metric] for r in ref_runs]

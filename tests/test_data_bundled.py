@@ -18,6 +18,7 @@ from rnnkit.data.speech import (
     resample,
     spoken_digits,
     synthesize,
+    voices_available,
 )
 
 
@@ -176,7 +177,7 @@ def test_a_missing_synthesiser_names_its_package(monkeypatch):
         synthesize("one", "en-us+m1")
 
 
-@pytest.mark.skipif(not (espeak_available() and flite_available()), reason="bash scripts/setup_data.sh")
+@pytest.mark.skipif(not voices_available(), reason="espeak-ng or flite not installed: bash scripts/setup_data.sh")
 def test_augmented_training_clips_differ_and_are_cached_apart(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
     plain, noisy = spoken_digits("train", 12, seed=1), spoken_digits("train", 12, seed=1, augmented=True)

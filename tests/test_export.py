@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from rnnkit.data.speech import espeak_available
+from rnnkit.data.speech import voices_available
 from rnnkit.export import check_bundle, check_onnx, export_bundle, export_onnx
 from rnnkit.tasks import get_task
 
@@ -25,7 +25,7 @@ CASES = [
     ("caption", {"max_train": 200}),
     ("caption", {"max_train": 200, "cell": "rnn"}),
     pytest.param("speech", {"max_train": 800}, id="speech-default",
-                 marks=pytest.mark.skipif(not espeak_available(), reason="espeak-ng not installed")),
+                 marks=pytest.mark.skipif(not voices_available(), reason="espeak-ng or flite not installed")),
 ]
 IDS = [None if type(c) is not tuple else f"{c[0]}-{c[1].get('cell', 'default')}" for c in CASES]
 

@@ -1,16 +1,16 @@
-"""Speech (BiLSTM + CTC on a held-out espeak-ng voice) and captioning (CNN + RNN on held-out images)."""
+"""Speech (BiLSTM + CTC on a held-out synthetic voice) and captioning (CNN + RNN on held-out images)."""
 
 import numpy as np
 import pytest
 
 from _task_helpers import assert_beats, train_small
 from rnnkit.data.readers import DataError
-from rnnkit.data.speech import band_mask, espeak_available, real_digits, real_digits_available
+from rnnkit.data.speech import band_mask, real_digits, real_digits_available, voices_available
 from rnnkit.tasks import get_task
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not espeak_available(), reason="espeak-ng not installed: bash scripts/setup_data.sh")
+@pytest.mark.skipif(not voices_available(), reason="espeak-ng or flite not installed: bash scripts/setup_data.sh")
 def test_speech_beats_majority_word_on_held_out_voice(tmp_path):
     task, result = train_small(tmp_path, "speech")
     assert_beats(task, result, margin=0.4)  # word error rate
