@@ -187,3 +187,16 @@ def test_augmented_training_clips_differ_and_are_cached_apart(tmp_path, monkeypa
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(noisy, again, strict=True))
     assert any(v.startswith("flite:") for v in VOICES["train"]) and not any(
         v.startswith("flite:") for v in VOICES["val"] + VOICES["test"])
+
+
+def test_trimming_keeps_quiet_fricatives_and_drops_the_noise_floor():
+    from rnnkit.data.speech import _trimmed
+
+    rng = np.random.default_rng(0)
+    floor = rng.normal(0, 1e-4, 800).astype(np.float32)  # the recordings' noise floor: about -80 dB
+    hiss = rng.normal(0, 0.01, 1000).astype(np.float32)  # an /s/: peaks near 3% of the vowel's
+    vowel = np.sin(np.arange(2000) / 5).astype(np.float32)
+    x = np.concatenate([floor, hiss, vowel, hiss, floor])
+    kept = _trimmed(x)
+    assert 3900 <= len(kept) <= 4000  # both hisses stay (within their own quiet edges), the floor goes
+    assert len(_trimmed(x, floor=0.05)) < 2100  # at 5% only the vowel would stay
