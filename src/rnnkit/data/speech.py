@@ -11,8 +11,7 @@ The training clips can be augmented (:func:`augment`) so that a model trained on
 to a real voice over a telephone line (:func:`real_digits`): half the clips are spoken a word at a
 time and spliced with pauses, and each is sped up or slowed down, band limited as 8 kHz audio is,
 tilted in spectrum, given a gain and silence, and mixed with noise. Speed perturbation is Ko et
-al., Interspeech 2015; the telephone band and noise follow the far-field and narrow-band
-augmentations of Kim et al. 2017 and Hannun et al. 2014 (Deep Speech).
+al., Interspeech 2015; added noise as in Deep Speech (Hannun et al. 2014).
 
 Clips are cached as ``.npz`` arrays (no pickle) under ``$RNNKIT_CACHE`` (default ``~/.cache/rnnkit``).
 """
@@ -267,19 +266,20 @@ def _spliced(words: list[str], voice: str, speed: int, pitch: int, rng: random.R
     return np.concatenate(parts)
 
 
-def _progress(items, what: str):
-    """``items`` with rich's progress bar (on a terminal, gone when done); plainly without rich."""
+def _progress(items, what: str, show: bool):
+    """``items`` with rich's progress bar (when ``show``, gone when done); plainly without rich."""
     try:
         from rich.progress import track
     except ImportError:
         return items
-    return track(items, what, transient=True)
+    return track(items, what, transient=True) if show else items
 
 
-def spoken_digits(split: str, n: int, seed: int = 0, augmented: bool = False) -> list[tuple[np.ndarray, str, str]]:
+def spoken_digits(split: str, n: int, seed: int = 0, augmented: bool = False,
+                  progress: bool = False) -> list[tuple[np.ndarray, str, str]]:
     """``n`` clips of ``split`` as ``(features (T, 80), transcript, voice)``, cached. ``augmented``:
     half the clips spoken a word at a time and spliced (:func:`_spliced`), and each perturbed by
-    :func:`augment`, all seeded by ``seed``."""
+    :func:`augment`, all seeded by ``seed``. ``progress``: a progress bar while synthesising."""
     if split not in VOICES:
         raise ValueError(f"split must be one of {list(VOICES)}, got {split!r}")
     key = hashlib.sha1(f"v3-{split}-{n}-{seed}-{augmented}-{TOP_DB}-{VOICES[split]}".encode()).hexdigest()[:12]
@@ -291,7 +291,7 @@ def spoken_digits(split: str, n: int, seed: int = 0, augmented: bool = False) ->
     rng = random.Random(f"{split}-{seed}")  # the texts, voices, speeds and pitches: alike with and without augmenting
     style, noise = random.Random(f"{split}-{seed}-augmented"), np.random.default_rng([seed, len(split), n])
     clips = []
-    for _ in _progress(range(n), f"synthesising {n} {split} clips (cached after)"):
+    for _ in _progress(range(n), f"synthesising {n} {split} clips (cached after)", progress):
         words = [rng.choice(DIGIT_WORDS) for _ in range(rng.randint(1, 3))]
         voice = rng.choice(VOICES[split])
         speed, pitch = rng.randint(120, 220), rng.randint(20, 80)

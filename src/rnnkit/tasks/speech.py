@@ -162,8 +162,10 @@ class SpeechTask(Task):
             train = self.cap(cfg, train)
             words = sorted({w for _, t, _ in train for w in t.split()})
         else:
-            train = spoken_digits("train", cfg.max_train or 1600, cfg.seed, augmented=cfg.augment)
-            val, test = spoken_digits("val", 160, cfg.seed), spoken_digits("test", 300, cfg.seed)
+            train = spoken_digits("train", cfg.max_train or 1600, cfg.seed, augmented=cfg.augment,
+                                  progress=cfg.progress)
+            val = spoken_digits("val", 160, cfg.seed, progress=cfg.progress)
+            test = spoken_digits("test", 300, cfg.seed, progress=cfg.progress)
             words = list(DIGIT_WORDS)
         by_word = cfg.units == "words" or (cfg.units == "auto" and not cfg.data)
         units, joiner = (["<blank>", *words], " ") if by_word else (CHARS, "")
