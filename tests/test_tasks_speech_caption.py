@@ -5,7 +5,7 @@ import pytest
 
 from _task_helpers import assert_beats, train_small
 from rnnkit.data.readers import DataError
-from rnnkit.data.speech import band_mask, real_digits, real_digits_available, voices_available
+from rnnkit.data.speech import DIGIT_WORDS, band_mask, real_digits, real_digits_available, voices_available
 from rnnkit.tasks import get_task
 
 
@@ -15,6 +15,7 @@ def test_speech_beats_majority_word_on_held_out_voice(tmp_path):
     task, result = train_small(tmp_path, "speech")
     assert_beats(task, result, margin=0.4)  # word error rate
     assert {v for _, _, v in result.data.test}.isdisjoint({v for _, _, v in result.data.train})
+    assert result.data.meta["units"][1:] == DIGIT_WORDS and result.data.meta["joiner"] == " "  # whole-word CTC
     if real_digits_available():  # the real voice is scored too (how well: the benchmark's business)
         assert {"real_wer", "real_cer", "real_exact_match"} <= set(result.metrics)
         assert 0.0 <= result.metrics["real_cer"] <= 2.0
@@ -96,7 +97,6 @@ def test_spec_augment_masks_bands_and_spans_in_training_only():
 def test_word_units_decode_whole_words_and_chars_stay_for_open_transcripts(tmp_path):
     import torch
 
-    from rnnkit.data.speech import DIGIT_WORDS
     from rnnkit.tasks.speech import CHARS, _units
 
     task = get_task("speech")
