@@ -95,9 +95,12 @@ def test_spec_augment_masks_bands_and_spans_in_training_only():
 
 
 def test_word_units_decode_whole_words_and_chars_stay_for_open_transcripts(tmp_path):
+    import wave
+
     import torch
 
-    from rnnkit.tasks.speech import CHARS, _units
+    from rnnkit.data.speech import TOP_DB
+    from rnnkit.tasks.speech import CHARS, _units, read_wav
 
     task = get_task("speech")
     meta = {"units": ["<blank>", *DIGIT_WORDS], "joiner": " ", "features": 80, "spec_augment": True}
@@ -119,12 +122,28 @@ def test_word_units_decode_whole_words_and_chars_stay_for_open_transcripts(tmp_p
 
     (tmp_path / "a.csv").write_text("audio,text\n" + "".join(f"{i}.wav,hello there\n" for i in range(10)))
     for i in range(10):
-        import wave
-
         with wave.open(str(tmp_path / f"{i}.wav"), "wb") as w:
             w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
             w.writeframes((np.random.default_rng(i).normal(0, 0.1, 8000) * 32767).astype(np.int16).tobytes())
     data = task.prepare(task.config(data=str(tmp_path / "a.csv")))
     assert data.meta["units"] == CHARS and data.meta["joiner"] == ""  # auto: characters on a user's files
+    assert data.meta["top_db"] == TOP_DB  # the features' floor, kept with the model
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x, lengths=None):
+            seen.append(x[0, : int(lengths[0])].clone())
+            return torch.zeros(x.shape[0], x.shape[1], len(CHARS))
+
+    with wave.open(str(tmp_path / "quiet.wav"), "wb") as w:  # a tone, then digital silence
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        tone = np.sin(np.arange(16000) / 3) * (np.arange(16000) < 8000)
+        w.writeframes((tone * 20000).astype(np.int16).tobytes())
+    for meta in ({**data.meta}, {k: v for k, v in data.meta.items() if k != "top_db"}):  # new, and saved before
+        task.predict(Recorder(), meta, [str(tmp_path / "quiet.wav")])
+    assert torch.allclose(seen[0], torch.from_numpy(read_wav(tmp_path / "quiet.wav")))
+    assert torch.allclose(seen[1], torch.from_numpy(read_wav(tmp_path / "quiet.wav", top_db=None)))
+    assert not torch.allclose(seen[0], seen[1])
     words = task.prepare(task.config(data=str(tmp_path / "a.csv"), units="words"))
     assert words.meta["units"] == ["<blank>", "hello", "there"] and words.meta["joiner"] == " "

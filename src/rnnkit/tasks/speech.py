@@ -30,6 +30,7 @@ from rnnkit.data.readers import DataError, read_table
 from rnnkit.data.speech import (
     DIGIT_WORDS,
     SPEECH,
+    TOP_DB,
     band_mask,
     log_mel,
     read_pcm16,
@@ -55,8 +56,9 @@ def _units(meta: dict[str, Any]) -> tuple[list[str], str]:
     return meta["chars"], ""
 
 
-def read_wav(path: str | Path, where: tuple[str, int] | None = None) -> np.ndarray:
-    """Log-mel features of a 16-bit PCM WAV file (mono, or the first channel)."""
+def read_wav(path: str | Path, where: tuple[str, int] | None = None, top_db: float | None = TOP_DB) -> np.ndarray:
+    """Log-mel features of a 16-bit PCM WAV file (mono, or the first channel), with ``top_db`` the
+    floor of :func:`rnnkit.data.speech.log_mel` (a model keeps the one it was trained with)."""
     import wave
 
     try:
@@ -65,7 +67,7 @@ def read_wav(path: str | Path, where: tuple[str, int] | None = None) -> np.ndarr
         if where:
             raise DataError(where[0], where[1], f"cannot read audio {str(path)!r}: {err}") from None
         raise ValueError(f"cannot read audio {str(path)!r}: {err}") from None
-    return log_mel(x, sr)
+    return log_mel(x, sr, top_db=top_db)
 
 
 def _errors(pred: list[str], gold: list[str]) -> dict[str, float]:
@@ -171,7 +173,7 @@ class SpeechTask(Task):
         units, joiner = (["<blank>", *words], " ") if by_word else (CHARS, "")
         real = not cfg.data and real_digits_available()
         return Prepared(train, val, test, {"units": units, "joiner": joiner, "features": int(train[0][0].shape[1]),
-                                           "real_test": real, "spec_augment": cfg.augment})
+                                           "real_test": real, "spec_augment": cfg.augment, "top_db": TOP_DB})
 
     def length(self, example: Any) -> int:
         return len(example[0])
@@ -238,7 +240,8 @@ class SpeechTask(Task):
     def predict(self, model: nn.Module, meta: dict[str, Any], lines: list[str]) -> list[str]:
         """Each input line is the path of a 16-bit WAV file; prints its transcript."""
         paths = [line.strip() for line in lines]
-        return self.transcribe(model, [read_wav(p) for p in paths], meta)
+        # a model saved before the floor existed has no "top_db": its features had none
+        return self.transcribe(model, [read_wav(p, top_db=meta.get("top_db")) for p in paths], meta)
 
     @torch.no_grad()
     def picture(self, model: nn.Module, data: Prepared, path: Path) -> Path:
