@@ -243,10 +243,8 @@ def real_digits(n: int = 200, seed: int = 0, root: Path = ASTERISK_DIGITS) -> li
     clips = []
     for _ in range(n):
         text = [rng.choice(DIGIT_WORDS) for _ in range(rng.randint(1, 3))]
-        parts = [np.zeros(int(rate * rng.uniform(0.1, 0.3)), np.float32)]
-        for word in text:
-            parts += [words[word], np.zeros(int(rate * rng.uniform(0.1, 0.3)), np.float32)]
-        clips.append((log_mel(resample(np.concatenate(parts), rate, SAMPLE_RATE)), " ".join(text), "asterisk"))
+        x = _with_pauses([words[word] for word in text], rate, rng)
+        clips.append((log_mel(resample(x, rate, SAMPLE_RATE)), " ".join(text), "asterisk"))
     return clips
 
 
@@ -254,16 +252,18 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("RNNKIT_CACHE", Path.home() / ".cache" / "rnnkit"))
 
 
-def _spliced(words: list[str], voice: str, speed: int, pitch: int, rng: random.Random) -> np.ndarray:
-    """``words`` synthesised one at a time, trimmed, and joined by pauses of 0.1-0.3 s (as the real
-    voice's clips are made: :func:`real_digits`)."""
-    def pause() -> np.ndarray:
-        return np.zeros(int(SAMPLE_RATE * rng.uniform(0.1, 0.3)), np.float32)
-
-    parts = [pause()]
+def _with_pauses(words: list[np.ndarray], rate: int, rng: random.Random) -> np.ndarray:
+    """The ``words``' audio joined by pauses of 0.1-0.3 s of silence, one before, between and after."""
+    parts = [np.zeros(int(rate * rng.uniform(0.1, 0.3)), np.float32)]
     for word in words:
-        parts += [_trimmed(synthesize(word, voice, speed, pitch)), pause()]
+        parts += [word, np.zeros(int(rate * rng.uniform(0.1, 0.3)), np.float32)]
     return np.concatenate(parts)
+
+
+def _spliced(words: list[str], voice: str, speed: int, pitch: int, rng: random.Random) -> np.ndarray:
+    """``words`` synthesised one at a time, trimmed, and joined by pauses (as the real voice's clips
+    are made: :func:`real_digits`)."""
+    return _with_pauses([_trimmed(synthesize(word, voice, speed, pitch)) for word in words], SAMPLE_RATE, rng)
 
 
 def _progress(items, what: str, show: bool):

@@ -109,7 +109,7 @@ class SpecAugment(nn.Module):
             start = (torch.rand(B, 1, device=x.device) * (self.n_mels - width + 1)).floor()
             keep = keep * ~((bands >= start) & (bands < start + width)).unsqueeze(1)
         for _ in range(self.spans):
-            most = torch.clamp(torch.minimum(torch.full_like(lengths, self.span), lengths // 5), min=0)
+            most = torch.clamp(lengths // 5, 0, self.span)
             width = (torch.rand(B, device=x.device) * (most + 1)).floor().unsqueeze(1)  # (B, 1)
             start = (torch.rand(B, 1, device=x.device) * (lengths.unsqueeze(1) - width + 1)).floor()
             keep = keep * ~((steps >= start) & (steps < start + width)).unsqueeze(2)
