@@ -19,6 +19,7 @@ CASES = [
     ("sentiment", {"max_train": 500}),
     ("sentiment", {"max_train": 500, "cell": "gru", "layers": 2}),
     ("tagging", {"max_train": 200}),
+    pytest.param("tagging", {"max_train": 200, "ensemble": 2}, id="tagging-ensemble"),  # the members' mean CRF
     ("g2p", {"max_train": 500}),
     ("music", {"max_train": 40}),
     ("chars", {"max_train": 200}),

@@ -41,3 +41,37 @@ def test_user_files_for_text_tasks(tmp_path):
     conll.write_text("".join(f"Ann\tB-per\nsaw\tO\nit{i}\tO\n\n" for i in range(20)))
     data = get_task("tagging").prepare(get_task("tagging").config(data=str(conll)))
     assert data.meta["tags"] == ["B-per", "O"]
+
+
+def test_tagger_ensemble_decodes_the_best_path_of_the_members_summed_crf_scores():
+    import itertools
+
+    import torch
+
+    from rnnkit.models.crf import crf_score
+    from rnnkit.tasks.tagging import TaggerEnsemble
+
+    task = get_task("tagging")
+    sents = [(["Ann", "saw", "Paris", "today"], ["B-per", "O", "B-loc", "O"]), (["Bob", "ran"], ["B-per", "O"])]
+    meta = {"vocab": {"itos": ["<pad>", "<bos>", "<eos>", "<unk>", "ann", "saw", "paris", "today", "bob", "ran"]},
+            "tags": ["B-loc", "B-per", "O"]}
+    torch.manual_seed(0)
+    model = task.build(task.config(ensemble=3, hidden=8, embedding=8), meta).eval()
+    assert isinstance(model, TaggerEnsemble) and len(model.members) == 3
+    for m in model.members:  # CRF scores away from their initial values, so that averaging them matters
+        for p in (m.crf.start, m.crf.transitions, m.crf.end):
+            p.data.normal_(0, 2)
+    b = task.collate(sents, meta)
+    got = model.decode(b["x"], b["lengths"])
+    emissions = [m(b["x"], b["lengths"]) for m in model.members]
+    for i, n in enumerate(b["lengths"].tolist()):  # brute force: every tag path of the sentence
+        paths = torch.tensor(list(itertools.product(range(3), repeat=n)))  # (P, n)
+        every = torch.ones(len(paths), n, dtype=torch.bool)
+        total = sum(crf_score(e[i : i + 1, :n].expand(len(paths), n, 3), paths, every, m.crf.start, m.crf.transitions,
+                              m.crf.end) for e, m in zip(emissions, model.members, strict=True))
+        assert got[i, :n].tolist() == paths[total.argmax()].tolist()
+        assert (got[i, n:] == -1).all()
+    # the losses add up, and one member alone is a plain ShapeTagger
+    assert torch.allclose(model.loss(b["x"], b["y"], b["lengths"]),
+                          sum(m.loss(b["x"], b["y"], b["lengths"]) for m in model.members))
+    assert not isinstance(task.build(task.config(ensemble=1, hidden=8, embedding=8), meta), TaggerEnsemble)

@@ -2,9 +2,11 @@
 
 Model: a word embedding plus a word-shape embedding (capitalisation, digits, @, #, URL) into a
 bidirectional :class:`rnnkit.SequenceTagger` with a linear-chain CRF (Huang, Xu & Yu 2015;
-Lample et al. 2016). Metrics: entity F1 (exact span and type, as CoNLL's conlleval) and token
-accuracy on held-out tweets. Baseline on the same split: each word's most frequent training tag
-(``O`` for unseen words), repaired to valid BIO.
+Lample et al. 2016). ``--ensemble N`` trains N such taggers side by side and decodes the best path
+of their summed CRF scores (:class:`TaggerEnsemble`); each member is also scored alone. Metrics:
+entity F1 (exact span and type, as CoNLL's conlleval) and token accuracy on held-out tweets.
+Baseline on the same split: each word's most frequent training tag (``O`` for unseen words),
+repaired to valid BIO.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from rnnkit.data.readers import DataError, read_blocks
 from rnnkit.data.text import split_three
 from rnnkit.data.vocab import Vocab
 from rnnkit.models import RecurrentConfig, SequenceTagger
+from rnnkit.models._common import length_mask, prepare_lengths
+from rnnkit.models.crf import viterbi_decode
 from rnnkit.tasks.base import PredictInput, Prepared, Task, TaskConfig, register
 from rnnkit.tasks.plots import plot_heatmap
 
-__all__ = ["ShapeTagger", "TaggingTask", "entity_f1", "spans", "word_shape"]
+__all__ = ["ShapeTagger", "TaggerEnsemble", "TaggingTask", "entity_f1", "spans", "word_shape"]
 
 SHAPES = ["<pad>", "lower", "Title", "UPPER", "mixed", "digit", "punct", "@", "#", "url", "other"]
 
@@ -146,6 +150,63 @@ class ShapeTagger(nn.Module):
         return self.tagger.crf
 
 
+class _MeanCRF:
+    """The members' CRF scores averaged: ``start``, ``transitions`` and ``end`` read like a
+    :class:`~rnnkit.models.crf.LinearChainCRF`'s (what the ONNX graph's Viterbi reads)."""
+
+    def __init__(self, crfs: list[nn.Module]) -> None:
+        self._crfs = crfs  # the members own the parameters
+
+    @property
+    def start(self) -> Tensor:
+        return torch.stack([c.start for c in self._crfs]).mean(0)
+
+    @property
+    def transitions(self) -> Tensor:
+        return torch.stack([c.transitions for c in self._crfs]).mean(0)
+
+    @property
+    def end(self) -> Tensor:
+        return torch.stack([c.end for c in self._crfs]).mean(0)
+
+
+class TaggerEnsemble(nn.Module):
+    """:class:`ShapeTagger` members trained side by side on the same batches, each with its own CRF
+    loss (the losses add up). ``forward`` gives the members' mean emissions ``(B, T, K)``, and
+    ``decode`` is Viterbi over them with the members' mean start, transition and end scores: the
+    path that maximises the sum of the members' log-potentials, i.e. the best path under the
+    normalised product of their CRF distributions (log-linear pooling of experts; Hinton 2002)."""
+
+    def __init__(self, members: list[ShapeTagger]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("TaggerEnsemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.pad_tag = -1
+
+    def clip_groups(self) -> list[nn.Module]:
+        """Gradient clipping applies to each member alone, as if it were trained on its own."""
+        return list(self.members)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return torch.stack([m(x, lengths) for m in self.members]).mean(0)
+
+    def loss(self, x: Tensor, tags: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return torch.stack([m.loss(x, tags, lengths) for m in self.members]).sum()
+
+    @torch.no_grad()
+    def decode(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        emissions = self(x, lengths)
+        B, T = emissions.shape[:2]
+        mask = length_mask(prepare_lengths(lengths, B, T, emissions.device), B, T, emissions.device)
+        crf = self.crf
+        return viterbi_decode(emissions, mask, crf.start, crf.transitions, crf.end, self.pad_tag)[0]
+
+    @property
+    def crf(self) -> _MeanCRF:
+        return _MeanCRF([m.crf for m in self.members])
+
+
 @register
 class TaggingTask(Task):
     name = "tagging"
@@ -163,6 +224,7 @@ class TaggingTask(Task):
     defaults = dict(hidden=64, embedding=64, epochs=20, batch_size=32, lr=5e-3, bidirectional=True)
     picture_name = "tags.png"
     select_on_metric = True  # keep_best picks the epoch by validation entity F1, the figure reported
+    max_ensemble = 16
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
         sents = ([([t for t, _ in rows], [g for _, g in rows]) for _, rows in read_blocks(cfg.data, 2)]
@@ -193,7 +255,9 @@ class TaggingTask(Task):
     def build(self, cfg: TaskConfig, meta: dict[str, Any]) -> nn.Module:
         rc = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden, num_layers=cfg.layers,
                              bidirectional=cfg.bidirectional)
-        return ShapeTagger(len(meta["tags"]), rc, len(meta["vocab"]["itos"]), cfg.embedding)
+        members = [ShapeTagger(len(meta["tags"]), rc, len(meta["vocab"]["itos"]), cfg.embedding)
+                   for _ in range(cfg.ensemble)]
+        return members[0] if cfg.ensemble == 1 else TaggerEnsemble(members)
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         return model.loss(batch["x"], batch["y"], batch["lengths"])
@@ -210,7 +274,11 @@ class TaggingTask(Task):
         pred = self.tag(model, [ws for ws, _ in examples], meta)
         gold = [ts for _, ts in examples]
         acc = np.mean([p == g for ps, gs in zip(pred, gold, strict=True) for p, g in zip(ps, gs, strict=True)])
-        return {"entity_f1": entity_f1(pred, gold), "token_accuracy": float(acc)}
+        scores = {"entity_f1": entity_f1(pred, gold), "token_accuracy": float(acc)}
+        if isinstance(model, TaggerEnsemble):  # what one member scores alone, for an honest comparison
+            alone = [entity_f1(self.tag(m, [ws for ws, _ in examples], meta), gold) for m in model.members]
+            scores["member_entity_f1_mean"] = float(np.mean(alone))
+        return scores
 
     def baselines(self, data: Prepared) -> dict[str, float]:
         counts: dict[str, Counter] = defaultdict(Counter)
