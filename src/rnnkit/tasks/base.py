@@ -33,7 +33,7 @@ class TaskConfig:
     lr: float = 3e-3  # Adam learning rate (the peak, with a schedule)
     schedule: str = "constant"  # learning-rate schedule: constant, cosine or linear (decay to 0 over training)
     clip: float = 1.0  # gradient-norm clipping threshold, Pascanu et al. 2013 (0: off)
-    ensemble: int = 1  # classifiers trained side by side from different initialisations, probabilities averaged
+    ensemble: int = 1  # N models trained together (sentiment: mean probability; tagging: summed CRF scores)
     keep_best: bool = False  # test and save the best validation epoch's weights instead of the last epoch's
     average: int = 0  # test and save the mean of the weights at the last N epoch ends (checkpoint averaging; 0: off)
     max_train: int = 0  # cap on training examples (0: all; a user's --data file is read whole unless given)
