@@ -31,9 +31,9 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "summarize": dict(max_train=8000, epochs=2, hidden=128, embedding=64, lr=3e-3),
     },
     "full": {
-        # tagging: the README table has its figure (5 taggers, summed CRF scores). Measured beside it, entity F1 on seeds
-        # 0/1/2: one tagger 0.414/0.409/0.464 (51 s a run); 3 taggers 0.407/0.447/0.467 (140 s); the feature CRF
-        # 0.441/0.443/0.470
+        # tagging: the README table has its figure (5 taggers, summed CRF scores). Measured beside it, entity F1 on
+        # seeds 0/1/2: one tagger 0.414/0.409/0.464 (51 s a run); 3 taggers 0.407/0.447/0.467 (140 s); the feature
+        # CRF 0.441/0.443/0.470
         "tagging": dict(embedding=100, epochs=30, keep_best=True, ensemble=5),
         # chars: on 1.5 M characters of Shakespeare (--data, one stream; benchmarks/tasks.py), 4 epochs of this
         # model reached 2.188 bits per character against the Kneser-Ney 5-gram's 2.317 (7 min); the full
