@@ -182,7 +182,6 @@ class TaggerEnsemble(nn.Module):
         if not members:
             raise ValueError("TaggerEnsemble needs at least one member")
         self.members = nn.ModuleList(members)
-        self.pad_tag = -1
 
     def clip_groups(self) -> list[nn.Module]:
         """Gradient clipping applies to each member alone, as if it were trained on its own."""
@@ -200,7 +199,8 @@ class TaggerEnsemble(nn.Module):
         B, T = emissions.shape[:2]
         mask = length_mask(prepare_lengths(lengths, B, T, emissions.device), B, T, emissions.device)
         crf = self.crf
-        return viterbi_decode(emissions, mask, crf.start, crf.transitions, crf.end, self.pad_tag)[0]
+        pad_tag = self.members[0].tagger.pad_tag  # what one member's decode writes at padded steps
+        return viterbi_decode(emissions, mask, crf.start, crf.transitions, crf.end, pad_tag)[0]
 
     @property
     def crf(self) -> _MeanCRF:
