@@ -1,4 +1,5 @@
-"""Sentiment task pieces: de-duplication, loss weights, the ensemble, per-member clipping, user files."""
+"""Sentiment task pieces: de-duplication, loss weights, the ensemble, per-member clipping, user files, the
+linear n-gram part."""
 
 import math
 
@@ -132,3 +133,73 @@ def test_bag_of_words_baseline_uses_the_weights():
     b = get_task("sentiment").baselines(data)
     assert b["bow_logreg_accuracy"] == 1.0, b
     assert math.isclose(b["majority_accuracy"], 0.5)
+
+
+
+def _ngram_classifier(features=30, vocab=40):
+    from rnnkit.models import RecurrentConfig
+    from rnnkit.tasks.sentiment import _Classifier
+
+    torch.manual_seed(0)
+    model = _Classifier(3, RecurrentConfig(cell="gru", hidden_size=6, bidirectional=True), vocab_size=vocab,
+                        embedding_dim=5, padding_idx=0, pooling="attention", ngram_features=features)
+    nn.init.normal_(model.ngrams.weight)
+    return model.eval()
+
+
+def test_ngram_part_adds_the_sum_of_its_ngram_weights_over_their_root_count():
+    from rnnkit.models import SequenceClassifier
+
+    model = _ngram_classifier()
+    x, lengths = torch.randint(1, 40, (3, 5)), torch.tensor([5, 2, 4])
+    rows = [[4, 9, 30], [7], [2, 2, 11, 1]]  # 0-padded below; an id may repeat
+    ngrams = torch.zeros(3, 4, dtype=torch.long)
+    for b, row in enumerate(rows):
+        ngrams[b, : len(row)] = torch.tensor(row)
+    got = model.ngram_logits(ngrams)
+    for b, row in enumerate(rows):
+        torch.testing.assert_close(got[b], model.ngrams.weight[row].sum(0) / math.sqrt(len(row)))
+    network = SequenceClassifier.forward(model, x, lengths)
+    torch.testing.assert_close(model(x, lengths, ngrams=ngrams), network + got)
+    torch.testing.assert_close(model(x, lengths, ngrams=torch.cat([ngrams, torch.zeros(3, 2, dtype=torch.long)], 1)),
+                               network + got)  # more padding changes nothing
+    with pytest.raises(ValueError, match="has an n-gram part"):
+        model(x, lengths)
+    with pytest.raises(ValueError, match="ngrams has 2 rows but x has 3 texts"):
+        model(x, lengths, ngrams=ngrams[:2])
+    with pytest.raises(ValueError, match=r"ngrams must be n-gram ids \(B, F\), got shape \(3,\)"):
+        model(x, lengths, ngrams=ngrams[:, 0])
+
+
+def test_ngram_part_drops_ngrams_only_in_training():
+    model = _ngram_classifier()
+    ngrams = torch.randint(1, 31, (8, 20))
+    torch.testing.assert_close(model.ngram_logits(ngrams), model.ngram_logits(ngrams))
+    model.train()
+    assert not torch.allclose(model.ngram_logits(ngrams), model.ngram_logits(ngrams))
+
+
+def test_ngrams_of_two_or_more_training_texts_become_features(tmp_path):
+    from rnnkit.tasks.sentiment import text_ngrams
+
+    assert text_ngrams(["so", "good", "so", "good"]) == ["so", "good", "so good", "good so"]
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\n" + "".join(f"so good {i},pos\nnot good {i},neg\n" for i in range(40)))
+    task = get_task("sentiment")
+    cfg = task.config(data=str(path), ngrams=True, hidden=4, embedding=4, ensemble=2)
+    data = task.prepare(cfg)
+    train_texts = [ex[1] for ex in data.train]
+    counts = {g: sum(g in text_ngrams(t) for t in train_texts) for t in train_texts for g in text_ngrams(t)}
+    assert data.meta["ngrams"] == sorted(g for g, n in counts.items() if n >= 2)
+    assert {"so good", "not good", "good"} <= set(data.meta["ngrams"]) and "good 0" not in data.meta["ngrams"]
+    batch = task.collate(data.test[:4], data.meta)
+    for row, ex in zip(batch["ngrams"].tolist(), data.test[:4], strict=True):
+        assert [data.meta["ngrams"][i - 1] for i in row if i] == [g for g in text_ngrams(ex[1]) if g in counts
+                                                                    and counts[g] >= 2]
+    model = task.build(cfg, data.meta)
+    assert all(m.ngrams.weight.shape == (len(data.meta["ngrams"]) + 1, 2) and not m.ngrams.weight.any()
+               for m in model.members)
+    assert task.loss(model.train(), task.collate(data.train[:8], data.meta)).isfinite()
+    plain = task.config(data=str(path), hidden=4, embedding=4)
+    assert "ngrams" not in task.prepare(plain).meta
+    assert all(m.ngrams is None for m in task.build(plain, task.prepare(plain).meta).members)

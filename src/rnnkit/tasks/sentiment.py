@@ -5,8 +5,10 @@ pooling (Yang et al. 2016), regularised for 30k tweets: word dropout (a training
 ``<unk>`` with probability 0.1; Iyyer et al. 2015), dropout on the embeddings (0.2) and before the
 head (0.3), and label smoothing (0.1). ``--ensemble N`` (default 3) trains N such classifiers side
 by side from different initialisations and averages their probabilities (Hansen & Salamon 1990);
-each member is also scored alone. Each training tweet's loss is weighted by the corpus's annotator
-confidence in its label. Settings chosen on the validation split.
+each member is also scored alone. ``--ngrams`` gives each member a linear part over the tweet's
+word 1-2-grams, trained with the network (wide & deep; see :class:`_Classifier`). Each training
+tweet's loss is weighted by the corpus's annotator confidence in its label. Settings chosen on the
+validation split.
 
 Data hygiene: texts that tokenize the same (retweets, copies: 6% of the corpus) are merged before
 the split, so no test tweet is also a training tweet.
@@ -38,13 +40,21 @@ from rnnkit.models._common import prepare_lengths
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
 from rnnkit.tasks.plots import plot_confusion
 
-__all__ = ["Ensemble", "SentimentTask", "deduplicate", "macro_f1"]
+__all__ = ["Ensemble", "SentimentTask", "deduplicate", "macro_f1", "text_ngrams"]
 
 Example = tuple[str, list[str], str, float]  # (label, tokens, raw text, loss weight)
 
 MAX_TOKENS = 60
 UNK_ID = 3  # Vocab's <unk>
 WORD_DROPOUT, EMBEDDING_DROPOUT, LABEL_SMOOTHING = 0.1, 0.2, 0.1
+NGRAM_DROPOUT = 0.2  # --ngrams: each n-gram of a training tweet is left out with this probability
+NGRAM_MIN_TEXTS = 2  # --ngrams: an n-gram is a feature when it occurs in this many training texts
+
+
+def text_ngrams(tokens: list[str]) -> list[str]:
+    """A text's n-gram features, each once, in order of appearance: its tokens and each pair of
+    neighbouring tokens, joined by a space (word 1- and 2-grams; ``rnnkit.onnx_runner`` repeats this)."""
+    return list(dict.fromkeys(tokens + [a + " " + b for a, b in zip(tokens, tokens[1:], strict=False)]))
 BOW_C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0)  # the baseline's C, picked on the validation split
 
 
@@ -97,17 +107,50 @@ def _weight(path: str, line: int, value: str | None) -> float:
 
 
 class _Classifier(SequenceClassifier):
-    """:class:`SequenceClassifier` with dropout on the word embeddings in training (same weights)."""
+    """:class:`SequenceClassifier` with dropout on the word embeddings in training (same weights).
 
-    def __init__(self, *args: Any, embedding_dropout: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    With ``ngram_features`` > 0, a linear model over the tweet's n-grams (:func:`text_ngrams`, given as
+    ids ``(B, F)``, 0 for padding) adds its logits to the network's: the "wide" part of wide & deep
+    (Cheng et al. 2016), trained jointly, as an RNN and a bag-of-n-grams model complement each other
+    in an ensemble (Mesnil et al. 2014). Each n-gram has a weight per class, initialised to 0; a
+    tweet's n-gram logits are the sum of its n-grams' weights over sqrt(their number). In training
+    each n-gram is left out with probability ``NGRAM_DROPOUT``.
+    """
+
+    def __init__(self, num_classes: int, *args: Any, embedding_dropout: float = 0.0, ngram_features: int = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(num_classes, *args, **kwargs)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.ngrams = nn.Embedding(ngram_features + 1, num_classes, padding_idx=0) if ngram_features else None
+        if self.ngrams is not None:
+            nn.init.zeros_(self.ngrams.weight)
 
     def encode(self, x: Tensor, lengths: Tensor | list[int] | None = None) -> Tensor:
         h = self.embedding_dropout(self.inputs(x))  # (B, T, E)
         lengths = prepare_lengths(lengths, h.size(0), h.size(1), h.device)
         outputs, _ = self.rnn(h, lengths=lengths)  # (B, T, O)
         return self.pool(outputs, lengths)
+
+    def ngram_logits(self, ngrams: Tensor) -> Tensor:
+        """The linear part's logits ``(B, C)`` for n-gram ids ``(B, F)`` (0: padding)."""
+        if ngrams.dim() != 2:
+            raise ValueError(f"ngrams must be n-gram ids (B, F), got shape {tuple(ngrams.shape)}")
+        present = (ngrams != 0).to(self.ngrams.weight.dtype)  # (B, F)
+        scale = present.sum(1, keepdim=True).clamp(min=1).rsqrt()
+        if self.training and NGRAM_DROPOUT:
+            present = present * (torch.rand_like(present) >= NGRAM_DROPOUT)
+        return (self.ngrams(ngrams) * present.unsqueeze(-1)).sum(1) * scale
+
+    def forward(self, x: Tensor, lengths: Tensor | list[int] | None = None, ngrams: Tensor | None = None) -> Tensor:
+        logits = super().forward(x, lengths)
+        if self.ngrams is None:
+            return logits
+        if ngrams is None:
+            raise ValueError("this classifier has an n-gram part (--ngrams): pass ngrams, the ids (B, F) of each "
+                             "text's n-grams")
+        if ngrams.size(0) != x.size(0):
+            raise ValueError(f"ngrams has {ngrams.size(0)} rows but x has {x.size(0)} texts")
+        return logits + self.ngram_logits(ngrams)
 
 
 class Ensemble(nn.Module):
@@ -123,15 +166,17 @@ class Ensemble(nn.Module):
             raise ValueError("Ensemble needs at least one member")
         self.members = nn.ModuleList(members)
 
-    def member_logits(self, x: Tensor, lengths: Tensor | list[int] | None = None) -> Tensor:
-        return torch.stack([m(x, lengths=lengths) for m in self.members])
+    def member_logits(self, x: Tensor, lengths: Tensor | list[int] | None = None,
+                      ngrams: Tensor | None = None) -> Tensor:
+        extra = {} if ngrams is None else {"ngrams": ngrams}
+        return torch.stack([m(x, lengths=lengths, **extra) for m in self.members])
 
     def clip_groups(self) -> list[nn.Module]:
         """Gradient clipping applies to each member alone, as if it were trained on its own."""
         return list(self.members)
 
-    def forward(self, x: Tensor, lengths: Tensor | list[int] | None = None) -> Tensor:
-        logp = self.member_logits(x, lengths).log_softmax(-1)
+    def forward(self, x: Tensor, lengths: Tensor | list[int] | None = None, ngrams: Tensor | None = None) -> Tensor:
+        logp = self.member_logits(x, lengths, ngrams).log_softmax(-1)
         return torch.logsumexp(logp, 0) - math.log(len(self.members))
 
 
@@ -167,7 +212,11 @@ class SentimentTask(Task):
         train = self.cap(cfg, train)
         vocab = Vocab.build((ex[1] for ex in train), min_freq=2, max_size=30000)
         labels = sorted({ex[0] for ex in train})
-        return Prepared(train, val, test, {"vocab": vocab.to_dict(), "labels": labels})
+        meta: dict[str, Any] = {"vocab": vocab.to_dict(), "labels": labels}
+        if cfg.ngrams:  # the n-grams of NGRAM_MIN_TEXTS or more training texts, sorted: feature i + 1
+            texts = Counter(g for ex in train for g in text_ngrams(ex[1]))
+            meta["ngrams"] = sorted(g for g, n in texts.items() if n >= NGRAM_MIN_TEXTS)
+        return Prepared(train, val, test, meta)
 
     def length(self, example: Any) -> int:
         return len(example[1])
@@ -178,14 +227,28 @@ class SentimentTask(Task):
         x, lengths = pad([vocab.encode(ex[1]) for ex in examples])
         y = torch.tensor([index.get(ex[0], -100) for ex in examples])
         weight = torch.tensor([float(ex[3]) for ex in examples])
-        return {"x": x, "y": y, "lengths": lengths, "weight": weight}
+        batch = {"x": x, "y": y, "lengths": lengths, "weight": weight}
+        if "ngrams" in meta:
+            batch["ngrams"] = self.ngram_ids([ex[1] for ex in examples], meta)
+        return batch
+
+    def ngram_ids(self, texts: list[list[str]], meta: dict[str, Any]) -> Tensor:
+        """``(B, F)`` ids of each tokenized text's known n-grams (:func:`text_ngrams`), 0-padded."""
+        known = meta["ngrams"]
+        cached = getattr(self, "_ngram_index", None)
+        if cached is None or cached[0] is not known:  # one dict per vocabulary, not one per batch
+            cached = self._ngram_index = (known, {g: i for i, g in enumerate(known, 1)})
+        index = cached[1]
+        rows = [[index[g] for g in text_ngrams(tokens) if g in index] for tokens in texts]
+        return pad([row or [0] for row in rows])[0]
 
     def build(self, cfg: TaskConfig, meta: dict[str, Any]) -> nn.Module:
         rc = RecurrentConfig(cell=cfg.cell, hidden_size=cfg.hidden, num_layers=cfg.layers,
                              bidirectional=cfg.bidirectional)
         members = [
             _Classifier(len(meta["labels"]), rc, vocab_size=len(meta["vocab"]["itos"]), embedding_dim=cfg.embedding,
-                        padding_idx=0, pooling="attention", head_dropout=0.3, embedding_dropout=EMBEDDING_DROPOUT)
+                        padding_idx=0, pooling="attention", head_dropout=0.3, embedding_dropout=EMBEDDING_DROPOUT,
+                        ngram_features=len(meta.get("ngrams", ())))
             for _ in range(cfg.ensemble)
         ]
         return members[0] if cfg.ensemble == 1 else Ensemble(members)
@@ -193,12 +256,13 @@ class SentimentTask(Task):
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         x, y = batch["x"], batch["y"]
         members = model.members if isinstance(model, Ensemble) else [model]
+        extra = {"ngrams": batch["ngrams"]} if "ngrams" in batch else {}
         logits = []
         for member in members:  # each member draws its own word-dropout mask: real tokens become <unk>
             xm = x
             if model.training and WORD_DROPOUT:
                 xm = x.masked_fill((torch.rand(x.shape, device=x.device) < WORD_DROPOUT) & (x != 0), UNK_ID)
-            logits.append(member(xm, lengths=batch["lengths"]))
+            logits.append(member(xm, lengths=batch["lengths"], **extra))
         logits = torch.stack(logits)  # (M, B, C)
         losses = F.cross_entropy(logits.flatten(0, 1), y.repeat(len(members)), label_smoothing=LABEL_SMOOTHING,
                                  ignore_index=-100, reduction="none").view(len(members), -1)  # (M, B)
@@ -216,7 +280,8 @@ class SentimentTask(Task):
             model = model.members[member]
         for i in range(0, len(examples), 256):
             b = self.collate(examples[i : i + 256], meta)
-            preds.append(model(b["x"].to(device), lengths=b["lengths"]).argmax(-1).cpu())
+            extra = {"ngrams": b["ngrams"].to(device)} if "ngrams" in b else {}
+            preds.append(model(b["x"].to(device), lengths=b["lengths"], **extra).argmax(-1).cpu())
             trues.append(b["y"])
         return torch.cat(preds).numpy(), torch.cat(trues).numpy()
 
@@ -265,8 +330,9 @@ class SentimentTask(Task):
         vocab = Vocab.from_dict(meta["vocab"])
         out = []
         for line in lines:
-            x = torch.tensor([vocab.encode(tokenize(line)[:MAX_TOKENS] or ["<unk>"])])
-            p = model(x).softmax(-1)[0]
+            tokens = tokenize(line)[:MAX_TOKENS] or ["<unk>"]
+            extra = {"ngrams": self.ngram_ids([tokens], meta)} if "ngrams" in meta else {}
+            p = model(torch.tensor([vocab.encode(tokens)]), **extra).softmax(-1)[0]
             out.append(f"{meta['labels'][int(p.argmax())]}\t{float(p.max()):.3f}")
         return out
 
@@ -284,8 +350,18 @@ class SentimentTask(Task):
         from rnnkit.onnx_graphs import ClassifierGraph, OnnxBundle, OnnxGraph, batch_time, padded_tokens
 
         vocab = len(meta["vocab"]["itos"])
-        graph = OnnxGraph("classify", ClassifierGraph(model), lambda b, t: padded_tokens(vocab, b, t),
-                          ["tokens", "lengths"], ["probabilities"],
-                          batch_time("tokens", extra={"lengths": {0: "batch"}, "probabilities": {0: "batch"}}))
-        return OnnxBundle("classify", [graph], {"vocab": meta["vocab"]["itos"], "labels": meta["labels"],
-                                                "max_tokens": MAX_TOKENS, "tokenizer": TOKEN_PATTERNS})
+        names, axes = ["tokens", "lengths"], {"lengths": {0: "batch"}, "probabilities": {0: "batch"}}
+        config = {"vocab": meta["vocab"]["itos"], "labels": meta["labels"], "max_tokens": MAX_TOKENS,
+                  "tokenizer": TOKEN_PATTERNS}
+        features = len(meta.get("ngrams", ()))
+
+        def example(b: int, t: int) -> tuple[Tensor, ...]:  # with n-grams: ids 1..features, 2t columns
+            tokens = padded_tokens(vocab, b, t)
+            return (*tokens, padded_tokens(features + 1, b, 2 * t, seed=1, low=1)[0]) if features else tokens
+
+        if "ngrams" in meta:  # the runner finds each text's n-grams (text_ngrams) in this list: id = index + 1
+            names, config["ngrams"] = [*names, "ngrams"], meta["ngrams"]
+            axes["ngrams"] = {0: "batch", 1: "ngrams"}
+        graph = OnnxGraph("classify", ClassifierGraph(model), example, names, ["probabilities"],
+                          batch_time("tokens", extra=axes))
+        return OnnxBundle("classify", [graph], config)
