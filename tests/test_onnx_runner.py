@@ -66,6 +66,23 @@ def test_the_exported_run_decodes_without_rnnkit_like_predict(tmp_path, capsys, 
 
 
 @pytest.mark.slow
+def test_a_classifier_with_an_ngram_part_decodes_without_rnnkit_like_predict(tmp_path, capsys):
+    import json
+
+    data_name, content, inputs = RUNS["sentiment"]
+    run = _train(tmp_path, "sentiment", data_name, content, ensemble=2, ngrams=True, lr=0.05)  # weights far from 0
+    assert main(["export", str(run)]) == 0
+    capsys.readouterr()
+    assert "good great" in json.loads((run / "onnx" / "model.json").read_text())["ngrams"]
+    path = tmp_path / "in.txt"
+    path.write_text(inputs)
+    want = [w for w in _predict(capsys, run, path).splitlines() if w]  # a blank input line: a blank output line
+    got = [g for g in _runner(run / "onnx", path).splitlines() if g]
+    assert [g.split("\t")[0] for g in got] == [w.split("\t")[0] for w in want] and len(got) == 2
+    assert all(abs(float(a.split("\t")[1]) - float(b.split("\t")[1])) < 2e-3 for a, b in zip(got, want, strict=True))
+
+
+@pytest.mark.slow
 def test_forecast_and_generation_exports_decode_without_rnnkit(tmp_path, capsys):
     import torch
 

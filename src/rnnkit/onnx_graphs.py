@@ -136,14 +136,16 @@ class ForecastGraph(nn.Module):
 
 
 class ClassifierGraph(nn.Module):
-    """Token ids ``(B, T)`` and lengths ``(B,)`` -> class probabilities ``(B, K)``."""
+    """Token ids ``(B, T)``, lengths ``(B,)`` and, for a model with an n-gram part, n-gram ids
+    ``(B, F)`` -> class probabilities ``(B, K)``."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        return self.model(tokens, lengths).softmax(-1)
+    def forward(self, tokens: Tensor, lengths: Tensor, ngrams: Tensor | None = None) -> Tensor:
+        extra = {} if ngrams is None else {"ngrams": ngrams}
+        return self.model(tokens, lengths, **extra).softmax(-1)
 
 
 class TaggerGraph(nn.Module):

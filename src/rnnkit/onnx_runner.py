@@ -130,6 +130,11 @@ def _pad(rows: list[list], width: int | None = None) -> tuple[np.ndarray, np.nda
     return out, lengths
 
 
+def _ngrams(tokens: list[str]) -> list[str]:
+    """The tokens and each neighbouring pair, each once in order: ``rnnkit.tasks.sentiment.text_ngrams``."""
+    return list(dict.fromkeys(tokens + [a + " " + b for a, b in zip(tokens, tokens[1:], strict=False)]))
+
+
 def _ids(tokens: list[str], vocab: list[str]) -> list[int]:
     index = {t: i for i, t in enumerate(vocab)}
     return [index.get(t, UNK) for t in tokens] or [UNK]
@@ -258,9 +263,13 @@ def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
         (pred,) = sessions["forecast"].run(None, {"history": history})
         return [f"+{k}\t{v:.3f}" for k, v in enumerate(pred.reshape(-1).tolist(), 1)]
     if kind == "classify":
-        rows = [_ids(tokenize(t, spec["tokenizer"])[: spec["max_tokens"]], spec["vocab"]) for t in items]
-        tokens, lengths = _pad(rows)
-        (probs,) = sessions["classify"].run(None, {"tokens": tokens, "lengths": lengths})
+        texts = [tokenize(t, spec["tokenizer"])[: spec["max_tokens"]] or ["<unk>"] for t in items]
+        tokens, lengths = _pad([_ids(t, spec["vocab"]) for t in texts])
+        feeds = {"tokens": tokens, "lengths": lengths}
+        if "ngrams" in spec:  # a linear part over each text's known word 1-2-grams
+            index = {g: i for i, g in enumerate(spec["ngrams"], 1)}
+            feeds["ngrams"] = _pad([[index[g] for g in _ngrams(t) if g in index] or [0] for t in texts])[0]
+        (probs,) = sessions["classify"].run(None, feeds)
         return [f"{spec['labels'][int(p.argmax())]}\t{float(p.max()):.3f}" for p in probs]
     if kind == "tag":
         sentences = [line.split() for line in items]
