@@ -359,7 +359,7 @@ class SentimentTask(Task):
             tokens = padded_tokens(vocab, b, t)
             return (*tokens, padded_tokens(features + 1, b, 2 * t, seed=1, low=1)[0]) if features else tokens
 
-        if "ngrams" in meta:  # the runner finds each text's n-grams (text_ngrams) in this list: id = index + 1
+        if features:  # the runner finds each text's n-grams (text_ngrams) in this list: id = index + 1
             names, config["ngrams"] = [*names, "ngrams"], meta["ngrams"]
             axes["ngrams"] = {0: "batch", 1: "ngrams"}
         graph = OnnxGraph("classify", ClassifierGraph(model), example, names, ["probabilities"],
