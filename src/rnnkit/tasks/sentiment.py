@@ -49,13 +49,13 @@ UNK_ID = 3  # Vocab's <unk>
 WORD_DROPOUT, EMBEDDING_DROPOUT, LABEL_SMOOTHING = 0.1, 0.2, 0.1
 NGRAM_DROPOUT = 0.2  # --ngrams: each n-gram of a training tweet is left out with this probability
 NGRAM_MIN_TEXTS = 2  # --ngrams: an n-gram is a feature when it occurs in this many training texts
+BOW_C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0)  # the baseline's C, picked on the validation split
 
 
 def text_ngrams(tokens: list[str]) -> list[str]:
     """A text's n-gram features, each once, in order of appearance: its tokens and each pair of
     neighbouring tokens, joined by a space (word 1- and 2-grams; ``rnnkit.onnx_runner`` repeats this)."""
     return list(dict.fromkeys(tokens + [a + " " + b for a, b in zip(tokens, tokens[1:], strict=False)]))
-BOW_C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0)  # the baseline's C, picked on the validation split
 
 
 def macro_f1(pred: np.ndarray, true: np.ndarray, num_classes: int) -> float:
