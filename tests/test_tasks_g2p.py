@@ -81,3 +81,23 @@ def test_beam_option_decodes_with_a_beam(tmp_path):
         task.config(beam=0)
     with pytest.raises(ValueError, match="--dropout must be < 1"):
         task.config(dropout=1.0)
+
+
+def test_g2p_smooths_its_training_targets_and_translate_does_not(tmp_path):
+    import torch.nn.functional as F
+
+    f = tmp_path / "pairs.tsv"
+    f.write_text("source\ttarget\n" + "".join(f"c a t {i}\tK AE T {i}\n" for i in range(30)))
+    for name, smoothing in [("g2p", 0.1), ("translate", 0.0)]:
+        task = get_task(name)
+        cfg = task.config(data=str(f), hidden=8, embedding=8)
+        data = task.prepare(cfg)
+        torch.manual_seed(0)
+        model = task.build(cfg, data.meta).eval()
+        batch = task.collate(data.train[:6], data.meta)
+        logits = model(batch["x"], batch["y"], batch["lengths"]).flatten(0, 1)
+        y = batch["y"].flatten()
+        want = F.cross_entropy(logits, y, ignore_index=0, label_smoothing=smoothing)
+        torch.testing.assert_close(task.loss(model, batch), want)
+        if smoothing:  # and it differs from the plain loss
+            assert not torch.allclose(want, F.cross_entropy(logits, y, ignore_index=0))

@@ -152,6 +152,7 @@ class TranslateTask(G2PTask):
     predict_format = "one source sentence per line, or the --data table's 'source' column; prints its translation"
     defaults = dict(hidden=256, embedding=128, epochs=4, batch_size=64, lr=2e-3, bidirectional=True, max_train=0,
                     max_length=80, schedule="cosine")
+    label_smoothing = 0.0  # g2p's smoothing is not measured here
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
         if cfg.data:
