@@ -203,3 +203,14 @@ def test_ngrams_of_two_or_more_training_texts_become_features(tmp_path):
     plain = task.config(data=str(path), hidden=4, embedding=4)
     assert "ngrams" not in task.prepare(plain).meta
     assert all(m.ngrams is None for m in task.build(plain, task.prepare(plain).meta).members)
+
+
+def test_an_empty_ngram_list_builds_and_exports_without_an_ngram_part():
+    task = get_task("sentiment")  # a tiny --data file where no n-gram occurs in two training texts
+    meta = {"vocab": {"itos": ["<pad>", "<bos>", "<eos>", "<unk>", "good"]}, "labels": ["neg", "pos"], "ngrams": []}
+    model = task.build(task.config(hidden=4, embedding=4, ngrams=True), meta).eval()
+    assert all(m.ngrams is None for m in model.members)
+    graph = task.onnx_bundle(model, meta).graphs[0]
+    assert graph.input_names == ["tokens", "lengths"] and len(graph.example(2, 3)) == 2
+    tokens, lengths = graph.example(2, 3)
+    torch.testing.assert_close(graph.module(tokens, lengths), model(tokens, lengths).exp())
