@@ -135,9 +135,10 @@ def _ngrams(tokens: list[str]) -> list[str]:
     return list(dict.fromkeys(tokens + [a + " " + b for a, b in zip(tokens, tokens[1:], strict=False)]))
 
 
-def _ids(tokens: list[str], vocab: list[str]) -> list[int]:
+def _ids(texts: list[list[str]], vocab: list[str]) -> list[list[int]]:
+    """Each text's token ids (unknown: UNK; an empty text: [UNK]), one vocabulary index for all."""
     index = {t: i for i, t in enumerate(vocab)}
-    return [index.get(t, UNK) for t in tokens] or [UNK]
+    return [[index.get(t, UNK) for t in tokens] or [UNK] for tokens in texts]
 
 
 def _extended(tokens: list[str], index: dict[str, int], oov: list[str]) -> list[int]:
@@ -264,7 +265,7 @@ def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
         return [f"+{k}\t{v:.3f}" for k, v in enumerate(pred.reshape(-1).tolist(), 1)]
     if kind == "classify":
         texts = [tokenize(t, spec["tokenizer"])[: spec["max_tokens"]] or ["<unk>"] for t in items]
-        tokens, lengths = _pad([_ids(t, spec["vocab"]) for t in texts])
+        tokens, lengths = _pad(_ids(texts, spec["vocab"]))
         feeds = {"tokens": tokens, "lengths": lengths}
         if "ngrams" in spec:  # a linear part over each text's known word 1-2-grams
             index = {g: i for i, g in enumerate(spec["ngrams"], 1)}
@@ -292,7 +293,7 @@ def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
             index = {t: i for i, t in enumerate(spec["src_vocab"])}
             rows = [_extended(s, index, oov) for s, oov in zip(sources, oovs, strict=True)]
         else:
-            rows = [_ids(s, spec["src_vocab"]) for s in sources]
+            rows = _ids(sources, spec["src_vocab"])
         src, lengths = _pad(rows)
         memory, mask, prev, *states = sessions["encoder"].run(None, {"src": src, "src_lengths": lengths})
         names = spec["states"]
