@@ -175,9 +175,13 @@ class Ensemble(nn.Module):
         """Gradient clipping applies to each member alone, as if it were trained on its own."""
         return list(self.members)
 
+    @staticmethod
+    def combine(member_logits: Tensor) -> Tensor:
+        """``(M, B, C)`` member logits -> ``(B, C)``, the log of their mean probability."""
+        return torch.logsumexp(member_logits.log_softmax(-1), 0) - math.log(member_logits.size(0))
+
     def forward(self, x: Tensor, lengths: Tensor | list[int] | None = None, ngrams: Tensor | None = None) -> Tensor:
-        logp = self.member_logits(x, lengths, ngrams).log_softmax(-1)
-        return torch.logsumexp(logp, 0) - math.log(len(self.members))
+        return self.combine(self.member_logits(x, lengths, ngrams))
 
 
 @register
@@ -272,24 +276,28 @@ class SentimentTask(Task):
         return (losses * w).sum() / w.sum().clamp(min=1e-12)  # the members' losses add up
 
     @torch.no_grad()
-    def _predict_ids(self, model: nn.Module, examples: list[Any], meta: dict[str, Any],
-                     member: int | None = None) -> tuple[np.ndarray, ...]:
-        preds, trues = [], []
+    def _predict_ids(self, model: nn.Module, examples: list[Any],
+                     meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Predicted and true class ids ``(N,)``, and for an :class:`Ensemble` each member's own
+        predictions ``(M, N)`` (else None), from one forward of each member per batch."""
+        preds, trues, alone = [], [], []
         device = next(model.parameters()).device  # also called on the training device (keep_best)
-        if member is not None:
-            model = model.members[member]
         for i in range(0, len(examples), 256):
             b = self.collate(examples[i : i + 256], meta)
             extra = {"ngrams": b["ngrams"].to(device)} if "ngrams" in b else {}
-            preds.append(model(b["x"].to(device), lengths=b["lengths"], **extra).argmax(-1).cpu())
+            if isinstance(model, Ensemble):
+                logits = model.member_logits(b["x"].to(device), lengths=b["lengths"], **extra)  # (M, B, C)
+                preds.append(model.combine(logits).argmax(-1).cpu())
+                alone.append(logits.argmax(-1).cpu())
+            else:
+                preds.append(model(b["x"].to(device), lengths=b["lengths"], **extra).argmax(-1).cpu())
             trues.append(b["y"])
-        return torch.cat(preds).numpy(), torch.cat(trues).numpy()
+        return torch.cat(preds).numpy(), torch.cat(trues).numpy(), torch.cat(alone, 1).numpy() if alone else None
 
     def evaluate(self, model: nn.Module, examples: list[Any], meta: dict[str, Any]) -> dict[str, float]:
-        pred, true = self._predict_ids(model, examples, meta)
+        pred, true, alone = self._predict_ids(model, examples, meta)
         scores = {"accuracy": float((pred == true).mean()), "macro_f1": macro_f1(pred, true, len(meta["labels"]))}
-        if isinstance(model, Ensemble):  # what one member scores alone, for an honest comparison
-            alone = [self._predict_ids(model, examples, meta, member=i)[0] for i in range(len(model.members))]
+        if alone is not None:  # what one member scores alone, for an honest comparison
             scores["member_accuracy_mean"] = float(np.mean([(p == true).mean() for p in alone]))
             scores["member_macro_f1_mean"] = float(np.mean([macro_f1(p, true, len(meta["labels"])) for p in alone]))
         return scores
@@ -337,7 +345,7 @@ class SentimentTask(Task):
         return out
 
     def picture(self, model: nn.Module, data: Prepared, path: Path) -> Path:
-        pred, true = self._predict_ids(model, data.test, data.meta)
+        pred, true, _ = self._predict_ids(model, data.test, data.meta)
         k = len(data.meta["labels"])
         m = np.zeros((k, k), dtype=int)
         for t, p in zip(true, pred, strict=True):
