@@ -22,6 +22,7 @@ CASES = [
     ("tagging", {"max_train": 200}),
     pytest.param("tagging", {"max_train": 200, "ensemble": 2}, id="tagging-ensemble"),  # the members' mean CRF
     ("g2p", {"max_train": 500}),
+    pytest.param("g2p", {"max_train": 500, "input_feeding": True}, id="g2p-feeding"),  # h~ is decoder state
     ("music", {"max_train": 40}),
     ("chars", {"max_train": 200}),
     ("caption", {"max_train": 200}),

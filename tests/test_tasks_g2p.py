@@ -101,3 +101,20 @@ def test_g2p_smooths_its_training_targets_and_translate_does_not(tmp_path):
         torch.testing.assert_close(task.loss(model, batch), want)
         if smoothing:  # and it differs from the plain loss
             assert not torch.allclose(want, F.cross_entropy(logits, y, ignore_index=0))
+
+
+def test_input_feeding_option_feeds_the_attentional_state_back(tmp_path):
+    f = tmp_path / "pairs.tsv"
+    f.write_text("source\ttarget\n" + "".join(f"c a t {i}\tK AE T {i}\n" for i in range(30)))
+    task = get_task("g2p")
+    for feeding in (False, True):
+        cfg = task.config(data=str(f), hidden=8, embedding=6, bidirectional=False, input_feeding=feeding)
+        data = task.prepare(cfg)
+        torch.manual_seed(0)
+        model = task.build(cfg, data.meta)
+        assert model.input_feeding is feeding
+        cell = model.decoder.cells[0]
+        assert cell.input_size == 6 + (8 if feeding else 0)  # the target embedding, then h~ of the last step
+        if feeding:  # the loss reaches the weights that read h~_{t-1}: it is fed back, step by step
+            task.loss(model, task.collate(data.train[:6], data.meta)).backward()
+            assert cell.weight_ih.grad[:, 6:].abs().sum() > 0

@@ -49,6 +49,7 @@ class TaskConfig:
     bptt: int = 128  # chars: steps per truncated-BPTT window when a plain-text --data file trains as one stream
     dropout: float = 0.0  # g2p: dropout on the embeddings, between stacked layers and before the output, in training
     beam: int = 1  # g2p: beam width of test decoding and predict (1: greedy)
+    input_feeding: bool = False  # g2p: Luong's input feeding, the decoder also reads the last step's h~ (a step loop)
     units: str = "auto"  # speech: CTC units: words, chars, or auto (words on the bundled digits, chars on --data)
     ngrams: bool = False  # sentiment: a linear part over word 1-2-grams beside the network, trained with it
     augment: bool = True  # speech: SpecAugment masks in training, and augmented synthetic clips (bundled data)
