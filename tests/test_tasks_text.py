@@ -75,3 +75,20 @@ def test_tagger_ensemble_decodes_the_best_path_of_the_members_summed_crf_scores(
     assert torch.allclose(model.loss(b["x"], b["y"], b["lengths"]),
                           sum(m.loss(b["x"], b["y"], b["lengths"]) for m in model.members))
     assert not isinstance(task.build(task.config(ensemble=1, hidden=8, embedding=8), meta), TaggerEnsemble)
+    # one forward of each member gives the ensemble's tags and each member's own, as decoding each alone does
+    both, own = model.decode_with_members(b["x"], b["lengths"])
+    assert torch.equal(both, got) and len(own) == 3
+    for tags, m in zip(own, model.members, strict=True):
+        assert torch.equal(tags, m.decode(b["x"], b["lengths"]))
+    assert not all(torch.equal(tags, got) for tags in own)  # the members disagree with the ensemble somewhere
+    from rnnkit.tasks.tagging import entity_f1
+
+    gold = [ts for _, ts in sents]
+    want = sum(entity_f1(task.tag(m, [ws for ws, _ in sents], meta), gold) for m in model.members) / 3
+    calls = []
+    hooks = [m.tagger.rnn.register_forward_hook(lambda *a: calls.append(1)) for m in model.members]
+    scores = task.evaluate(model, sents, meta)
+    assert len(calls) == 3  # one batch: each member ran once
+    assert scores["member_entity_f1_mean"] == pytest.approx(want)
+    for h in hooks:
+        h.remove()

@@ -195,10 +195,18 @@ class TaggerEnsemble(nn.Module):
 
     @torch.no_grad()
     def decode(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        emissions = self(x, lengths)
+        return self._viterbi(self(x, lengths), lengths, self.crf)
+
+    @torch.no_grad()
+    def decode_with_members(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        """``decode``'s tags and each member's own (its ``decode``), from one forward of each member."""
+        emissions = [m(x, lengths) for m in self.members]
+        own = [self._viterbi(e, lengths, m.crf) for e, m in zip(emissions, self.members, strict=True)]
+        return self._viterbi(torch.stack(emissions).mean(0), lengths, self.crf), own
+
+    def _viterbi(self, emissions: Tensor, lengths: Tensor | None, crf: Any) -> Tensor:
         B, T = emissions.shape[:2]
         mask = length_mask(prepare_lengths(lengths, B, T, emissions.device), B, T, emissions.device)
-        crf = self.crf
         pad_tag = self.members[0].tagger.pad_tag  # what one member's decode writes at padded steps
         return viterbi_decode(emissions, mask, crf.start, crf.transitions, crf.end, pad_tag)[0]
 
@@ -263,21 +271,29 @@ class TaggingTask(Task):
         return model.loss(batch["x"], batch["y"], batch["lengths"])
 
     def tag(self, model: nn.Module, sentences: list[list[str]], meta: dict[str, Any]) -> list[list[str]]:
-        out = []
+        return self._tag(model, sentences, meta)[0]
+
+    def _tag(self, model: nn.Module, sentences: list[list[str]], meta: dict[str, Any], members: bool = False):
+        """``(tags per sentence, each member's tags per sentence or None)``; with ``members`` (an
+        ensemble), one forward of each member per batch gives both."""
+        members = members and isinstance(model, TaggerEnsemble)
+        out: list[list[str]] = []
+        alone: list[list[list[str]]] = [[] for _ in model.members] if members else []
         for i in range(0, len(sentences), 128):
             b = self.collate([(ws, []) for ws in sentences[i : i + 128]], meta)
-            ids = model.decode(b["x"], b["lengths"])
-            out += [[meta["tags"][int(t)] for t in row[:n]] for row, n in zip(ids, b["lengths"], strict=True)]
-        return out
+            ids, own = model.decode_with_members(b["x"], b["lengths"]) if members else (
+                model.decode(b["x"], b["lengths"]), [])
+            for dest, rows in zip([out, *alone], [ids, *own], strict=True):
+                dest += [[meta["tags"][int(t)] for t in row[:n]] for row, n in zip(rows, b["lengths"], strict=True)]
+        return out, (alone if members else None)
 
     def evaluate(self, model: nn.Module, examples: list[Any], meta: dict[str, Any]) -> dict[str, float]:
-        pred = self.tag(model, [ws for ws, _ in examples], meta)
+        pred, alone = self._tag(model, [ws for ws, _ in examples], meta, members=True)
         gold = [ts for _, ts in examples]
         acc = np.mean([p == g for ps, gs in zip(pred, gold, strict=True) for p, g in zip(ps, gs, strict=True)])
         scores = {"entity_f1": entity_f1(pred, gold), "token_accuracy": float(acc)}
-        if isinstance(model, TaggerEnsemble):  # what one member scores alone, for an honest comparison
-            alone = [entity_f1(self.tag(m, [ws for ws, _ in examples], meta), gold) for m in model.members]
-            scores["member_entity_f1_mean"] = float(np.mean(alone))
+        if alone is not None:  # what one member scores alone, for an honest comparison
+            scores["member_entity_f1_mean"] = float(np.mean([entity_f1(a, gold) for a in alone]))
         return scores
 
     def baselines(self, data: Prepared) -> dict[str, float]:
