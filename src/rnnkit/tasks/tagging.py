@@ -195,18 +195,23 @@ class TaggerEnsemble(nn.Module):
 
     @torch.no_grad()
     def decode(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        return self._viterbi(self(x, lengths), lengths, self.crf)
+        emissions = self(x, lengths)
+        return self._viterbi(emissions, self._mask(emissions, lengths), self.crf)
 
     @torch.no_grad()
     def decode_with_members(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
         """``decode``'s tags and each member's own (its ``decode``), from one forward of each member."""
         emissions = [m(x, lengths) for m in self.members]
-        own = [self._viterbi(e, lengths, m.crf) for e, m in zip(emissions, self.members, strict=True)]
-        return self._viterbi(torch.stack(emissions).mean(0), lengths, self.crf), own
+        mask = self._mask(emissions[0], lengths)
+        own = [self._viterbi(e, mask, m.crf) for e, m in zip(emissions, self.members, strict=True)]
+        return self._viterbi(torch.stack(emissions).mean(0), mask, self.crf), own
 
-    def _viterbi(self, emissions: Tensor, lengths: Tensor | None, crf: Any) -> Tensor:
+    @staticmethod
+    def _mask(emissions: Tensor, lengths: Tensor | None) -> Tensor:
         B, T = emissions.shape[:2]
-        mask = length_mask(prepare_lengths(lengths, B, T, emissions.device), B, T, emissions.device)
+        return length_mask(prepare_lengths(lengths, B, T, emissions.device), B, T, emissions.device)
+
+    def _viterbi(self, emissions: Tensor, mask: Tensor, crf: Any) -> Tensor:
         pad_tag = self.members[0].tagger.pad_tag  # what one member's decode writes at padded steps
         return viterbi_decode(emissions, mask, crf.start, crf.transitions, crf.end, pad_tag)[0]
 
