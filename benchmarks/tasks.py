@@ -168,7 +168,7 @@ def phonetisaurus(data) -> dict[str, float]:
 
 REFERENCES = {"sentiment": tfidf_svm, "tagging": feature_crf, "chars": kneser_ney_7, "g2p": phonetisaurus}
 #: metrics printed beside the task's own in its row
-ALSO = {"g2p": ("wer", "per"), "speech": ("real_wer", "real_cer")}
+ALSO = {"g2p": ("wer", "per", "beam_only_wer", "beam_only_per"), "speech": ("real_wer", "real_cer")}
 
 
 def data_for(name: str) -> dict[str, str]:
@@ -219,7 +219,7 @@ def main() -> None:
         if ref_runs:
             values = [r[task.metric] for r in ref_runs]
             refs[REFERENCES[name].__name__] = round(statistics.mean(values), 4)
-            for k in ALSO.get(name, ()):
+            for k in (k for k in ALSO.get(name, ()) if k in ref_runs[0]):
                 refs[f"{REFERENCES[name].__name__} {k}"] = round(statistics.mean(r[k] for r in ref_runs), 4)
             if len(values) > 1:
                 refs[f"{REFERENCES[name].__name__} per seed"] = [round(v, 4) for v in values]

@@ -125,3 +125,32 @@ def test_decoding_errors() -> None:
         greedy_search(step, start(), batch_size=2, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_len=0)
     with pytest.raises(ValueError, match=r"state\[0\] must have 6 rows"):
         beam_search(step, start(1), batch_size=2, beam_width=3, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_len=3)
+
+
+def test_nbest_lists_every_hypothesis_best_first() -> None:
+    # a beam wide enough to hold every complete hypothesis: its n-best list is the brute-force ranking
+    B, max_len, K, alpha = 2, 3, 128, 0.7
+    step, start, table = table_model(B, max_len, seed=5)
+    kw = dict(batch_size=B, beam_width=K, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_len=max_len, alpha=alpha)
+    best = beam_search(step, start(K), **kw)
+    out = beam_search(step, start(K), nbest=True, **kw)
+    assert out.tokens.shape[:2] == (B, K) and out.scores.shape == out.lengths.shape == (B, K)
+    assert out.attention.shape[:3] == out.tokens.shape
+    for b in range(B):
+        ranked = []
+        for L in range(1, max_len + 1):
+            for seq in itertools.product(range(V), repeat=L):
+                if EOS in seq[:-1] or (L < max_len and seq[-1] != EOS):
+                    continue
+                prev, raw = BOS, 0.0
+                for t, tok in enumerate(seq):
+                    raw += float(torch.log_softmax(table[b, t, prev], -1)[tok])
+                    prev = tok
+                ranked.append((raw / float(length_penalty(torch.tensor(L), alpha)), list(seq), raw))
+        ranked.sort(key=lambda r: -r[0])
+        for k, (_, seq, raw) in enumerate(ranked[:6]):
+            assert out.tokens[b, k, : int(out.lengths[b, k])].tolist() == seq
+            assert float(out.scores[b, k]) == pytest.approx(raw, abs=1e-5)
+        L = int(best.lengths[b])
+        assert out.tokens[b, 0, :L].tolist() == best.tokens[b, :L].tolist()  # the first is beam search's pick
+        torch.testing.assert_close(out.attention[b, 0, :L], best.attention[b, :L])

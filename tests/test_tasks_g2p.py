@@ -118,3 +118,37 @@ def test_input_feeding_option_feeds_the_attentional_state_back(tmp_path):
         if feeding:  # the loss reaches the weights that read h~_{t-1}: it is fed back, step by step
             task.loss(model, task.collate(data.train[:6], data.meta)).backward()
             assert cell.weight_ih.grad[:, 6:].abs().sum() > 0
+
+
+def test_joint_ngram_reranks_the_beam_with_a_weight_chosen_on_validation(tmp_path):
+    import json
+
+    from _task_helpers import train_small
+    from rnnkit.tasks.g2p import RERANK_WEIGHTS
+    from rnnkit.tasks.graphones import GraphoneModel
+    from rnnkit.tasks.runner import load_run
+    from test_graphones import lexicon
+
+    task = get_task("g2p")
+    with pytest.raises(ValueError, match="--joint-ngram 4 reranks the beam's hypotheses: give --beam 2 or more"):
+        task.prepare(task.config(joint_ngram=4, max_train=100))
+    f = tmp_path / "pairs.csv"  # a made-up spelling rule, which a graphone model learns from few words
+    f.write_text("source,target\n" + "".join(f"{' '.join(s)},{' '.join(t)}\n" for s, t in lexicon(900, 0)))
+    task, result = train_small(tmp_path, "g2p", data=str(f), epochs=10, hidden=32, embedding=16, lr=1e-2, beam=4,
+                               joint_ngram=4)
+    g = result.data.meta["graphones"]
+    assert g["weight"] in RERANK_WEIGHTS and g["weight"] > 0
+    assert g["val_wer"]["reranked"] <= g["val_wer"]["beam"]  # weight 0 is among those tried
+    m = result.metrics
+    assert m["wer"] < m["beam_only_wer"] and m["per"] < m["beam_only_per"], m  # and it helps on the test words
+    # the run's saved meta reranks again after loading: predict picks the best combined score of the beam
+    saved = json.loads((result.run_dir / "config.json").read_text())["meta"]["graphones"]
+    assert saved["weight"] == g["weight"]
+    task, _, meta, model = load_run(result.run_dir)
+    sources = [s for s, _ in result.data.test[:20]]
+    lists = task.nbest(model, sources, meta)
+    gm = GraphoneModel.from_dict(meta["graphones"])
+    want = [max(hyps, key=lambda e, s=s: e[1] + meta["graphones"]["weight"] * gm.score([(s, e[0])])[0])[0]
+            for s, hyps in zip(sources, lists, strict=True)]
+    assert task.transduce(model, sources, meta)[0] == want
+    assert task.predict(model, meta, [" ".join(s) for s in sources]) == [" ".join(w) for w in want]

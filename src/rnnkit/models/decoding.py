@@ -134,9 +134,11 @@ def sample_search(
 
 def beam_search(
     step_fn: StepFn, state: DecodeState, *, batch_size: int, beam_width: int, bos_id: int, eos_id: int, pad_id: int,
-    max_len: int, alpha: float = 0.0,
+    max_len: int, alpha: float = 0.0, nbest: bool = False,
 ) -> Decoded:
-    """Keep the ``beam_width`` best hypotheses per sequence under the GNMT score; return the best.
+    """Keep the ``beam_width`` best hypotheses per sequence under the GNMT score; return the best,
+    or with ``nbest=True`` all ``K`` of them, best first: tokens ``(B, K, T)``, lengths and scores
+    ``(B, K)``, attention ``(B, K, T, S)`` (for reranking by a second model).
 
     ``state`` must already hold ``batch_size * beam_width`` rows, sequence b's beams in rows
     ``b*K .. b*K + K-1`` (``repeat_interleave``); ``step_fn`` sees the same layout. ``alpha`` is the
@@ -188,6 +190,14 @@ def beam_search(
         tok = tok2.reshape(-1)
         if bool(done.all()):
             break
+    if nbest:
+        order = (scores / length_penalty(lengths, alpha)).argsort(dim=1, descending=True, stable=True)  # (B, K)
+        steps = int(lengths.max())
+        tokens = history.gather(1, order.unsqueeze(-1).expand_as(history))[:, :, :steps]
+        attention = None
+        if attn_history is not None:
+            attention = attn_history.gather(1, order[..., None, None].expand_as(attn_history))[:, :, :steps]
+        return Decoded(tokens, lengths.gather(1, order), scores.gather(1, order), attention)
     best = (scores / length_penalty(lengths, alpha)).argmax(dim=1)  # (B,)
     pick = best.view(B, 1)
     out_len = lengths.gather(1, pick).squeeze(1)

@@ -208,10 +208,12 @@ class Seq2Seq(nn.Module):
     @torch.no_grad()
     def beam_search(
         self, src: Tensor, src_lengths: Tensor | list[int] | None = None, beam_width: int = 4, max_len: int = 50,
-        length_penalty: float = 0.0,
+        length_penalty: float = 0.0, nbest: bool = False,
     ) -> Decoded:
         """Beam search with the GNMT length penalty exponent ``length_penalty`` (alpha); the best
-        hypothesis per sequence, with its attention ``(B, T_out, S)``. ``beam_width=1`` is greedy."""
+        hypothesis per sequence, with its attention ``(B, T_out, S)``. ``beam_width=1`` is greedy.
+        ``nbest=True``: all ``beam_width`` hypotheses, best first (``(B, K, T_out)`` tokens, ``(B, K)``
+        scores; see :func:`rnnkit.models.decoding.beam_search`)."""
         K = beam_width
         if not isinstance(K, int) or K < 1:
             raise ValueError(f"beam_width must be a positive int, got {beam_width!r}")
@@ -220,7 +222,7 @@ class Seq2Seq(nn.Module):
         state = tuple(s.repeat_interleave(K, 0) for s in state)
         return beam_search(self._step_fn(memory, mask), state, batch_size=src.size(0), beam_width=K,
                            bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id, max_len=max_len,
-                           alpha=length_penalty)
+                           alpha=length_penalty, nbest=nbest)
 
     def extra_repr(self) -> str:
         ids = f"bos_id={self.bos_id}, eos_id={self.eos_id}, pad_id={self.pad_id}"

@@ -126,7 +126,8 @@ class KneserNey:
                 self.types[n][g[:-1]] += 1
             cc = Counter(self.counts[n].values())
             n1, n2 = cc.get(1, 0), cc.get(2, 0)
-            self.discount[n] = n1 / (n1 + 2 * n2) if n1 + n2 else 0.5
+            # no singletons (a small or regular corpus): D = 0 would leave unseen tokens impossible
+            self.discount[n] = n1 / (n1 + 2 * n2) if n1 else 0.5
 
     @staticmethod
     def _chars(ids: list[int]) -> str:

@@ -50,6 +50,7 @@ class TaskConfig:
     dropout: float = 0.0  # g2p: dropout on the embeddings, between stacked layers and before the output, in training
     beam: int = 1  # g2p: beam width of test decoding and predict (1: greedy)
     input_feeding: bool = False  # g2p: Luong's input feeding, the decoder also reads the last step's h~ (a step loop)
+    joint_ngram: int = 0  # g2p: order of a graphone n-gram whose weighted score reranks the beam (0: off)
     units: str = "auto"  # speech: CTC units: words, chars, or auto (words on the bundled digits, chars on --data)
     ngrams: bool = False  # sentiment: a linear part over word 1-2-grams beside the network, trained with it
     augment: bool = True  # speech: SpecAugment masks in training, and augmented synthetic clips (bundled data)
@@ -76,7 +77,7 @@ _LOWEST: dict[str, tuple[float, bool]] = {
     "batch_size": (1, False), "ensemble": (1, False), "devices": (1, False), "max_train": (0, False),
     "lr": (0, True), "clip": (0, False), "seed": (0, False), "period": (0, False), "max_length": (0, False),
     "bptt": (2, False), "dropout": (0, False), "beam": (1, False),
-    "average": (0, False),
+    "average": (0, False), "joint_ngram": (0, False),
 }
 #: the largest value of an option, and whether it must be strictly smaller
 _HIGHEST: dict[str, tuple[float, bool]] = {"dropout": (1, True)}
@@ -241,6 +242,10 @@ class Task:
 
     def baselines(self, data: Prepared) -> dict[str, float]:
         raise NotImplementedError
+
+    def finalize(self, model: nn.Module, data: Prepared) -> None:
+        """After training, before the test: fit what depends on the trained model into ``data.meta``,
+        on validation data only (g2p: the weight of its graphone reranker). Nothing by default."""
 
     def test_extras(self, model: nn.Module, data: Prepared) -> dict[str, float]:
         """Further test metrics beside :meth:`evaluate`'s on ``data.test`` (speech: a real voice); none

@@ -5,7 +5,9 @@ Model: :class:`rnnkit.Seq2Seq` (bidirectional encoder, Luong "general" attention
 2014, Bahdanau et al. 2015, Luong et al. 2015), greedy decoding or a beam (``--beam``), dropout
 (``--dropout``), label smoothing (0.1); ``--input-feeding`` adds Luong's input feeding (each decoder
 step also reads the last step's attentional state h~, so training runs step by step, about 1.5x
-slower). Data: every alphabetic CMUdict word with every
+slower); ``--joint-ngram N`` reranks the beam's hypotheses by adding a weighted graphone
+N-gram score (:mod:`rnnkit.tasks.graphones`; Rao et al. 2015 combine an LSTM with such a model),
+the weight chosen on validation words after training. Data: every alphabetic CMUdict word with every
 pronunciation; the held-out words are a frozen list shipped with rnnkit
 (``rnnkit/data/cmudict_heldout.txt``; ``--seed`` does not move them), and a word's
 pronunciations stay in one split. Metrics on held-out words, as in the g2p literature (Yao &
@@ -36,11 +38,14 @@ from rnnkit.data.text import split_three
 from rnnkit.data.vocab import Vocab
 from rnnkit.models import RecurrentConfig, Seq2Seq
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
+from rnnkit.tasks.graphones import GraphoneModel
 from rnnkit.tasks.plots import plot_heatmap
 
 __all__ = ["G2PTask", "edit_distance", "pronunciations"]
 
-MAX_VAL = 2000  # validation words scored at each epoch end (all 11,700 would add little but time)
+MAX_VAL = 6000  # validation words (of 11,700): the loss at each epoch end, and --joint-ngram's weight
+#: the weights of the graphone score tried on validation words (--joint-ngram), best by word then phoneme errors
+RERANK_WEIGHTS = tuple(i / 20 for i in range(21))
 
 
 def edit_distance(a: list[str], b: list[str]) -> int:
@@ -104,7 +109,11 @@ class G2PTask(Task):
 
     def prepare(self, cfg: TaskConfig) -> Prepared:
         """Examples are ``(source tokens, target tokens)``, one per pronunciation; the splits keep a
-        source's pronunciations together. Validation is capped at ``MAX_VAL`` words (the same pick for every seed)."""
+        source's pronunciations together. Validation is capped at ``MAX_VAL`` words (the same pick for every seed).
+        With ``--joint-ngram N``, a graphone N-gram fitted on the training pairs goes into ``meta["graphones"]``."""
+        if cfg.joint_ngram and cfg.beam < 2:
+            raise ValueError(f"--joint-ngram {cfg.joint_ngram} reranks the beam's hypotheses: give --beam 2 or more "
+                             f"(got --beam {cfg.beam})")
         if cfg.data:
             groups: dict[tuple[str, ...], list[list[str]]] = {}
             for _, row in read_table(cfg.data, ["source", "target"]):
@@ -123,6 +132,8 @@ class G2PTask(Task):
         train = self.cap(cfg, train)
         meta = {"src": Vocab.build(s for s, _ in train).to_dict(), "tgt": Vocab.build(t for _, t in train).to_dict(),
                 "beam": cfg.beam}
+        if cfg.joint_ngram:
+            meta["graphones"] = GraphoneModel.fit(train, order=cfg.joint_ngram).to_dict()
         return Prepared(train, val, test, meta)
 
     def length(self, example: Any) -> int:
@@ -152,8 +163,66 @@ class G2PTask(Task):
                                label_smoothing=self.label_smoothing)
 
     @torch.no_grad()
+    def nbest(self, model: nn.Module, sources: list[list[str]], meta: dict[str, Any]):
+        """Each source's beam (``meta["beam"]`` wide), best first, as ``(tokens, log-probability,
+        attention (steps, S))`` per hypothesis."""
+        src_v, tgt_v = Vocab.from_dict(meta["src"]), Vocab.from_dict(meta["tgt"])
+        beam = int(meta.get("beam", 1))
+        step = max(1, 256 // beam)
+        out = []
+        for i in range(0, len(sources), step):
+            x, lengths = pad([src_v.encode(s) for s in sources[i : i + step]])
+            max_len = MAX_LEN_PER_SOURCE_TOKEN * x.size(1) + MAX_LEN_EXTRA
+            dec = model.beam_search(x, lengths, beam_width=beam, max_len=max_len, nbest=True)
+            for rows, scores, attn in zip(dec.tokens.tolist(), dec.scores.tolist(), dec.attention, strict=True):
+                out.append([(tgt_v.decode(r), sc, a) for r, sc, a in zip(rows, scores, attn, strict=True)
+                            if sc > float("-inf")])  # a beam wider than the vocabulary keeps empty rows
+        return out
+
+    @staticmethod
+    def reranker(meta: dict[str, Any]) -> tuple[GraphoneModel, float] | None:
+        """The run's graphone model and its weight, once :meth:`finalize` has chosen one above 0."""
+        g = meta.get("graphones")
+        if not g or not g.get("weight"):
+            return None
+        return GraphoneModel.from_dict(g), float(g["weight"])
+
+    def _rerank(self, model: nn.Module, sources: list[list[str]], meta: dict[str, Any], weights: tuple[float, ...]):
+        """For each weight: each source's hypothesis with the best log p(beam) + weight * log p(graphones),
+        and its attention."""
+        lists = self.nbest(model, sources, meta)
+        g = GraphoneModel.from_dict(meta["graphones"])
+        joint = iter(g.score([(s, h) for s, hyps in zip(sources, lists, strict=True) for h, _, _ in hyps]))
+        scored = [[(h, sc, next(joint), a) for h, sc, a in hyps] for hyps in lists]
+        # weight 0 is the beam's own best (0 * -inf, a pair no graphone path aligns, would be nan)
+        return [[max(hyps, key=lambda e, w=w: e[1] + w * e[2] if w else e[1]) for hyps in scored] for w in weights]
+
+    def finalize(self, model: nn.Module, data: Prepared) -> None:
+        """With ``--joint-ngram``: the graphone score's weight with the fewest word errors on the
+        validation words (then the fewest phoneme errors), into ``meta["graphones"]["weight"]``, beside
+        the validation word error rates with and without it."""
+        g = data.meta.get("graphones")
+        if not g or not data.val:
+            return
+        sources, refs = pronunciations(data.val)
+        picks = self._rerank(model.eval(), sources, data.meta, RERANK_WEIGHTS)
+
+        def errors(pred):
+            return (sum(p not in r for p, r in zip(pred, refs, strict=True)),
+                    sum(min(edit_distance(p, t) for t in r) for p, r in zip(pred, refs, strict=True)))
+
+        costs = [errors([e[0] for e in pick]) for pick in picks]
+        best = min(range(len(RERANK_WEIGHTS)), key=lambda i: costs[i])
+        g["weight"] = RERANK_WEIGHTS[best]
+        g["val_wer"] = {"beam": costs[0][0] / len(refs), "reranked": costs[best][0] / len(refs)}
+
+    @torch.no_grad()
     def transduce(self, model: nn.Module, sources: list[list[str]], meta: dict[str, Any]):
-        """Greedy decoding, or a beam of ``meta["beam"]`` (the run's ``--beam``)."""
+        """Greedy decoding, or a beam of ``meta["beam"]`` (the run's ``--beam``), reranked by the
+        graphone model when the run has one (``--joint-ngram``)."""
+        if self.reranker(meta) is not None:
+            pick = self._rerank(model, sources, meta, (float(meta["graphones"]["weight"]),))[0]
+            return [e[0] for e in pick], [e[3] for e in pick]
         src_v, tgt_v = Vocab.from_dict(meta["src"]), Vocab.from_dict(meta["tgt"])
         beam = int(meta.get("beam", 1))
         step = max(1, 256 // beam)  # sources per batch: about 256 decoder rows
@@ -168,8 +237,14 @@ class G2PTask(Task):
         return out, attn
 
     def evaluate(self, model: nn.Module, examples: list[Any], meta: dict[str, Any]) -> dict[str, float]:
+        """The scores of :func:`_scores`; reranked by graphones, also the beam's own best's
+        ``beam_only_wer`` and ``beam_only_per``."""
         sources, refs = pronunciations(examples)
-        return _scores(self.transduce(model, sources, meta)[0], refs)
+        if self.reranker(meta) is None:
+            return _scores(self.transduce(model, sources, meta)[0], refs)
+        plain, reranked = self._rerank(model, sources, meta, (0.0, float(meta["graphones"]["weight"])))
+        alone = _scores([e[0] for e in plain], refs)
+        return {**_scores([e[0] for e in reranked], refs), "beam_only_wer": alone["wer"], "beam_only_per": alone["per"]}
 
     def baselines(self, data: Prepared) -> dict[str, float]:
         table: dict[str, Counter] = defaultdict(Counter)

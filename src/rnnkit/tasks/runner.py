@@ -285,6 +285,7 @@ def _train_in(run_dir: Path, task: Task, cfg: TaskConfig, checkpoint_minutes: fl
         return RunResult(task.name, run_dir, {}, {}, model, data)
     if best is not None and best.best_model_path:
         load_weights(model, best.best_model_path)  # checks every name and shape against the model
+    task.finalize(model, data)
     metrics = {**task.evaluate(model, data.test, data.meta), **task.test_extras(model, data)}
     baselines = task.baselines(data)
     save_run(run_dir, task, cfg, data.meta, model, metrics, baselines)
