@@ -21,7 +21,7 @@ def _train(root, name, data_name, content, **overrides):
     data = root / data_name
     data.write_text(content)
     task = get_task(name)
-    cfg = task.config(data=str(data), epochs=2, hidden=8, embedding=8, progress=False, **overrides)
+    cfg = task.config(**{"data": str(data), "epochs": 2, "hidden": 8, "embedding": 8, "progress": False, **overrides})
     return train_task(task, cfg, root / "runs").run_dir
 
 
@@ -128,3 +128,38 @@ def test_the_runner_tokenizes_and_shapes_words_like_rnnkit():
     assert [runner.word_shape(w, SHAPES) for w in words] == [word_shape(w) for w in words]
     spelled = [*words, "a" * 40, "naïve", "日本", "😀x", ""]
     assert [runner.char_ids(w, CHAR_SLOTS, CHAR_IDS) for w in spelled] == [char_ids(w) for w in spelled]
+
+
+def test_the_runners_graphone_scores_are_rnnkits():
+    from test_graphones import lexicon
+
+    from rnnkit.onnx_runner import Graphones
+    from rnnkit.tasks.graphones import MOVES, GraphoneModel
+
+    model = GraphoneModel.fit(lexicon(400, 0), order=3)
+    runner = Graphones({**model.to_dict(), "weight": 0.5, "moves": MOVES})
+    pairs = lexicon(60, 4) + [(list("tqx"), ["T", "ZZ", "K", "S"]), (list("a"), ["AE", "B", "D"]), ([], ["T"])]
+    want = model.score(pairs)
+    got = [runner.score(s, t) for s, t in pairs]
+    assert got[-2:] == want[-2:] == [float("-inf")] * 2
+    assert got[:-2] == pytest.approx(want[:-2], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_a_g2p_export_reranks_its_beam_like_predict(tmp_path, capsys):
+    import json
+
+    from test_graphones import lexicon
+
+    words = lexicon(900, 0)
+    content = "source,target\n" + "".join(f"{' '.join(s)},{' '.join(t)}\n" for s, t in words)
+    run = _train(tmp_path, "g2p", "pairs.csv", content, beam=4, joint_ngram=4, epochs=10, hidden=32, embedding=16,
+                 lr=1e-2)
+    assert main(["export", str(run)]) == 0
+    capsys.readouterr()
+    spec = json.loads((run / "onnx" / "model.json").read_text())
+    assert spec["graphones"]["weight"] > 0  # chosen on validation: the reranker is in use
+    path = tmp_path / "in.txt"
+    path.write_text("".join("".join(s) + "\n" for s, _ in lexicon(40, 7)))
+    want = _predict(capsys, run, path)
+    assert _runner(run / "onnx", path) == want

@@ -14,6 +14,7 @@ line (blank lines are kept as blank output lines), by the export's kind:
 * tag: a sentence per line (tokens separated by spaces) -> ``word/TAG ...``;
 * seq2seq: a source per line (a word, or tokens separated by spaces; with a tokenizer, a sentence or a
   text) -> greedy or beam-search target tokens; a pointer-generator copies the source's unknown words;
+  a g2p run trained with ``--joint-ngram`` reranks its beam by its graphone n-gram, as rnnkit does;
 * generate: a condition per line -> a greedy sample;
 * caption: a ``.npy`` grayscale image path per line -> a greedy caption;
 * image: a ``.npy`` grayscale image path per line -> ``LABEL<TAB>probability``;
@@ -30,10 +31,14 @@ The tokenizer, word shapes and character ids below follow ``rnnkit.data.text.tok
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import math
 import re
 import sys
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -180,11 +185,13 @@ def _rows(feeds: dict, rows: np.ndarray) -> dict:
     return {k: (v[:, rows] if v.ndim == 3 else v[rows]) for k, v in feeds.items()}
 
 
-def _beam(step, feeds: dict, spec: dict, batch: int, source_length: int) -> tuple[list[list[int]], list]:
+def _beam(step, feeds: dict, spec: dict, batch: int, source_length: int,
+          choose=None) -> tuple[list[list[int]], list]:
     """Beam search as rnnkit's (``rnnkit.models.decoding.beam_search`` without a length penalty):
     ``spec["beam"]`` hypotheses per source, scored by their summed log-probabilities; a finished
     hypothesis stays in the beam unchanged; the best when all have ended or at the length limit.
-    Returns each source's best tokens and that hypothesis's attention ``(steps, S)``."""
+    Returns each source's best tokens and that hypothesis's attention ``(steps, S)``; with
+    ``choose(b, [(tokens, score), ...])`` (the beam best first), the hypothesis it picks instead."""
     K = spec["beam"]
     limit = spec["max_len"][0] * source_length + spec["max_len"][1]
     step_feeds = _rows(feeds, np.repeat(np.arange(batch), K))  # each source's state, once per beam
@@ -215,17 +222,117 @@ def _beam(step, feeds: dict, spec: dict, batch: int, source_length: int) -> tupl
         token = tok.reshape(-1)
         if done.all():
             break
-    best = scores.argmax(1)
-    out = []
-    for b in range(batch):
+
+    def tokens(b: int, k: int) -> list[int]:
         row = []
-        for t in history[b, best[b]].tolist():
+        for t in history[b, k].tolist():
             if t == spec["eos_id"]:
                 break
             if t not in (0, spec["bos_id"]):
                 row.append(t)
-        out.append(row)
-    return out, [attention[b, best[b]] for b in range(batch)]
+        return row
+
+    best = scores.argmax(1)
+    if choose is not None:
+        for b in range(batch):
+            ranked = [k for k in np.argsort(-scores[b], kind="stable").tolist() if scores[b, k] > -np.inf]
+            best[b] = ranked[choose(b, [(tokens(b, k), float(scores[b, k])) for k in ranked])]
+    return [tokens(b, int(best[b])) for b in range(batch)], [attention[b, best[b]] for b in range(batch)]
+
+
+class Graphones:
+    """The run's graphone n-gram (``spec["graphones"]``), as ``rnnkit.tasks.graphones.GraphoneModel``:
+    :meth:`score` is ``log p(letters, phonemes)``, the pair's best path under the graphones' unigram
+    probabilities scored by an interpolated Kneser-Ney n-gram (``rnnkit.tasks._lm.KneserNey``)
+    rebuilt from the training words' graphone sequences. rnnkit's tests check that they agree."""
+
+    UNSEEN = 1e-12  # rnnkit.tasks.graphones.UNSEEN
+
+    def __init__(self, g: dict) -> None:
+        def unpack(text: str, dtype: str) -> list[int]:
+            return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=dtype).tolist()
+
+        self.moves = [tuple(m) for m in g["moves"]]
+        self.src = {c: i + 1 for i, c in enumerate(g["src_symbols"])}
+        self.tgt = {c: i + 1 for i, c in enumerate(g["tgt_symbols"])}
+        self.Vs, self.Vt = len(self.src) + 1, len(self.tgt) + 1
+        keys = unpack(g["keys"], "<i8")
+        self.index = {k: i for i, k in enumerate(keys)}
+        self.prob = dict(zip(keys, g["probs"], strict=True))
+        self.order, self.weight, self.unseen_id = int(g["order"]), float(g["weight"]), len(keys) + 3
+        texts, cur = [], []
+        for v in unpack(g["corpus"], "<i4"):  # sequences ended by 0
+            if v:
+                cur.append(v)
+            else:
+                texts.append(cur)
+                cur = []
+        N = self.order
+        self.counts = [Counter() for _ in range(N + 1)]  # order N raw counts, below continuation counts
+        for t in texts:
+            d = (1,) * (N - 1) + tuple(t) + (2,)
+            self.counts[N].update(d[j : j + N] for j in range(len(d) - N + 1))
+        for n in range(N - 1, 0, -1):
+            for gram in self.counts[n + 1]:
+                self.counts[n][gram[1:]] += 1
+        self.den = [Counter() for _ in range(N + 1)]
+        self.types = [Counter() for _ in range(N + 1)]
+        self.discount = [0.0] * (N + 1)
+        for n in range(1, N + 1):
+            for gram, c in self.counts[n].items():
+                self.den[n][gram[:-1]] += c
+                self.types[n][gram[:-1]] += 1
+            cc = Counter(self.counts[n].values())
+            n1, n2 = cc.get(1, 0), cc.get(2, 0)
+            self.discount[n] = n1 / (n1 + 2 * n2) if n1 else 0.5
+
+    def _p(self, context: tuple, w: int) -> float:
+        p = 1.0 / (self.unseen_id + 1)
+        for n in range(1, min(self.order, len(context) + 1) + 1):
+            h = context[len(context) - n + 1 :] if n > 1 else ()
+            d = self.den[n].get(h, 0)
+            if not d:
+                break
+            D = self.discount[n]
+            p = max(self.counts[n].get(h + (w,), 0) - D, 0.0) / d + D * self.types[n][h] / d * p
+        return p
+
+    def _key(self, s: list[int], t: list[int], i: int, j: int, k: int) -> int:
+        a, b = self.moves[k]
+        x = s[i] if a == 1 else s[i] * (self.Vs + 1) + s[i + 1]
+        y = 0 if b == 0 else t[j] if b == 1 else t[j] * (self.Vt + 1) + t[j + 1]
+        return (k * (self.Vs + 1) ** 2 + x) * (self.Vt + 1) ** 2 + y
+
+    def score(self, letters: list[str], phonemes: list[str]) -> float:
+        s = [self.src.get(c, self.Vs) for c in letters]
+        t = [self.tgt.get(c, self.Vt) for c in phonemes]
+        n, m = len(s), len(t)
+        if not n or m > max(b for _, b in self.moves) * n:
+            return -math.inf
+        alpha = {(0, 0): 1.0}
+        back = {}
+        for i in range(1, n + 1):  # Viterbi over the letters x phonemes grid; the first best move wins ties
+            for j in range(m + 1):
+                best, move = 0.0, -1
+                for k, (a, b) in enumerate(self.moves):
+                    if i >= a and j >= b:
+                        key = self._key(s, t, i - a, j - b, k)
+                        v = alpha.get((i - a, j - b), 0.0) * self.prob.get(key, self.UNSEEN)
+                        if v > best:
+                            best, move = v, k
+                alpha[i, j], back[i, j] = best, move
+        if not alpha[n, m] > 0:
+            return -math.inf
+        ids, i, j = [], n, m
+        while i > 0:
+            k = back[i, j]
+            a, b = self.moves[k]
+            i, j = i - a, j - b
+            key = self._key(s, t, i, j, k)
+            ids.append(self.index[key] + 3 if key in self.index else self.unseen_id)
+        d = (1,) * (self.order - 1) + tuple(ids[::-1]) + (2,)
+        k = self.order - 1
+        return sum(math.log(self._p(d[max(0, i - k) : i], d[i])) for i in range(k, len(d)))
 
 
 def _words(text: str, rules: dict) -> list[str]:
@@ -306,8 +413,16 @@ def predict(spec: dict, sessions: dict, items: list[str]) -> list[str]:
             return out[0], {"prev": out[1], **dict(zip(names, out[2 : 2 + len(names)], strict=True))}, out[-1]
 
         feeds = {"prev": prev, **dict(zip(names, states, strict=True))}
+        choose = None
+        if spec.get("graphones") and spec["graphones"].get("weight"):  # g2p --joint-ngram: rerank the beam
+            g, vocab = Graphones(spec["graphones"]), spec["tgt_vocab"]
+
+            def choose(b, hyps):
+                combined = [sc + g.weight * g.score(sources[b], [vocab[i] for i in row]) for row, sc in hyps]
+                return combined.index(max(combined))
+
         if spec.get("beam", 1) > 1:
-            decoded, attention = _beam(step, feeds, spec, len(items), src.shape[1])
+            decoded, attention = _beam(step, feeds, spec, len(items), src.shape[1], choose)
         else:
             decoded, attention = _greedy(step, feeds, spec, len(items), src.shape[1]), None
         vocab = spec["tgt_vocab"]

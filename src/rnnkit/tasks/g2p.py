@@ -38,7 +38,7 @@ from rnnkit.data.text import split_three
 from rnnkit.data.vocab import Vocab
 from rnnkit.models import RecurrentConfig, Seq2Seq
 from rnnkit.tasks.base import Prepared, Task, TaskConfig, register
-from rnnkit.tasks.graphones import GraphoneModel
+from rnnkit.tasks.graphones import MOVES, GraphoneModel
 from rnnkit.tasks.plots import plot_heatmap
 
 __all__ = ["G2PTask", "edit_distance", "pronunciations"]
@@ -321,4 +321,6 @@ class G2PTask(Task):
         return OnnxBundle("seq2seq", graphs, {"src_vocab": meta["src"]["itos"], "tgt_vocab": meta["tgt"]["itos"],
                                               "bos_id": model.bos_id, "eos_id": model.eos_id, "states": states,
                                               "characters": chars, "beam": int(meta.get("beam", 1)),
-                                              "max_len": [MAX_LEN_PER_SOURCE_TOKEN, MAX_LEN_EXTRA]})
+                                              "max_len": [MAX_LEN_PER_SOURCE_TOKEN, MAX_LEN_EXTRA],
+                                              **({"graphones": {**meta["graphones"], "moves": MOVES}}
+                                                 if self.reranker(meta) else {})})
