@@ -131,10 +131,9 @@ def test_the_runner_tokenizes_and_shapes_words_like_rnnkit():
 
 
 def test_the_runners_graphone_scores_are_rnnkits():
-    from test_graphones import lexicon
-
     from rnnkit.onnx_runner import Graphones
     from rnnkit.tasks.graphones import MOVES, GraphoneModel
+    from test_graphones import lexicon
 
     model = GraphoneModel.fit(lexicon(400, 0), order=3)
     runner = Graphones({**model.to_dict(), "weight": 0.5, "moves": MOVES})
