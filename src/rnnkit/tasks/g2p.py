@@ -180,12 +180,9 @@ class G2PTask(Task):
         return out
 
     @staticmethod
-    def reranker(meta: dict[str, Any]) -> tuple[GraphoneModel, float] | None:
-        """The run's graphone model and its weight, once :meth:`finalize` has chosen one above 0."""
-        g = meta.get("graphones")
-        if not g or not g.get("weight"):
-            return None
-        return GraphoneModel.from_dict(g), float(g["weight"])
+    def rerank_weight(meta: dict[str, Any]) -> float:
+        """The weight of the run's graphone score, as :meth:`finalize` chose it (0: the beam decodes alone)."""
+        return float((meta.get("graphones") or {}).get("weight") or 0.0)
 
     def _rerank(self, model: nn.Module, sources: list[list[str]], meta: dict[str, Any], weights: tuple[float, ...]):
         """For each weight: each source's hypothesis with the best log p(beam) + weight * log p(graphones),
@@ -202,7 +199,13 @@ class G2PTask(Task):
         validation words (then the fewest phoneme errors), into ``meta["graphones"]["weight"]``, beside
         the validation word error rates with and without it."""
         g = data.meta.get("graphones")
-        if not g or not data.val:
+        if not g:
+            return
+        if not data.val:
+            import sys
+
+            print("note: --joint-ngram: no validation words to weigh the graphone n-gram on, so the beam decodes "
+                  "alone", file=sys.stderr)
             return
         sources, refs = pronunciations(data.val)
         picks = self._rerank(model.eval(), sources, data.meta, RERANK_WEIGHTS)
@@ -220,8 +223,8 @@ class G2PTask(Task):
     def transduce(self, model: nn.Module, sources: list[list[str]], meta: dict[str, Any]):
         """Greedy decoding, or a beam of ``meta["beam"]`` (the run's ``--beam``), reranked by the
         graphone model when the run has one (``--joint-ngram``)."""
-        if self.reranker(meta) is not None:
-            pick = self._rerank(model, sources, meta, (float(meta["graphones"]["weight"]),))[0]
+        if self.rerank_weight(meta):
+            pick = self._rerank(model, sources, meta, (self.rerank_weight(meta),))[0]
             return [e[0] for e in pick], [e[3] for e in pick]
         src_v, tgt_v = Vocab.from_dict(meta["src"]), Vocab.from_dict(meta["tgt"])
         beam = int(meta.get("beam", 1))
@@ -240,9 +243,9 @@ class G2PTask(Task):
         """The scores of :func:`_scores`; reranked by graphones, also the beam's own best's
         ``beam_only_wer`` and ``beam_only_per``."""
         sources, refs = pronunciations(examples)
-        if self.reranker(meta) is None:
+        if not self.rerank_weight(meta):
             return _scores(self.transduce(model, sources, meta)[0], refs)
-        plain, reranked = self._rerank(model, sources, meta, (0.0, float(meta["graphones"]["weight"])))
+        plain, reranked = self._rerank(model, sources, meta, (0.0, self.rerank_weight(meta)))
         alone = _scores([e[0] for e in plain], refs)
         return {**_scores([e[0] for e in reranked], refs), "beam_only_wer": alone["wer"], "beam_only_per": alone["per"]}
 
@@ -323,4 +326,4 @@ class G2PTask(Task):
                                               "characters": chars, "beam": int(meta.get("beam", 1)),
                                               "max_len": [MAX_LEN_PER_SOURCE_TOKEN, MAX_LEN_EXTRA],
                                               **({"graphones": {**meta["graphones"], "moves": MOVES}}
-                                                 if self.reranker(meta) else {})})
+                                                 if self.rerank_weight(meta) else {})})
