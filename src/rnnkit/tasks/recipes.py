@@ -45,8 +45,8 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # (19 min); hidden 320 without label smoothing or --average 27.7% / 6.5% (17 min); Phonetisaurus 27.4% / 6.7%;
         # with --input-feeding (1.5x the time a step, so 8 epochs for the same budget) 29.7% / 7.0%. That model (beam 4)
         # alone: 27.1% / 6.4%; its beam of 8 reranked by a graphone n-gram (--joint-ngram; validation WER, 6,000 words,
-        # by order and beam: 5 / 8 25.2%, 6 / 4 25.2%, 6 / 8 24.97%, 8 / 8 24.95%; the beam alone 28.3%); seed 1: 23.6% / 5.6%
-        # (its beam alone 27.4% / 6.5%)
+        # by order and beam: 5 / 8 25.2%, 6 / 4 25.2%, 6 / 8 24.97%, 8 / 8 24.95%; the beam alone 28.3%); seed 1:
+        # 23.6% / 5.6% (its beam alone 27.4% / 6.5%)
         "g2p": dict(max_train=0, hidden=320, layers=2, dropout=0.25, epochs=12, schedule="cosine", beam=8, average=3,
                     joint_ngram=8),
         # speech: the README table has its figure (WER on the real voice). Measured beside it, real / synthetic voice
