@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import pytest
 import torch
@@ -33,10 +32,11 @@ def table_model(batch: int, steps: int, seed: int = 0):
     return step, start, table
 
 
-def brute_force(table: torch.Tensor, b: int, max_len: int, alpha: float) -> tuple[list[int], float]:
-    """Best complete hypothesis by normalised score, enumerating every sequence: one that ends
-    with EOS (at any length <= max_len) or runs to max_len without one."""
-    best, best_norm, best_raw = None, -math.inf, None
+def ranked(table: torch.Tensor, b: int, max_len: int, alpha: float) -> list[tuple[float, list[int], float]]:
+    """Every complete hypothesis (one that ends with EOS at any length <= max_len, or runs to
+    max_len without one) as (normalised score, tokens, raw score), best first; ties keep
+    enumeration order."""
+    out = []
     for L in range(1, max_len + 1):
         for seq in itertools.product(range(V), repeat=L):
             if EOS in seq[:-1] or (L < max_len and seq[-1] != EOS):
@@ -45,10 +45,14 @@ def brute_force(table: torch.Tensor, b: int, max_len: int, alpha: float) -> tupl
             for t, tok in enumerate(seq):
                 raw += float(torch.log_softmax(table[b, t, prev], -1)[tok])
                 prev = tok
-            norm = raw / float(length_penalty(torch.tensor(L), alpha))
-            if norm > best_norm:
-                best, best_norm, best_raw = list(seq), norm, raw
-    return best, best_raw
+            out.append((raw / float(length_penalty(torch.tensor(L), alpha)), list(seq), raw))
+    return sorted(out, key=lambda r: -r[0])
+
+
+def brute_force(table: torch.Tensor, b: int, max_len: int, alpha: float) -> tuple[list[int], float]:
+    """Best complete hypothesis by normalised score, enumerating every sequence."""
+    _, best, raw = ranked(table, b, max_len, alpha)[0]
+    return best, raw
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.7, 2.0])
@@ -137,18 +141,7 @@ def test_nbest_lists_every_hypothesis_best_first() -> None:
     assert out.tokens.shape[:2] == (B, K) and out.scores.shape == out.lengths.shape == (B, K)
     assert out.attention.shape[:3] == out.tokens.shape
     for b in range(B):
-        ranked = []
-        for L in range(1, max_len + 1):
-            for seq in itertools.product(range(V), repeat=L):
-                if EOS in seq[:-1] or (L < max_len and seq[-1] != EOS):
-                    continue
-                prev, raw = BOS, 0.0
-                for t, tok in enumerate(seq):
-                    raw += float(torch.log_softmax(table[b, t, prev], -1)[tok])
-                    prev = tok
-                ranked.append((raw / float(length_penalty(torch.tensor(L), alpha)), list(seq), raw))
-        ranked.sort(key=lambda r: -r[0])
-        for k, (_, seq, raw) in enumerate(ranked[:6]):
+        for k, (_, seq, raw) in enumerate(ranked(table, b, max_len, alpha)[:6]):
             assert out.tokens[b, k, : int(out.lengths[b, k])].tolist() == seq
             assert float(out.scores[b, k]) == pytest.approx(raw, abs=1e-5)
         L = int(best.lengths[b])
