@@ -22,6 +22,7 @@ dictionary translation.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -202,8 +203,6 @@ class G2PTask(Task):
         if not g:
             return
         if not data.val:
-            import sys
-
             print("note: --joint-ngram: no validation words to weigh the graphone n-gram on, so the beam decodes "
                   "alone", file=sys.stderr)
             return
